@@ -1,0 +1,31 @@
+"""Error classes that decide what happens after a failure.
+
+A ``PayloadError`` is the caller's mistake: it is reported as one line per bad field and no run starts.
+``abort`` builds the non-retryable failure (Trigger.dev's ``AbortTaskRunError``): the step fails at once,
+whatever its retry policy says.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+class PayloadError(ValueError):
+    """One or more payload fields break their rule; ``lines`` holds one readable line per field."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+class FetchError(RuntimeError):
+    """A source could not be fetched. ``retryable`` says whether trying again could help."""
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        self.retryable = retryable
+        super().__init__(message)
+
+
+def abort(message: str, **metadata: object) -> dg.Failure:
+    """A failure no retry policy may retry: bad input that will be just as bad next time."""
+    return dg.Failure(description=message, metadata=dict(metadata), allow_retries=False)

@@ -1,0 +1,32 @@
+"""Storage keys and the ids that become part of them.
+
+Keys are generated here, never taken from a payload; an id that becomes part of a key or a file name must
+match ``ID_PATTERN`` (no ``/``, ``..``, NUL or spaces), which is checked in this one place.
+"""
+
+from __future__ import annotations
+
+import re
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ID_RULE = "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"
+_ID = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID.fullmatch(value))
+
+
+def check_id(field: str, value: str) -> str:
+    """Return ``value`` if it is a safe id, else raise ``ValueError`` naming the field and the rule."""
+    if not isinstance(value, str) or not is_valid_id(value):
+        raise ValueError(f"{field}: {value!r} {ID_RULE}")
+    return value
+
+
+def video_key(user_id: str, video_id: str, extension: str) -> str:
+    return f"videos/{check_id('user_id', user_id)}/{check_id('video_id', video_id)}.{extension}"
+
+
+def thumbnail_key(user_id: str, video_id: str) -> str:
+    return f"thumbnails/{check_id('user_id', user_id)}/{check_id('video_id', video_id)}.jpg"
