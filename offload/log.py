@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|DSN|DATABASE_URL|_URL)$", re.I)
+SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
 URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
 MASK = "***"
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
@@ -28,7 +28,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     found: set[str] = set()
     for name, value in env.items():
-        if SECRET_NAME.search(name) and not name.endswith("_URL") and len(value) >= _MIN_SECRET_LEN:
+        if SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LEN:
             found.add(value)
         for match in URL_PASSWORD.finditer(value):
             if len(match["pw"]) >= 3:
