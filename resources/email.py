@@ -7,6 +7,8 @@ outbox names the file after the key, Resend receives it as its ``Idempotency-Key
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -17,6 +19,7 @@ import dagster as dg
 from pydantic import Field
 
 DEFAULT_FROM = "offload <noreply@offload.local>"
+RESEND_DEFAULT_API_URL = "https://api.resend.com"
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,26 @@ class Email:
     from_address: str | None = None
 
 
+class EmailSendError(RuntimeError):
+    """The provider refused or could not take the email. ``status`` is its HTTP status (500 when the request
+    never got an answer); ``retryable`` says whether trying again with the same key could help."""
+
+    def __init__(self, message: str, *, status: int, retryable: bool):
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message)
+
+
+def _check_idempotency_key(idempotency_key: str) -> str:
+    # An empty key would make every keyless send a "retry" of the first one.
+    if not idempotency_key:
+        raise ValueError("idempotency_key: must not be empty")
+    return idempotency_key
+
+
 class EmailSender(dg.ConfigurableResource):
-    """Sends one email; returns the provider's message id. Implementations: ``OutboxEmail``, ``ResendEmail``."""
+    """Sends one email; returns the provider's message id. Implementations: ``OutboxEmail``,
+    ``ResendEmail``."""
 
     def send(self, email: Email, idempotency_key: str) -> str:
         raise NotImplementedError
@@ -44,35 +65,46 @@ class OutboxEmail(EmailSender):
     def send(self, email: Email, idempotency_key: str) -> str:
         outbox = Path(self.directory)
         outbox.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+        name = hashlib.sha256(_check_idempotency_key(idempotency_key).encode()).hexdigest()[:32]
         path = outbox / f"{name}.eml"
         if path.exists():  # the same key was sent before: a retry, not a new email
             return name
-        message = EmailMessage()
+        message = EmailMessage()  # policy "default": a header value holding a newline raises, no injection
         message["From"] = email.from_address or self.from_address
         message["To"] = email.to
         message["Subject"] = email.subject
-        message["Date"] = formatdate(localtime=False)
+        message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid(idstring=name, domain="offload.local")
         message["X-Idempotency-Key"] = idempotency_key
         message.set_content(email.text or "This message is HTML; open it in a mail client.")
         message.add_alternative(email.html, subtype="html")
+        # Write aside and rename: a reader (or a crash) never sees half a file under the final name.
         partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
         partial.write_bytes(bytes(message))
         partial.replace(path)
         return name
 
 
+# The resend SDK keeps its API key and URL in module globals, read on every request. Sends set both and
+# send under this lock, so two resources with different keys in one process never mix them up.
+_RESEND_LOCK = threading.Lock()
+
+
 class ResendEmail(EmailSender):
-    """Resend through its official SDK. The SDK reads ``RESEND_API_URL`` for a non-default endpoint."""
+    """Resend through its official SDK.
+
+    The endpoint is ``RESEND_API_URL`` as it is when ``send`` runs (default ``https://api.resend.com``). The
+    SDK itself reads that variable only once, at import, so the resource reads it again on every send and
+    hands it to the SDK: a test server or a proxy set after import is honoured.
+    """
 
     api_key: str = Field(description="Resend API key (bind with dg.EnvVar('RESEND_API_KEY')).")
     from_address: str = Field(description="Verified sender, e.g. 'Acme <noreply@acme.com>'.")
 
     def send(self, email: Email, idempotency_key: str) -> str:
         import resend
+        from resend.exceptions import ResendError
 
-        resend.api_key = self.api_key
         params: resend.Emails.SendParams = {
             "from": email.from_address or self.from_address,
             "to": [email.to],
@@ -81,5 +113,28 @@ class ResendEmail(EmailSender):
         }
         if email.text:
             params["text"] = email.text
-        sent = resend.Emails.send(params, {"idempotency_key": idempotency_key})
+        options: resend.Emails.SendOptions = {"idempotency_key": _check_idempotency_key(idempotency_key)}
+        failure: EmailSendError | None = None
+        with _RESEND_LOCK:
+            resend.api_key = self.api_key
+            resend.api_url = os.environ.get("RESEND_API_URL") or RESEND_DEFAULT_API_URL
+            try:
+                sent = resend.Emails.send(params, options)
+            except ResendError as error:
+                failure = self._failure(error)
+        if failure is not None:
+            # Raised outside the except block so the SDK's exception is not chained as its context: its
+            # message and traceback come from the server and are not ours to vouch for.
+            raise failure
         return str(sent["id"])
+
+    def _failure(self, error: Exception) -> EmailSendError:
+        """The SDK's error as an ``EmailSendError`` whose text never holds the API key, even if the server
+        (or a proxy in between) echoes it back."""
+        code = str(getattr(error, "code", ""))
+        status = int(code) if code.isdigit() else 500
+        kind = getattr(error, "error_type", type(error).__name__)
+        text = f"resend: send failed with HTTP {status} ({kind}): {error}"
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return EmailSendError(text, status=status, retryable=status in (408, 409, 429) or status >= 500)

@@ -1,0 +1,180 @@
+"""The video pipeline's steps. Each returns a typed value that the IO manager persists, so re-executing a
+failed run from failure starts at the failed step and reuses the files the finished steps made."""
+
+
+import base64
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from offload import paths
+from offload.download import Downloader
+from offload.errors import FetchError, abort
+from offload.keys import thumbnail_key, video_key
+from offload.log import Progress, StepLog
+from pipelines.video import media
+from pipelines.video.payload import VideoPayload
+from resources.email import Email, EmailSender
+from resources.storage import Storage
+
+
+@dataclass(frozen=True)
+class Source:
+    """The downloaded original, and the request it came with."""
+
+    payload: dict[str, Any]
+    path: str
+    size: int
+    work_dir: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One produced file waiting to be uploaded."""
+
+    kind: str  # mp4 | webm | gif | thumbnail
+    path: str
+    size: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    key: str
+    url: str
+    size: int
+
+
+def _run_work_dir(context: dg.OpExecutionContext) -> Path:
+    work = paths.work_dir() / context.run_id
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+@dg.op(tags={"kind": "download"})
+def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: Downloader) -> Source:
+    """Stream the source to a work file, under the downloader's size cap and SSRF policy."""
+    log = StepLog(context)
+    started = time.time()
+    target = _run_work_dir(context) / "source"
+    progress = Progress(log, "download")
+    with log.timed("downloaded", {"video_id": config.video_id}) as fields:
+        try:
+            size = downloader.fetch(
+                config.video_url, target, on_progress=lambda done, total: total and progress.update(done / total)
+            )
+        except FetchError as error:
+            if not error.retryable:
+                raise abort(f"video_url: {error}") from None
+            raise
+        fields["bytes"] = size
+    return Source(payload=config.model_dump(), path=str(target), size=size,
+                  work_dir=str(target.parent), started_at=started)  # fmt: skip
+
+
+@dg.op(out={"info": dg.Out(media.VideoInfo), "formats": dg.DynamicOut(str)})
+def probe(context: dg.OpExecutionContext, source: Source):  # type: ignore[no-untyped-def]
+    """Read duration, size, rate and codecs; a file that is not a decodable video fails for good here."""
+    try:
+        info = media.probe(Path(source.path))
+    except media.NotAVideo as error:
+        raise abort(f"not a video: {error}") from None
+    StepLog(context).info("probed", asdict(info) | {"has_audio": info.has_audio})
+    yield dg.Output(info, "info", metadata={k: dg.MetadataValue.text(str(v)) for k, v in asdict(info).items()})
+    for fmt in source.payload["formats"]:
+        yield dg.DynamicOutput(fmt, output_name="formats", mapping_key=fmt)
+
+
+def _encode(context: dg.OpExecutionContext, kind: str, args: list[str], seconds: float, target: Path) -> Rendition:
+    log = StepLog(context)
+    progress = Progress(log, kind)
+    started = time.perf_counter()
+    try:
+        media.run_ffmpeg(args, seconds, on_progress=progress.update)
+    except media.FFmpegFailed as error:
+        target.unlink(missing_ok=True)
+        raise dg.Failure(description=f"{kind}: {error}") from None
+    elapsed = round(time.perf_counter() - started, 3)
+    rendition = Rendition(kind=kind, path=str(target), size=target.stat().st_size, seconds=elapsed)
+    log.info(f"{kind} ready", {"bytes": rendition.size, "duration_s": elapsed})
+    return rendition
+
+
+@dg.op
+def thumbnail(context: dg.OpExecutionContext, source: Source, info: media.VideoInfo) -> dg.Output[Rendition]:
+    """A JPEG frame at about 10% of the duration, shown in the UI as the step's metadata."""
+    target = Path(source.work_dir) / "thumbnail.jpg"
+    rendition = _encode(context, "thumbnail", media.thumbnail_args(info, Path(source.path), target), 0, target)
+    inline = base64.b64encode(target.read_bytes()).decode()
+    return dg.Output(rendition, metadata={
+        "thumbnail": dg.MetadataValue.md(f"![thumbnail](data:image/jpeg;base64,{inline})"),
+        "bytes": rendition.size,
+    })  # fmt: skip
+
+
+@dg.op
+def transcode(context: dg.OpExecutionContext, fmt: str, source: Source, info: media.VideoInfo) -> dg.Output[Rendition]:
+    """Encode one format with the ffmpeg binary, logging progress at every 10%."""
+    target = Path(source.work_dir) / f"output.{fmt}"
+    args = media.encode_args(fmt, info, Path(source.path), target)
+    rendition = _encode(context, fmt, args, media.output_seconds(fmt, info), target)
+    return dg.Output(rendition, metadata={"bytes": rendition.size, "encode_seconds": rendition.seconds})
+
+
+@dg.op
+def upload(
+    context: dg.OpExecutionContext, source: Source, thumb: Rendition, renditions: list[Rendition], storage: Storage
+) -> dg.Output[dict[str, Uploaded]]:
+    """Stream every output to storage under keys generated from the validated ids."""
+    log = StepLog(context)
+    user_id, video_id = source.payload["user_id"], source.payload["video_id"]
+    stored: dict[str, Uploaded] = {}
+    for item in [*renditions, thumb]:
+        if item.kind == "thumbnail":
+            key, content_type = thumbnail_key(user_id, video_id), media.CONTENT_TYPES["jpg"]
+        else:
+            key, content_type = video_key(user_id, video_id, item.kind), media.CONTENT_TYPES[item.kind]
+        with log.timed("uploaded", {"key": key, "bytes": item.size}):
+            obj = storage.put_file(key, Path(item.path), content_type)
+        stored[item.kind] = Uploaded(key=obj.key, url=obj.url, size=obj.size)
+    metadata: dict[str, Any] = {f"{kind}_url": dg.MetadataValue.url(u.url) for kind, u in stored.items()}
+    metadata |= {f"{kind}_bytes": u.size for kind, u in stored.items()}
+    return dg.Output(stored, metadata=metadata)
+
+
+def _email_html(payload: dict[str, Any], stored: dict[str, Uploaded]) -> str:
+    links = "".join(
+        f'<li><a href="{u.url}">{kind}</a> ({u.size:,} bytes)</li>' for kind, u in stored.items() if kind != "thumbnail"
+    )
+    return (
+        f"<p>Your video <b>{payload['video_id']}</b> is ready.</p><ul>{links}</ul>"
+        f'<p><img src="{stored["thumbnail"].url}" alt="thumbnail"></p>'
+    )
+
+
+@dg.op
+def notify(
+    context: dg.OpExecutionContext, source: Source, info: media.VideoInfo, stored: dict[str, Uploaded], email: EmailSender
+) -> dg.Output[dict[str, Any]]:
+    """Email the user their links (once per run family, even if retried), then free the work files."""
+    payload = source.payload
+    idempotency_key = f"video-ready/{context.run.root_run_id or context.run_id}/{payload['video_id']}"
+    message = Email(to=payload["user_email"], subject=f"Your video {payload['video_id']} is ready",
+                    html=_email_html(payload, stored))  # fmt: skip
+    email_id = email.send(message, idempotency_key)
+    result = {
+        "video_id": payload["video_id"],
+        "outputs": {kind: u.url for kind, u in stored.items()},
+        "duration": info.duration,
+        "width": info.width,
+        "height": info.height,
+        "processing_seconds": round(time.time() - source.started_at, 3),
+    }
+    StepLog(context).info("video ready", {"email_id": email_id, **result})
+    shutil.rmtree(source.work_dir, ignore_errors=True)
+    return dg.Output(result, metadata={"result": dg.MetadataValue.json(result), "email_id": email_id})
