@@ -1,0 +1,89 @@
+"""FFmpeg work on its own: probing real files with PyAV, and every encode decoded back to check codec,
+duration and dimensions, including odd sizes, rotation tags, no audio and variable frame rate."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.video import media
+
+
+@pytest.mark.parametrize(
+    ("clip", "width", "height", "has_audio"),
+    [("plain", 320, 240, True), ("silent", 320, 240, False), ("odd", 321, 241, True),
+     ("portrait", 240, 320, True), ("rotated", 240, 320, True)],
+)  # fmt: skip
+def test_probe_reports_displayed_size_and_audio(clips, clip, width, height, has_audio):
+    info = media.probe(clips[clip])
+    assert (info.width, info.height, info.has_audio) == (width, height, has_audio)
+    assert info.video_codec == "h264"
+    assert abs(info.duration - (3.0 if clip == "plain" else 2.0)) < 0.1
+
+
+def test_probe_reports_rotation_tag(clips):
+    assert media.probe(clips["rotated"]).rotation == 90
+    assert media.probe(clips["plain"]).rotation == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100, b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500])
+def test_probe_refuses_what_is_not_a_video(tmp_path, content):
+    path = tmp_path / "fake.mp4"
+    path.write_bytes(content)
+    with pytest.raises(media.NotAVideo):
+        media.probe(path)
+
+
+def test_probe_refuses_audio_only_file(tmp_path):
+    import subprocess
+
+    path = tmp_path / "tone.m4a"
+    subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", str(path)],
+                   check=True)  # fmt: skip
+    with pytest.raises(media.NotAVideo, match="no video stream"):
+        media.probe(path)
+
+
+EXPECTED = {"mp4": ("h264", "aac"), "webm": ("vp9", "opus"), "gif": ("gif", None)}
+
+
+@pytest.mark.parametrize("fmt", media.FORMATS)
+@pytest.mark.parametrize("clip", ["plain", "silent", "odd", "rotated", "vfr"])
+def test_encode_decodes_back_with_expected_codec_size_and_duration(clips, tmp_path, clip, fmt):
+    source = clips[clip]
+    info = media.probe(source)
+    target = tmp_path / f"out.{fmt}"
+    progress: list[float] = []
+    media.run_ffmpeg(media.encode_args(fmt, info, source, target), media.output_seconds(fmt, info), progress.append)
+    out = media.probe(target)
+    video_codec, audio_codec = EXPECTED[fmt]
+    assert out.video_codec == video_codec
+    assert out.audio_codec == (audio_codec if info.has_audio else None)
+    assert abs(out.duration - info.duration) <= 0.2
+    if fmt == "gif":
+        assert out.width <= media.GIF_MAX_WIDTH
+    else:  # even sizes for yuv420p, rotation applied to pixels
+        assert (out.width, out.height) == (info.width // 2 * 2, info.height // 2 * 2)
+        assert out.rotation == 0
+    assert progress and progress[-1] == 1.0
+
+
+def test_thumbnail_is_one_jpeg_frame(clips, tmp_path):
+    info = media.probe(clips["rotated"])
+    target = tmp_path / "thumb.jpg"
+    media.run_ffmpeg(media.thumbnail_args(info, clips["rotated"], target), 0)
+    thumb = media.probe(target)
+    assert thumb.video_codec == "mjpeg"
+    assert (thumb.width, thumb.height) == (240, 320)
+    assert target.read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_ffmpeg_failure_raises_with_its_error(tmp_path):
+    info = media.VideoInfo(duration=1, width=2, height=2, fps=25, video_codec="h264", audio_codec=None, rotation=0)
+    with pytest.raises(media.FFmpegFailed, match="ffmpeg exited with"):
+        media.run_ffmpeg(media.encode_args("mp4", info, tmp_path / "missing.mp4", tmp_path / "o.mp4"), 1)
+
+
+def test_unknown_format_is_refused():
+    info = media.VideoInfo(duration=1, width=2, height=2, fps=25, video_codec="h264", audio_codec=None, rotation=0)
+    with pytest.raises(ValueError, match="format: 'avi' must be one of mp4, webm, gif"):
+        media.encode_args("avi", info, Path("a"), Path("b"))
