@@ -257,7 +257,9 @@ class GuardedTransport(httpx.BaseTransport):
         resolver: Resolver = system_resolver,
         verify: ssl.SSLContext | bool = True,
     ):
-        ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        ssl_context = (
+            verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        )
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
             network_backend=GuardedBackend(allow_hosts, resolver=resolver),

@@ -1,0 +1,291 @@
+"""The one way offload fetches a user-supplied URL to a local file: ``Downloader.fetch``.
+
+Every step that downloads (the video pipeline's download step first) goes through here, so the rules
+live in one place: only http, https, file and s3 URLs; HTTP connections only to public addresses unless
+a host is allow-listed (``offload.netguard``, checked on every redirect hop); ``file://`` only inside
+configured roots; a size cap checked against the declared length and again while streaming; transient
+failures retried, permanent ones raised at once. The file appears at ``dest`` only when complete.
+
+Failures are ``FetchError``s with one line that starts with the rule that failed ("refused: ...",
+"too large: ...", "HTTP 404 from ..."); URLs in them lose their userinfo and query string, because
+presigned URLs carry their credentials there. Callers add the payload field, e.g. ``video_url: ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import dagster as dg
+import httpx
+import tenacity
+
+from offload.errors import FetchError
+from offload.log import redact
+from offload.netguard import guarded_client
+
+SCHEMES = ("http", "https", "file", "s3")
+MAX_REDIRECTS = 5
+CHUNK_BYTES = 1024 * 1024
+_RETRY_STATUSES = frozenset({408, 429})
+
+Progress = Callable[[int, int | None], None]
+"""``on_progress(bytes_written, total_bytes_or_None)``, called after every chunk."""
+
+
+def scheme_error(url: str) -> str | None:
+    """Why ``url``'s scheme is refused, or None; lets payload validation refuse it before any run."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in SCHEMES:
+        return None
+    if not scheme:
+        return "no scheme: expected an http://, https://, file:// or s3:// URL"
+    return f"scheme {scheme!r} is not allowed; use http, https, file or s3"
+
+
+def safe_url(url: str | httpx.URL) -> str:
+    """``url`` fit for a message or a log: no user, password, query string or fragment."""
+    parts = urlsplit(str(url))
+    netloc = parts.netloc.rpartition("@")[2]
+    return redact(f"{parts.scheme}://{netloc}{parts.path}")
+
+
+class Downloader(dg.ConfigurableResource):
+    """Downloads http(s), file and s3 URLs to local files, refusing what could be an SSRF or a bomb.
+
+    ``allow_hosts`` lists hosts (``name`` or ``name:port``) that HTTP may reach even on private or
+    loopback addresses: internal sources and tests. ``file_roots`` lists the directories ``file://`` URLs
+    may read; empty means ``file://`` is refused. ``s3://bucket/key`` uses the standard boto3
+    configuration (credentials chain, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``).
+    """
+
+    max_bytes: int = 2 * 1024**3
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    attempts: int = 3
+    retry_base_delay: float = 1.0
+    allow_hosts: list[str] = []
+    file_roots: list[str] = []
+
+    def fetch(self, url: str, dest: Path, on_progress: Progress | None = None) -> int:
+        """Stream ``url`` into ``dest`` and return the bytes written; ``FetchError`` if it cannot.
+
+        Transient failures (connection errors, timeouts, HTTP 408/429/5xx, S3 throttling) are tried
+        again up to ``attempts`` times in all, with exponential backoff from ``retry_base_delay``;
+        each attempt starts the file over. Anything else fails on the first attempt.
+        """
+        problem = scheme_error(url)
+        if problem is not None:
+            raise FetchError(problem)
+        read = {
+            "http": self._read_http,
+            "https": self._read_http,
+            "file": self._read_file,
+            "s3": self._read_s3,
+        }[urlsplit(url).scheme.lower()]
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max(1, self.attempts)),
+            wait=tenacity.wait_exponential(multiplier=self.retry_base_delay, max=60),
+            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, FetchError) and exc.retryable),
+            reraise=True,
+        )
+        return retrying(self._fetch_once, read, url, Path(dest), on_progress)
+
+    def _fetch_once(
+        self, read: Callable[[str, _Sink], None], url: str, dest: Path, on_progress: Progress | None
+    ) -> int:
+        with _partial_file(dest) as out:
+            sink = _Sink(out, self.max_bytes, safe_url(url), on_progress)
+            read(url, sink)
+        return sink.written
+
+    # -- http and https ------------------------------------------------------------------------------
+
+    def _read_http(self, url: str, sink: _Sink) -> None:
+        """Follow up to ``MAX_REDIRECTS`` redirects by hand, so a hop to another scheme gets a clear
+        refusal; the address of every hop is checked by the guarded client's network backend."""
+        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+        with guarded_client(timeout=timeout, allow_hosts=self.allow_hosts) as client:
+            with self._http_errors(url):
+                # Identity: the cap and the progress total then count the bytes of the file itself.
+                request = client.build_request("GET", url, headers={"Accept-Encoding": "identity"})
+            for _ in range(MAX_REDIRECTS + 1):
+                with self._http_errors(str(request.url)):
+                    response = client.send(request, stream=True)
+                try:
+                    if response.next_request is None:
+                        self._stream_response(response, sink)
+                        return
+                    request = response.next_request
+                    if request.url.scheme not in ("http", "https"):
+                        raise FetchError(
+                            f"refused: {safe_url(response.url)} redirects to scheme {request.url.scheme!r}"
+                        )
+                finally:
+                    response.close()
+        raise FetchError(f"too many redirects: more than {MAX_REDIRECTS} from {safe_url(url)}")
+
+    def _stream_response(self, response: httpx.Response, sink: _Sink) -> None:
+        status = response.status_code
+        if not 200 <= status < 300:
+            retryable = status in _RETRY_STATUSES or status >= 500
+            raise FetchError(f"HTTP {status} from {safe_url(response.url)}", retryable=retryable)
+        total = None
+        if response.headers.get("Content-Encoding", "identity").lower() == "identity":
+            total = _int_or_none(response.headers.get("Content-Length"))
+        sink.start(total)
+        with self._http_errors(str(response.url)):
+            # Chunks as they arrive (httpcore reads at most 64 KiB at a time), not re-buffered by httpx.
+            for chunk in response.iter_bytes():
+                sink.write(chunk)
+
+    @contextmanager
+    def _http_errors(self, url: str) -> Iterator[None]:
+        """httpx's exceptions as ``FetchError``s: network trouble is retryable, a bad URL is not."""
+        where = safe_url(url)
+        try:
+            yield
+        except httpx.ConnectTimeout as exc:
+            raise FetchError(
+                f"timed out: no connection within {self.connect_timeout} s to {where}", retryable=True
+            ) from exc
+        except httpx.ReadTimeout as exc:
+            raise FetchError(
+                f"timed out: no data for {self.read_timeout} s from {where}", retryable=True
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise FetchError(f"timed out: {type(exc).__name__} at {where}", retryable=True) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise FetchError(f"invalid URL: {where} ({redact(str(exc))})") from exc
+        except httpx.TransportError as exc:
+            detail = redact(str(exc)) or type(exc).__name__
+            raise FetchError(f"connection failed: {where} ({detail})", retryable=True) from exc
+
+    # -- file ----------------------------------------------------------------------------------------
+
+    def _read_file(self, url: str, sink: _Sink) -> None:
+        """Read a local file only if, with symlinks and ``..`` resolved, it lies inside a file root."""
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise FetchError(f"refused: file URLs must name a local path (file:///...), not {parts.netloc}")
+        if not self.file_roots:
+            raise FetchError("refused: file URLs are not enabled here (no file_roots configured)")
+        requested = unquote(parts.path)
+        if "\0" in requested or not Path(requested).is_absolute():
+            raise FetchError(f"refused: {requested!r} is not an absolute path")
+        try:
+            path = Path(requested).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise FetchError(f"refused: {requested} does not resolve ({exc})") from exc
+        if not any(path.is_relative_to(Path(root).resolve()) for root in self.file_roots):
+            raise FetchError(f"refused: {requested} is outside the allowed file roots")
+        try:
+            # The resolved path has no symlinks; O_NOFOLLOW keeps a link swapped in since then from
+            # being followed (parent directories swapped in that instant are not covered).
+            source = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        except FileNotFoundError as exc:
+            raise FetchError(f"not found: {requested}") from exc
+        except OSError as exc:
+            raise FetchError(f"unreadable: {requested} ({exc.strerror})") from exc
+        with source:
+            info = os.fstat(source.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise FetchError(f"not a file: {requested}")
+            sink.start(info.st_size)
+            while chunk := source.read(CHUNK_BYTES):
+                sink.write(chunk)
+
+    # -- s3 ------------------------------------------------------------------------------------------
+
+    def _read_s3(self, url: str, sink: _Sink) -> None:
+        # Keys are taken literally, as the AWS CLI does: '?', '#' and '%' are legal in a key.
+        bucket, _, key = url[len("s3://") :].partition("/")
+        if not bucket or not key:
+            raise FetchError("invalid URL: expected s3://bucket/key")
+        where = f"s3://{bucket}/{key}"
+        # One attempt per call: ``attempts`` and the backoff above are the retry policy for every scheme.
+        config = botocore.config.Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        )
+        try:
+            client = boto3.client("s3", config=config)
+            response: Any = client.get_object(Bucket=bucket, Key=key)
+            sink.start(response.get("ContentLength"))
+            for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
+                sink.write(chunk)
+        except botocore.exceptions.ClientError as exc:
+            raise _s3_client_error(exc, where) from exc
+        except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
+            raise FetchError(f"connection failed: {where} ({type(exc).__name__})", retryable=True) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise FetchError(f"S3 error: {where} ({redact(str(exc))})") from exc
+
+
+def _s3_client_error(exc: botocore.exceptions.ClientError, where: str) -> FetchError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+        return FetchError(f"not found: {where} ({code})")
+    retryable = status in _RETRY_STATUSES or status >= 500 or code in ("SlowDown", "RequestTimeout")
+    return FetchError(f"S3 {code} (HTTP {status}) for {where}", retryable=retryable)
+
+
+class _Sink:
+    """Where the bytes of one attempt go: the partial file, the size cap and the progress callback."""
+
+    def __init__(self, out: BinaryIO, max_bytes: int, where: str, on_progress: Progress | None):
+        self._out, self._max, self._where, self._on_progress = out, max_bytes, where, on_progress
+        self.written = 0
+        self.total: int | None = None
+
+    def start(self, total: int | None) -> None:
+        """Refuse before reading anything if the source declares more than the cap."""
+        if total is not None and total > self._max:
+            raise FetchError(f"too large: more than {self._max} bytes ({total} declared) at {self._where}")
+        self.total = total
+
+    def write(self, chunk: bytes) -> None:
+        """Refuse as soon as the bytes actually received pass the cap: declared lengths can lie."""
+        if self.written + len(chunk) > self._max:
+            raise FetchError(f"too large: more than {self._max} bytes at {self._where}")
+        self._out.write(chunk)
+        self.written += len(chunk)
+        if self._on_progress is not None:
+            self._on_progress(self.written, self.total)
+
+
+@contextmanager
+def _partial_file(dest: Path) -> Iterator[BinaryIO]:
+    """A hidden temporary file beside ``dest``, renamed onto it on success and removed on failure.
+
+    Beside, not in /tmp: the rename must stay on one file system to be atomic, so a reader never sees
+    half a file under the final name.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(temp_name, dest)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

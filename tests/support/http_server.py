@@ -1,0 +1,171 @@
+"""A real HTTP server on loopback for tests that need a peer: scripted routes, a request log, clean stop.
+
+``LocalHTTPServer({"/path": route, ...})`` binds 127.0.0.1 (or ``::1``) on a port the OS picks, optionally
+with TLS, serves each connection in a daemon thread and records every request it receives, so a test can
+assert that a refused fetch never reached it. Routes are small functions of the request handler; the
+helpers below (``body``, ``chunked``, ``statuses``, ``redirect``, ``hang``) cover what download tests need.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+Route = Callable[["_Handler"], None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a client that keeps a connection open must not block the test's exit
+    owner: LocalHTTPServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients of these tests hang up mid-response on purpose (size caps, timeouts): stay quiet."""
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # needed for chunked responses and keep-alive, as real servers do
+    timeout = 30  # an idle keep-alive connection frees its thread eventually even if nobody closes it
+    server: _Server
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        owner._record(self.path, self.headers.get("Host", ""))
+        route = owner.routes.get(self.path.split("?", 1)[0])
+        if route is None:
+            body(b"no such route", status=404)(self)
+        else:
+            route(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep pytest output clean; the request log is ``LocalHTTPServer.paths``."""
+
+
+class LocalHTTPServer:
+    """A threaded HTTP server on loopback; use as a context manager, which stops it on exit."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route] | None = None,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ):
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.host = host
+        self.paths: list[str] = []
+        self.host_headers: list[str] = []
+        self.stopping = threading.Event()  # releases handlers that ``hang``
+        self._lock = threading.Lock()
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host, 0), _Handler)  # port 0: the OS picks a free one at bind time
+        self._server.owner = self
+        self.scheme = "https" if tls is not None else "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"http-{self.port}",
+            daemon=True,
+        )  # a short poll interval makes stopping quick
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        """``host:port`` as an allow list spells it (``[::1]:port`` for IPv6)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{self.origin}{path}"
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.paths)
+
+    def _record(self, path: str, host_header: str) -> None:
+        with self._lock:
+            self.paths.append(path)
+            self.host_headers.append(host_header)
+
+    def __enter__(self) -> LocalHTTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+# --- routes ----------------------------------------------------------------------------------------------
+
+
+def body(data: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Route:
+    """Answer ``status`` with ``data`` and its Content-Length (unless ``headers`` sets one)."""
+
+    def route(handler: _Handler) -> None:
+        handler.send_response(status)
+        sent = {k.lower() for k in (headers or {})}
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        if "content-length" not in sent:
+            handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return route
+
+
+def chunked(chunks: Iterable[bytes]) -> Route:
+    """Answer 200 with chunked transfer encoding and no Content-Length: the size is unknown up front."""
+
+    def route(handler: _Handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for chunk in chunks:
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        handler.wfile.write(b"0\r\n\r\n")
+
+    return route
+
+
+def statuses(*codes: int, then: Route) -> Route:
+    """Answer the given error statuses to the first requests, in order, then behave like ``then``."""
+    pending = list(codes)
+    lock = threading.Lock()
+
+    def route(handler: _Handler) -> None:
+        with lock:
+            code = pending.pop(0) if pending else None
+        if code is None:
+            then(handler)
+        else:
+            body(f"status {code}".encode(), status=code)(handler)
+
+    return route
+
+
+def redirect(location: str, status: int = 302) -> Route:
+    return body(b"", status=status, headers={"Location": location})
+
+
+def hang(handler: _Handler) -> None:
+    """Accept the request and never answer, until the server stops (a stuck upstream)."""
+    handler.server.owner.stopping.wait()
