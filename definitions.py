@@ -6,6 +6,7 @@ import pipelines
 import schedules
 import sensors
 from offload import paths
+from offload.executors import executor_from_env
 from offload.payload import install_cli_error_hook
 from resources import resources_for
 
@@ -15,5 +16,5 @@ defs = dg.Definitions.merge(
     pipelines.defs,
     schedules.defs,
     sensors.defs,
-    dg.Definitions(resources=resources_for(paths.environment()), executor=dg.multiprocess_executor),
+    dg.Definitions(resources=resources_for(paths.environment()), executor=executor_from_env()),
 )

@@ -32,7 +32,7 @@ def main() -> int:
     payload_file = paths.samples_dir() / "video_pipeline.yaml"
     payload_file.write_text(yaml.safe_dump(payload, sort_keys=False))
     print(f"payload: {payload_file}")
-    command = [dagster_executable(), "job", "execute", "-w", str(paths.PROJECT_ROOT / "workspace.yaml"),
+    command = [dagster_executable(), "job", "execute", "-f", "definitions.py",
                "-j", "video_pipeline", "-c", str(payload_file)]  # fmt: skip
     finished = subprocess.run(command, cwd=paths.PROJECT_ROOT)
     if finished.returncode != 0:
