@@ -26,6 +26,6 @@ class FetchError(RuntimeError):
         super().__init__(message)
 
 
-def abort(message: str, **metadata: object) -> dg.Failure:
+def abort(message: str) -> dg.Failure:
     """A failure no retry policy may retry: bad input that will be just as bad next time."""
-    return dg.Failure(description=message, metadata=dict(metadata), allow_retries=False)
+    return dg.Failure(description=message, allow_retries=False)

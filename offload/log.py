@@ -40,7 +40,8 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """``text`` with every configured secret and every URL password replaced by ``***``."""
     text = URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     for value in secret_values(environ):
-        text = text.replace(value, MASK)
+        # Also as json.dumps writes it (``"``, ``\\`` and non-ASCII escaped): StepLog renders fields as JSON.
+        text = text.replace(json.dumps(value)[1:-1], MASK).replace(value, MASK)
     return text
 
 
@@ -89,4 +90,6 @@ class Progress:
         percent = int(max(0.0, min(fraction, 1.0)) * 100)
         if percent >= self._next:
             self._log.info(f"{self._what} {percent}%", fields)
-            self._next = (percent // self._step + 1) * self._step
+            following = (percent // self._step + 1) * self._step
+            # 100% is always logged, also when step_percent does not divide 100 (15: ... 90, 100).
+            self._next = min(following, 100) if percent < 100 else following

@@ -42,7 +42,9 @@ def resources_for(environment: str) -> dict[str, Any]:
                 region=os.environ.get("AWS_REGION") or None,
                 endpoint_url=os.environ.get("OFFLOAD_S3_ENDPOINT_URL") or None,
             ),
-            "email": ResendEmail(api_key=dg.EnvVar("RESEND_API_KEY"), from_address=dg.EnvVar("OFFLOAD_EMAIL_FROM")),
+            "email": ResendEmail(
+                api_key=dg.EnvVar("RESEND_API_KEY"), from_address=dg.EnvVar("OFFLOAD_EMAIL_FROM")
+            ),
             # file:// sources read the server's disk: never in production.
             "downloader": _downloader(file_roots=[]),
         }

@@ -25,7 +25,9 @@ def test_probe_reports_rotation_tag(clips):
     assert media.probe(clips["plain"]).rotation == 0
 
 
-@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100, b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500])
+@pytest.mark.parametrize(
+    "content", [b"", b"not a video at all" * 100, b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500]
+)
 def test_probe_refuses_what_is_not_a_video(tmp_path, content):
     path = tmp_path / "fake.mp4"
     path.write_bytes(content)
@@ -37,8 +39,8 @@ def test_probe_refuses_audio_only_file(tmp_path):
     import subprocess
 
     path = tmp_path / "tone.m4a"
-    subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", str(path)],
-                   check=True)  # fmt: skip
+    tone = [media.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", str(path)]
+    subprocess.run(tone, check=True)
     with pytest.raises(media.NotAVideo, match="no video stream"):
         media.probe(path)
 
@@ -53,7 +55,9 @@ def test_encode_decodes_back_with_expected_codec_size_and_duration(clips, tmp_pa
     info = media.probe(source)
     target = tmp_path / f"out.{fmt}"
     progress: list[float] = []
-    media.run_ffmpeg(media.encode_args(fmt, info, source, target), media.output_seconds(fmt, info), progress.append)
+    media.run_ffmpeg(
+        media.encode_args(fmt, info, source, target), media.output_seconds(fmt, info), progress.append
+    )
     out = media.probe(target)
     video_codec, audio_codec = EXPECTED[fmt]
     assert out.video_codec == video_codec
@@ -78,12 +82,16 @@ def test_thumbnail_is_one_jpeg_frame(clips, tmp_path):
 
 
 def test_ffmpeg_failure_raises_with_its_error(tmp_path):
-    info = media.VideoInfo(duration=1, width=2, height=2, fps=25, video_codec="h264", audio_codec=None, rotation=0)
+    info = media.VideoInfo(
+        duration=1, width=2, height=2, fps=25, video_codec="h264", audio_codec=None, rotation=0
+    )
     with pytest.raises(media.FFmpegFailed, match="ffmpeg exited with"):
         media.run_ffmpeg(media.encode_args("mp4", info, tmp_path / "missing.mp4", tmp_path / "o.mp4"), 1)
 
 
 def test_unknown_format_is_refused():
-    info = media.VideoInfo(duration=1, width=2, height=2, fps=25, video_codec="h264", audio_codec=None, rotation=0)
+    info = media.VideoInfo(
+        duration=1, width=2, height=2, fps=25, video_codec="h264", audio_codec=None, rotation=0
+    )
     with pytest.raises(ValueError, match="format: 'avi' must be one of mp4, webm, gif"):
         media.encode_args("avi", info, Path("a"), Path("b"))

@@ -90,4 +90,6 @@ def test_rule_errors_surface_through_the_job_as_lines():
     job = defs.resolve_job_def("video_pipeline")
     with pytest.raises(dg.DagsterError) as caught:
         job.execute_in_process(run_config=GOOD | {"user_id": "../../etc"})
-    assert payload_errors(caught.value) == ["user_id = '../../etc': must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"]
+    assert payload_errors(caught.value) == [
+        "user_id = '../../etc': must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"
+    ]

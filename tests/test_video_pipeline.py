@@ -110,7 +110,8 @@ def test_run_shows_progress_and_result_metadata(clips, data_dir):
 
 def test_process_video_makes_the_one_format_asked_for(clips, data_dir):
     result = process_video.execute_in_process(
-        run_config=payload(clips["silent"], format="webm"), resources=local_resources(data_dir, [clips["silent"].parent])
+        run_config=payload(clips["silent"], format="webm"),
+        resources=local_resources(data_dir, [clips["silent"].parent]),
     )
     assert result.success
     assert set(result_of(result)["outputs"]) == {"webm", "thumbnail"}
@@ -144,7 +145,9 @@ def test_too_large_source_is_refused_while_downloading(clips, data_dir):
 )
 def test_loopback_urls_are_refused_before_any_connection(data_dir, url):
     result = video_pipeline.execute_in_process(
-        run_config=payload(Path("/x"), video_url=url), resources=local_resources(data_dir, []), raise_on_error=False
+        run_config=payload(Path("/x"), video_url=url),
+        resources=local_resources(data_dir, []),
+        raise_on_error=False,
     )
     assert not result.success
     assert "refused" in failure_text(result)
@@ -152,7 +155,9 @@ def test_loopback_urls_are_refused_before_any_connection(data_dir, url):
 
 def test_file_outside_allowed_roots_is_refused(clips, data_dir, tmp_path):
     result = video_pipeline.execute_in_process(
-        run_config=payload(clips["plain"]), resources=local_resources(data_dir, [tmp_path]), raise_on_error=False
+        run_config=payload(clips["plain"]),
+        resources=local_resources(data_dir, [tmp_path]),
+        raise_on_error=False,
     )
     assert not result.success
     assert "video_url:" in failure_text(result)
@@ -177,7 +182,7 @@ def test_unreachable_url_fails_after_its_retries(data_dir):
 class FlakyStorage(LocalStorage):
     """Fails every upload while the file named by OFFLOAD_TEST_UPLOAD_FAILS exists."""
 
-    def put_file(self, key, path, content_type):  # type: ignore[no-untyped-def]
+    def put_file(self, key, path, content_type):
         if Path(os.environ["OFFLOAD_TEST_UPLOAD_FAILS"]).exists():
             raise ConnectionError("storage unavailable (forced by the test)")
         return super().put_file(key, path, content_type)
@@ -199,10 +204,12 @@ def flaky_upload_job() -> dg.JobDefinition:
 
 def started_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
-    return {record.event_log_entry.step_key for record in records}
+    return {record.event_log_entry.step_key or "" for record in records}
 
 
-def test_reexecution_after_failed_upload_skips_download_and_transcodes(clips, data_dir, tmp_path, monkeypatch):
+def test_reexecution_after_failed_upload_skips_download_and_transcodes(
+    clips, data_dir, tmp_path, monkeypatch
+):
     fails = tmp_path / "upload-fails"
     fails.touch()
     monkeypatch.setenv("OFFLOAD_TEST_UPLOAD_FAILS", str(fails))
@@ -210,13 +217,17 @@ def test_reexecution_after_failed_upload_skips_download_and_transcodes(clips, da
     job = dg.reconstructable(flaky_upload_job)
     (tmp_path / "home").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
-        first = dg.execute_job(job, instance=instance, run_config=payload(clips["plain"], formats=["mp4", "gif"]))
+        first = dg.execute_job(
+            job, instance=instance, run_config=payload(clips["plain"], formats=["mp4", "gif"])
+        )
         assert not first.success
         assert started_steps(instance, first.run_id) == {
             "download", "probe", "thumbnail", "transcode[mp4]", "transcode[gif]", "upload"}  # fmt: skip
         fails.unlink()
         second = dg.execute_job(
-            job, instance=instance, reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance)
+            job,
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
         )
         assert second.success
         assert started_steps(instance, second.run_id) == {"upload", "notify"}

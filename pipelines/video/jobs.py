@@ -35,7 +35,7 @@ def _single_run_config(payload: SingleFormatPayload) -> dict[str, Any]:
 
 video_pipeline = process_video_graph.to_job(
     name="video_pipeline",
-    description="Transcode an uploaded video to mp4/webm/gif, thumbnail it, store the outputs, email the user.",
+    description="Transcode a video to mp4/webm/gif, thumbnail it, store the outputs, email the user.",
     config=payload_mapping(VideoPayload, _video_run_config),
     tags={"offload/kind": "video"},
 )

@@ -138,9 +138,7 @@ class FFmpegFailed(RuntimeError):
     pass
 
 
-def run_ffmpeg(
-    args: list[str], seconds: float, on_progress: Callable[[float], None] | None = None
-) -> None:
+def run_ffmpeg(args: list[str], seconds: float, on_progress: Callable[[float], None] | None = None) -> None:
     """Run ffmpeg with machine-readable progress on stdout; raise with its last error lines on failure."""
     command = [ffmpeg_exe(), "-loglevel", "error", "-progress", "pipe:1", "-nostats", *args]
     errors: deque[str] = deque(maxlen=20)

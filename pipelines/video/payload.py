@@ -57,7 +57,6 @@ class _VideoSource(dg.Config):
         return value
 
 
-
 class VideoPayload(_VideoSource):
     """Process one uploaded video: transcode to ``formats``, thumbnail, store, and email the user."""
 

@@ -30,7 +30,18 @@ def make_clip(
     path.parent.mkdir(parents=True, exist_ok=True)
     pattern = "testsrc2" if width % 2 == 0 and height % 2 == 0 else "testsrc"  # testsrc2 rounds to even sizes
     source = f"{pattern}=size={width}x{height}:rate={fps}:duration={seconds}"
-    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", source]
+    command = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        source,
+    ]
     if audio:
         command += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
     video_filter = ["-vf", "select='not(eq(mod(n\\,5)\\,1))'", "-fps_mode", "vfr"] if variable_rate else []

@@ -1,7 +1,6 @@
 """The video pipeline's steps. Each returns a typed value that the IO manager persists, so re-executing a
 failed run from failure starts at the failed step and reuses the files the finished steps made."""
 
-
 import base64
 import shutil
 import time
@@ -63,34 +62,46 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
     started = time.time()
     target = _run_work_dir(context) / "source"
     progress = Progress(log, "download")
+
+    def on_bytes(done: int, total: int | None) -> None:
+        if total:
+            progress.update(done / total)
+
     with log.timed("downloaded", {"video_id": config.video_id}) as fields:
         try:
-            size = downloader.fetch(
-                config.video_url, target, on_progress=lambda done, total: total and progress.update(done / total)
-            )
+            size = downloader.fetch(config.video_url, target, on_progress=on_bytes)
         except FetchError as error:
             if not error.retryable:
                 raise abort(f"video_url: {error}") from None
             raise
         fields["bytes"] = size
-    return Source(payload=config.model_dump(), path=str(target), size=size,
-                  work_dir=str(target.parent), started_at=started)  # fmt: skip
+    return Source(
+        payload=config.model_dump(),
+        path=str(target),
+        size=size,
+        work_dir=str(target.parent),
+        started_at=started,
+    )
 
 
 @dg.op(out={"info": dg.Out(media.VideoInfo), "formats": dg.DynamicOut(str)})
-def probe(context: dg.OpExecutionContext, source: Source):  # type: ignore[no-untyped-def]
+def probe(context: dg.OpExecutionContext, source: Source):
     """Read duration, size, rate and codecs; a file that is not a decodable video fails for good here."""
     try:
         info = media.probe(Path(source.path))
     except media.NotAVideo as error:
         raise abort(f"not a video: {error}") from None
     StepLog(context).info("probed", asdict(info) | {"has_audio": info.has_audio})
-    yield dg.Output(info, "info", metadata={k: dg.MetadataValue.text(str(v)) for k, v in asdict(info).items()})
+    yield dg.Output(
+        info, "info", metadata={k: dg.MetadataValue.text(str(v)) for k, v in asdict(info).items()}
+    )
     for fmt in source.payload["formats"]:
         yield dg.DynamicOutput(fmt, output_name="formats", mapping_key=fmt)
 
 
-def _encode(context: dg.OpExecutionContext, kind: str, args: list[str], seconds: float, target: Path) -> Rendition:
+def _encode(
+    context: dg.OpExecutionContext, kind: str, args: list[str], seconds: float, target: Path
+) -> Rendition:
     log = StepLog(context)
     progress = Progress(log, kind)
     started = time.perf_counter()
@@ -109,7 +120,9 @@ def _encode(context: dg.OpExecutionContext, kind: str, args: list[str], seconds:
 def thumbnail(context: dg.OpExecutionContext, source: Source, info: media.VideoInfo) -> dg.Output[Rendition]:
     """A JPEG frame at about 10% of the duration, shown in the UI as the step's metadata."""
     target = Path(source.work_dir) / "thumbnail.jpg"
-    rendition = _encode(context, "thumbnail", media.thumbnail_args(info, Path(source.path), target), 0, target)
+    rendition = _encode(
+        context, "thumbnail", media.thumbnail_args(info, Path(source.path), target), 0, target
+    )
     inline = base64.b64encode(target.read_bytes()).decode()
     return dg.Output(rendition, metadata={
         "thumbnail": dg.MetadataValue.md(f"![thumbnail](data:image/jpeg;base64,{inline})"),
@@ -118,7 +131,9 @@ def thumbnail(context: dg.OpExecutionContext, source: Source, info: media.VideoI
 
 
 @dg.op
-def transcode(context: dg.OpExecutionContext, fmt: str, source: Source, info: media.VideoInfo) -> dg.Output[Rendition]:
+def transcode(
+    context: dg.OpExecutionContext, fmt: str, source: Source, info: media.VideoInfo
+) -> dg.Output[Rendition]:
     """Encode one format with the ffmpeg binary, logging progress at every 10%."""
     target = Path(source.work_dir) / f"output.{fmt}"
     args = media.encode_args(fmt, info, Path(source.path), target)
@@ -128,7 +143,11 @@ def transcode(context: dg.OpExecutionContext, fmt: str, source: Source, info: me
 
 @dg.op
 def upload(
-    context: dg.OpExecutionContext, source: Source, thumb: Rendition, renditions: list[Rendition], storage: Storage
+    context: dg.OpExecutionContext,
+    source: Source,
+    thumb: Rendition,
+    renditions: list[Rendition],
+    storage: Storage,
 ) -> dg.Output[dict[str, Uploaded]]:
     """Stream every output to storage under keys generated from the validated ids."""
     log = StepLog(context)
@@ -149,7 +168,9 @@ def upload(
 
 def _email_html(payload: dict[str, Any], stored: dict[str, Uploaded]) -> str:
     links = "".join(
-        f'<li><a href="{u.url}">{kind}</a> ({u.size:,} bytes)</li>' for kind, u in stored.items() if kind != "thumbnail"
+        f'<li><a href="{u.url}">{kind}</a> ({u.size:,} bytes)</li>'
+        for kind, u in stored.items()
+        if kind != "thumbnail"
     )
     return (
         f"<p>Your video <b>{payload['video_id']}</b> is ready.</p><ul>{links}</ul>"
@@ -159,7 +180,11 @@ def _email_html(payload: dict[str, Any], stored: dict[str, Uploaded]) -> str:
 
 @dg.op
 def notify(
-    context: dg.OpExecutionContext, source: Source, info: media.VideoInfo, stored: dict[str, Uploaded], email: EmailSender
+    context: dg.OpExecutionContext,
+    source: Source,
+    info: media.VideoInfo,
+    stored: dict[str, Uploaded],
+    email: EmailSender,
 ) -> dg.Output[dict[str, Any]]:
     """Email the user their links (once per run family, even if retried), then free the work files."""
     payload = source.payload

@@ -1,0 +1,97 @@
+"""The code location through the real CLI, as a user runs it: definitions load from workspace.yaml, the
+``offload`` wrapper creates the embedded instance on first use, ``dagster job execute`` runs the main job
+from a payload file, and a bad payload prints one line per field (no traceback) and starts no run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from offload import paths
+
+ROOT = paths.PROJECT_ROOT
+BIN = Path(sys.executable).parent
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "DAGSTER_"))}
+    return env | {"DAGSTER_HOME": str(tmp_path / "home"), "OFFLOAD_DATA_DIR": str(tmp_path / "data")} | extra
+
+
+def test_definitions_are_loadable():
+    from definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {"video_pipeline", "process_video"}
+
+
+def test_cli_loads_workspace_yaml(tmp_path):
+    (tmp_path / "home").mkdir()
+    done = subprocess.run(
+        [BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "offload" in done.stdout + done.stderr
+
+
+def test_offload_wrapper_creates_the_embedded_instance(tmp_path):
+    home = tmp_path / "fresh" / "home"
+    done = subprocess.run(
+        [BIN / "offload", "instance", "info"], cwd=ROOT, env=cli_env(tmp_path, DAGSTER_HOME=str(home)),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (home / "dagster.yaml").read_text().count("enabled: false") == 1
+    assert "SqliteRunStorage" in done.stdout
+
+
+def run_job(tmp_path: Path, payload: dict, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+    payload_file = tmp_path / "payload.yaml"
+    payload_file.write_text(yaml.safe_dump(payload))
+    command = [str(BIN / "offload"), "job", "execute", "-f", "definitions.py", "-j", "video_pipeline"]
+    return subprocess.run(
+        [*command, "-c", str(payload_file)],
+        cwd=ROOT, env=cli_env(tmp_path, **dict(extra_env)), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def runs_in(tmp_path: Path) -> int:
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        return len(instance.get_run_records())
+
+
+def test_job_execute_runs_the_main_job_from_a_payload_file(tmp_path, clips):
+    samples = tmp_path / "data" / "samples"  # the embedded default allows file:// under samples/
+    samples.mkdir(parents=True)
+    clip = samples / "clip.mp4"
+    clip.write_bytes(clips["plain"].read_bytes())
+    done = run_job(tmp_path, {"video_id": "cli", "video_url": clip.as_uri(), "user_id": "u",
+                              "user_email": "u@example.com", "formats": ["mp4"]})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RUN_SUCCESS" in done.stderr
+    assert (tmp_path / "data" / "storage" / "videos" / "u" / "cli.mp4").stat().st_size > 1000
+    assert len(list((tmp_path / "data" / "outbox").glob("*.eml"))) == 1
+    assert runs_in(tmp_path) == 1
+
+
+def test_bad_payload_prints_one_line_per_field_and_starts_no_run(tmp_path):
+    (tmp_path / "home").mkdir()
+    done = run_job(tmp_path, {"video_id": "a/b", "video_url": "ftp://h/v.mp4", "user_id": "ok",
+                              "user_email": "nope", "formats": ["mp4", "avi"]})  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr[done.stderr.index("invalid payload:") :].strip().splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["video_id", "video_url", "user_email", "formats"]
+    assert runs_in(tmp_path) == 0
+
+
+def test_missing_field_is_reported_by_name(tmp_path):
+    (tmp_path / "home").mkdir()
+    done = run_job(tmp_path, {"video_id": "a", "user_id": "b", "user_email": "c@example.com"})
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert 'Missing required config entry "video_url"' in done.stderr
