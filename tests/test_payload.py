@@ -93,3 +93,13 @@ def test_rule_errors_surface_through_the_job_as_lines():
     assert payload_errors(caught.value) == [
         "user_id = '../../etc': must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"
     ]
+
+
+@pytest.mark.parametrize(("name", "model"), [("video_pipeline", VideoPayload), ("process_video", SingleFormatPayload)])
+def test_example_payload_files_are_valid(name, model):
+    import yaml
+
+    from offload.paths import PROJECT_ROOT
+
+    data = yaml.safe_load((PROJECT_ROOT / "examples" / f"{name}.yaml").read_text())
+    assert model(**data).video_id == "intro-42"
