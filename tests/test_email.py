@@ -5,24 +5,19 @@ returned id, per-send ``RESEND_API_URL``, and errors that never show the API key
 
 from __future__ import annotations
 
-import json
-import threading
 import traceback
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import resend
 
 from resources.email import DEFAULT_FROM, Email, EmailSendError, OutboxEmail, ResendEmail
+from tests.support.resend_server import FakeResend, fake_resend_server
 
 API_KEY = "re_test_0123456789abcdef"
 
@@ -104,79 +99,11 @@ def test_outbox_refuses_header_injection_and_empty_key(tmp_path: Path) -> None:
 # --- ResendEmail against a fake Resend API ---------------------------------------------------------------
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class FakeResend:
-    """A tiny Resend look-alike: records each request and answers ``POST /emails`` like Resend does, with
-    one id per ``Idempotency-Key``, or with the error queued in ``fail_next``."""
-
-    url: str = ""
-    requests: list[Recorded] = field(default_factory=list)
-    ids_by_key: dict[str, str] = field(default_factory=dict)
-    fail_next: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answer(self, recorded: Recorded) -> tuple[int, dict[str, Any]]:
-        with self.lock:
-            self.requests.append(recorded)
-            if self.fail_next:
-                return self.fail_next.pop(0)
-            if recorded.method != "POST" or recorded.path != "/emails":
-                return 404, {"statusCode": 404, "name": "not_found", "message": "Route not found"}
-            key = recorded.headers.get("idempotency-key") or uuid.uuid4().hex
-            return 200, {"id": self.ids_by_key.setdefault(key, str(uuid.uuid4()))}
-
-
-def _handler_for(fake: FakeResend) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            recorded = Recorded(
-                method=self.command,
-                path=self.path,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=json.loads(raw) if raw else None,
-            )
-            status, payload = fake.answer(recorded)
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-    return Handler
-
-
 @pytest.fixture(scope="module")
 def resend_server() -> Iterator[FakeResend]:
-    """The fake API on 127.0.0.1; port 0 makes the OS pick a free port when the socket binds."""
-    fake = FakeResend()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    host, port = server.server_address[:2]
-    fake.url = f"http://{host!s}:{port}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-resend", daemon=True)
-    thread.start()  # the socket already listens (bound in the constructor): no readiness wait needed
-    try:
+    """The fake API on 127.0.0.1 (tests/support/resend_server.py), shared by this module's tests."""
+    with fake_resend_server() as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
 
 
 @pytest.fixture
