@@ -2,7 +2,7 @@
 
 ``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine. ``OFFLOAD_ENV=production``: S3 and
 Resend. Secrets are bound with ``dg.EnvVar`` so Dagster resolves them at run time and never shows them;
-non-secret settings (bucket region, endpoint) are plain values so the UI can show them.
+non-secret settings (bucket prefix, download limits) are plain values so the UI can show them.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def resources_for(environment: str) -> dict[str, Any]:
             "storage": S3Storage(
                 bucket=dg.EnvVar("OFFLOAD_S3_BUCKET"),
                 prefix=os.environ.get("OFFLOAD_S3_PREFIX", ""),
-                region=os.environ.get("AWS_REGION") or None,
-                endpoint_url=os.environ.get("OFFLOAD_S3_ENDPOINT_URL") or None,
+                # Region and endpoint come from boto3's own variables (AWS_REGION, AWS_ENDPOINT_URL_S3), the
+                # same ones the downloader's s3:// sources use: one setting for both.
             ),
             "email": ResendEmail(
                 api_key=dg.EnvVar("RESEND_API_KEY"), from_address=dg.EnvVar("OFFLOAD_EMAIL_FROM")

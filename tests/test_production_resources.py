@@ -73,8 +73,7 @@ def production(
     env = {
         "OFFLOAD_ENV": "production",
         "OFFLOAD_S3_BUCKET": bucket,
-        "OFFLOAD_S3_ENDPOINT_URL": s3_endpoint,
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,  # the downloader's s3:// sources use boto3's own configuration
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,  # outputs and s3:// sources: boto3's own configuration
         "AWS_ACCESS_KEY_ID": "fake-access-key-id",
         "AWS_SECRET_ACCESS_KEY": "fake-secret-access-key",
         "AWS_REGION": "us-east-1",
