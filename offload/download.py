@@ -27,16 +27,15 @@ import botocore.config
 import botocore.exceptions
 import dagster as dg
 import httpx
-import tenacity
 
-from offload.errors import FetchError
-from offload.log import redact
+from offload.errors import FetchError, retryable_status
+from offload.http import FetchRetry, fetch, safe_url
+from offload.log import StepLog, redact
 from offload.netguard import guarded_client
+from offload.retry import RetryPolicy
 
 SCHEMES = ("http", "https", "file", "s3")
-MAX_REDIRECTS = 5
 CHUNK_BYTES = 1024 * 1024
-_RETRY_STATUSES = frozenset({408, 429})
 
 Progress = Callable[[int, int | None], None]
 """``on_progress(bytes_written, total_bytes_or_None)``, called after every chunk."""
@@ -50,13 +49,6 @@ def scheme_error(url: str) -> str | None:
     if not scheme:
         return "no scheme: expected an http://, https://, file:// or s3:// URL"
     return f"scheme {scheme!r} is not allowed; use http, https, file or s3"
-
-
-def safe_url(url: str | httpx.URL) -> str:
-    """``url`` fit for a message or a log: no user, password, query string or fragment."""
-    parts = urlsplit(str(url))
-    netloc = parts.netloc.rpartition("@")[2]
-    return redact(f"{parts.scheme}://{netloc}{parts.path}")
 
 
 class Downloader(dg.ConfigurableResource):
@@ -76,33 +68,25 @@ class Downloader(dg.ConfigurableResource):
     allow_hosts: list[str] = []
     file_roots: list[str] = []
 
-    def fetch(self, url: str, dest: Path, on_progress: Progress | None = None) -> int:
+    def fetch(
+        self, url: str, dest: Path, on_progress: Progress | None = None, log: StepLog | None = None
+    ) -> int:
         """Stream ``url`` into ``dest`` and return the bytes written; ``FetchError`` if it cannot.
 
-        Transient failures (connection errors, timeouts, HTTP 408/429/5xx, S3 throttling) are tried
-        again up to ``attempts`` times in all, with exponential backoff from ``retry_base_delay``;
-        each attempt starts the file over. Anything else fails on the first attempt.
+        http(s) goes through ``offload.http.fetch``, the one HTTP retry loop: transient failures
+        (connection errors, timeouts, HTTP 408/409/5xx, and 429 after the wait its headers ask for) are
+        tried again up to ``attempts`` times in all, backing off from ``retry_base_delay``; each attempt
+        starts the file over, and each retry is logged to ``log``. s3 reads use botocore's own retries
+        with the same number of attempts. Anything else fails on the first attempt.
         """
         problem = scheme_error(url)
         if problem is not None:
             raise FetchError(problem)
-        read = {
-            "http": self._read_http,
-            "https": self._read_http,
-            "file": self._read_file,
-            "s3": self._read_s3,
-        }[urlsplit(url).scheme.lower()]
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max(1, self.attempts)),
-            wait=tenacity.wait_exponential(multiplier=self.retry_base_delay, max=60),
-            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, FetchError) and exc.retryable),
-            reraise=True,
-        )
-        return retrying(self._fetch_once, read, url, Path(dest), on_progress)
-
-    def _fetch_once(
-        self, read: Callable[[str, _Sink], None], url: str, dest: Path, on_progress: Progress | None
-    ) -> int:
+        dest = Path(dest)
+        scheme = urlsplit(url).scheme.lower()
+        if scheme in ("http", "https"):
+            return self._fetch_http(url, dest, on_progress, log)
+        read = self._read_file if scheme == "file" else self._read_s3
         with _partial_file(dest) as out:
             sink = _Sink(out, self.max_bytes, safe_url(url), on_progress)
             read(url, sink)
@@ -110,65 +94,37 @@ class Downloader(dg.ConfigurableResource):
 
     # -- http and https ------------------------------------------------------------------------------
 
-    def _read_http(self, url: str, sink: _Sink) -> None:
-        """Follow up to ``MAX_REDIRECTS`` redirects by hand, so a hop to another scheme gets a clear
-        refusal; the address of every hop is checked by the guarded client's network backend."""
+    def _retry(self) -> FetchRetry:
+        # No jitter: the downloader's waits are the plain exponential series its settings describe.
+        policy = RetryPolicy(
+            max_attempts=max(1, self.attempts),
+            min_delay=self.retry_base_delay,
+            max_delay=max(60.0, self.retry_base_delay),
+            randomize=False,
+        )
+        return FetchRetry(policy=policy)
+
+    def _fetch_http(self, url: str, dest: Path, on_progress: Progress | None, log: StepLog | None) -> int:
+        """The address of every connection (each redirect hop too) is checked by the guarded client."""
+
+        def into_file(response: httpx.Response) -> int:
+            with _partial_file(dest) as out:
+                sink = _Sink(out, self.max_bytes, safe_url(response.url), on_progress)
+                total = None
+                if response.headers.get("Content-Encoding", "identity").lower() == "identity":
+                    total = _int_or_none(response.headers.get("Content-Length"))
+                sink.start(total)
+                # Chunks as they arrive (httpcore reads at most 64 KiB at a time), not re-buffered by httpx.
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+            return sink.written
+
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
         with guarded_client(timeout=timeout, allow_hosts=self.allow_hosts) as client:
-            with self._http_errors(url):
-                # Identity: the cap and the progress total then count the bytes of the file itself.
-                request = client.build_request("GET", url, headers={"Accept-Encoding": "identity"})
-            for _ in range(MAX_REDIRECTS + 1):
-                with self._http_errors(str(request.url)):
-                    response = client.send(request, stream=True)
-                try:
-                    if response.next_request is None:
-                        self._stream_response(response, sink)
-                        return
-                    request = response.next_request
-                    if request.url.scheme not in ("http", "https"):
-                        raise FetchError(
-                            f"refused: {safe_url(response.url)} redirects to scheme {request.url.scheme!r}"
-                        )
-                finally:
-                    response.close()
-        raise FetchError(f"too many redirects: more than {MAX_REDIRECTS} from {safe_url(url)}")
-
-    def _stream_response(self, response: httpx.Response, sink: _Sink) -> None:
-        status = response.status_code
-        if not 200 <= status < 300:
-            retryable = status in _RETRY_STATUSES or status >= 500
-            raise FetchError(f"HTTP {status} from {safe_url(response.url)}", retryable=retryable)
-        total = None
-        if response.headers.get("Content-Encoding", "identity").lower() == "identity":
-            total = _int_or_none(response.headers.get("Content-Length"))
-        sink.start(total)
-        with self._http_errors(str(response.url)):
-            # Chunks as they arrive (httpcore reads at most 64 KiB at a time), not re-buffered by httpx.
-            for chunk in response.iter_bytes():
-                sink.write(chunk)
-
-    @contextmanager
-    def _http_errors(self, url: str) -> Iterator[None]:
-        """httpx's exceptions as ``FetchError``s: network trouble is retryable, a bad URL is not."""
-        where = safe_url(url)
-        try:
-            yield
-        except httpx.ConnectTimeout as exc:
-            raise FetchError(
-                f"timed out: no connection within {self.connect_timeout} s to {where}", retryable=True
-            ) from exc
-        except httpx.ReadTimeout as exc:
-            raise FetchError(
-                f"timed out: no data for {self.read_timeout} s from {where}", retryable=True
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise FetchError(f"timed out: {type(exc).__name__} at {where}", retryable=True) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise FetchError(f"invalid URL: {where} ({redact(str(exc))})") from exc
-        except httpx.TransportError as exc:
-            detail = redact(str(exc)) or type(exc).__name__
-            raise FetchError(f"connection failed: {where} ({detail})", retryable=True) from exc
+            # Identity: the cap and the progress total then count the bytes of the file itself.
+            return fetch(
+                client, url, into_file, headers={"Accept-Encoding": "identity"}, retry=self._retry(), log=log
+            )
 
     # -- file ----------------------------------------------------------------------------------------
 
@@ -212,11 +168,12 @@ class Downloader(dg.ConfigurableResource):
         if not bucket or not key:
             raise FetchError("invalid URL: expected s3://bucket/key")
         where = f"s3://{bucket}/{key}"
-        # One attempt per call: ``attempts`` and the backoff above are the retry policy for every scheme.
+        # botocore retries a request that fails (throttling, 5xx, connection errors) itself, with backoff;
+        # a failure while the body streams is reported retryable, for the step's retry policy.
         config = botocore.config.Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": max(1, self.attempts), "mode": "standard"},
         )
         try:
             client = boto3.client("s3", config=config)
@@ -238,7 +195,7 @@ def _s3_client_error(exc: botocore.exceptions.ClientError, where: str) -> FetchE
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
         return FetchError(f"not found: {where} ({code})")
-    retryable = status in _RETRY_STATUSES or status >= 500 or code in ("SlowDown", "RequestTimeout")
+    retryable = retryable_status(status) or code in ("SlowDown", "RequestTimeout")
     return FetchError(f"S3 {code} (HTTP {status}) for {where}", retryable=retryable)
 
 

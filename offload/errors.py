@@ -1,13 +1,22 @@
-"""Error classes that decide what happens after a failure.
+"""Error classes that decide what happens after a failure, and the one classifier that reads them.
 
 A ``PayloadError`` is the caller's mistake: it is reported as one line per bad field and no run starts.
-``abort`` builds the non-retryable failure (Trigger.dev's ``AbortTaskRunError``): the step fails at once,
-whatever its retry policy says.
+``AbortTaskRunError`` (Trigger.dev's name) is the one way to fail a step for good: it is a
+``dg.Failure(allow_retries=False)``, so neither offload's retry policy nor a Dagster ``RetryPolicy`` tries
+the step again. ``is_retryable`` is the classifier every retry decision goes through (``offload.retry``
+for steps, ``offload.http`` for requests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
+import httpx
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+"""HTTP statuses worth another try besides 5xx: request timeout, conflict, too many requests."""
 
 
 class PayloadError(ValueError):
@@ -18,14 +27,66 @@ class PayloadError(ValueError):
         super().__init__("; ".join(lines))
 
 
-class FetchError(RuntimeError):
-    """A source could not be fetched. ``retryable`` says whether trying again could help."""
+class AbortTaskRunError(dg.Failure):
+    """A failure no retry may retry: input that will be just as bad next time (a 404, a file that is not
+    a video, a URL the SSRF guard refuses). The step fails at once and the run fails with ``message``."""
 
-    def __init__(self, message: str, *, retryable: bool = False):
+    def __init__(self, message: str, metadata: Mapping[str, Any] | None = None):
+        super().__init__(description=message, metadata=metadata, allow_retries=False)
+
+
+class FetchError(RuntimeError):
+    """A source could not be fetched. ``retryable`` says whether trying again could help; ``status`` is the
+    HTTP status when there was one; ``retry_after`` the seconds a rate-limited server asked to wait."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
         super().__init__(message)
 
 
-def abort(message: str) -> dg.Failure:
-    """A failure no retry policy may retry: bad input that will be just as bad next time."""
-    return dg.Failure(description=message, allow_retries=False)
+def retryable_status(status: int) -> bool:
+    """408, 409, 429 and every 5xx are worth another try; any other status will answer the same."""
+    return status in RETRYABLE_STATUSES or 500 <= status <= 599
+
+
+def _status_of(error: BaseException) -> int | None:
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code
+    for name in ("status_code", "status"):  # openai's APIStatusError, our EmailSendError, ...
+        value = getattr(error, name, None)
+        if isinstance(value, int) and 100 <= value <= 599:
+            return value
+    return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt could succeed where this one failed with ``error``.
+
+    False for errors known to be permanent: ``AbortTaskRunError`` and any ``dg.Failure(allow_retries=False)``,
+    payload errors, Dagster's own usage errors, errors that say so through a ``retryable`` flag
+    (``FetchError``, ``EmailSendError``), and HTTP statuses other than 408, 409, 429 and 5xx. True for the
+    transient ones (connection reset or refused, timeouts, those statuses) and, as in Trigger.dev, for
+    any other exception: an unknown error gets the policy's attempts rather than none.
+    """
+    if isinstance(error, dg.Failure):
+        return error.allow_retries is not False
+    if isinstance(error, PayloadError | dg.DagsterError):
+        return False
+    flag = getattr(error, "retryable", None)
+    if isinstance(flag, bool):
+        return flag
+    status = _status_of(error)
+    if status is not None:
+        return retryable_status(status)
+    # Connection reset/refused (ConnectionError), timeouts (TimeoutError, httpx.TimeoutException) and
+    # every other exception: retried.
+    return True

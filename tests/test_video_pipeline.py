@@ -1,6 +1,7 @@
 """The whole video pipeline on generated clips, in process: outputs decoded back with PyAV, the email in
 the outbox, the run's result; bad inputs failing with their one clear error; and re-execution from a
-failed upload that does not download or transcode again."""
+failed upload that does not download or transcode again. The network steps retry under the project's
+policy; tests that fail on purpose set it per run (fast delays, or a single attempt) with run tags."""
 
 import email
 import email.policy
@@ -12,6 +13,7 @@ import dagster as dg
 import pytest
 
 from offload.download import Downloader
+from offload.retry import MAX_ATTEMPTS_TAG, RetryPolicy
 from pipelines.video import media
 from pipelines.video.jobs import process_video, process_video_graph, video_pipeline
 from resources.email import OutboxEmail
@@ -173,9 +175,14 @@ def test_unreachable_url_fails_after_its_retries(data_dir):
         run_config=payload(Path("/x"), video_url=f"http://127.0.0.1:{port}/v.mp4"),
         resources=local_resources(data_dir, [], allow_hosts=[f"127.0.0.1:{port}"], retry_base_delay=0.01),
         raise_on_error=False,
+        tags=RetryPolicy(min_delay=0.01, max_delay=0.05).tags(),
     )
     assert not result.success
     assert [e.step_key for e in result.get_step_failure_events()] == ["download"]
+    restarts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    assert len(restarts) == 2  # the download step was tried 3 times in all (the project default)
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert error.cause.message.startswith("offload.errors.FetchError: video_url: connection failed")
 
 
 # Re-execution from failure needs a job Dagster can rebuild by import, so it is defined at module level.
@@ -218,7 +225,10 @@ def test_reexecution_after_failed_upload_skips_download_and_transcodes(
     (tmp_path / "home").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
         first = dg.execute_job(
-            job, instance=instance, run_config=payload(clips["plain"], formats=["mp4", "gif"])
+            job,
+            instance=instance,
+            run_config=payload(clips["plain"], formats=["mp4", "gif"]),
+            tags={MAX_ATTEMPTS_TAG: "1"},  # fail the upload at once instead of after its retries
         )
         assert not first.success
         assert started_steps(instance, first.run_id) == {

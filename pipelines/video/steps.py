@@ -1,5 +1,10 @@
 """The video pipeline's steps. Each returns a typed value that the IO manager persists, so re-executing a
-failed run from failure starts at the failed step and reuses the files the finished steps made."""
+failed run from failure starts at the failed step and reuses the files the finished steps made.
+
+The steps that talk to the network (``download``, ``upload``, ``notify``) retry under the project's retry
+policy (``offload.retry``); ``notify`` may, because its email carries an idempotency key. ``probe``,
+``thumbnail`` and ``transcode`` do not: FFmpeg given the same file fails the same way again.
+"""
 
 import base64
 import shutil
@@ -12,9 +17,10 @@ import dagster as dg
 
 from offload import paths
 from offload.download import Downloader
-from offload.errors import FetchError, abort
+from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import thumbnail_key, video_key
 from offload.log import Progress, StepLog
+from offload.retry import retrying
 from pipelines.video import media
 from pipelines.video.payload import VideoPayload
 from resources.email import Email, EmailSender
@@ -56,6 +62,7 @@ def _run_work_dir(context: dg.OpExecutionContext) -> Path:
 
 
 @dg.op(tags={"kind": "download"})
+@retrying()
 def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: Downloader) -> Source:
     """Stream the source to a work file, under the downloader's size cap and SSRF policy."""
     log = StepLog(context)
@@ -69,11 +76,11 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
 
     with log.timed("downloaded", {"video_id": config.video_id}) as fields:
         try:
-            size = downloader.fetch(config.video_url, target, on_progress=on_bytes)
+            size = downloader.fetch(config.video_url, target, on_progress=on_bytes, log=log)
         except FetchError as error:
             if not error.retryable:
-                raise abort(f"video_url: {error}") from None
-            raise
+                raise AbortTaskRunError(f"video_url: {error}") from None
+            raise FetchError(f"video_url: {error}", retryable=True, status=error.status) from error
         fields["bytes"] = size
     return Source(
         payload=config.model_dump(),
@@ -90,7 +97,7 @@ def probe(context: dg.OpExecutionContext, source: Source):
     try:
         info = media.probe(Path(source.path))
     except media.NotAVideo as error:
-        raise abort(f"not a video: {error}") from None
+        raise AbortTaskRunError(f"not a video: {error}") from None
     StepLog(context).info("probed", asdict(info) | {"has_audio": info.has_audio})
     yield dg.Output(
         info, "info", metadata={k: dg.MetadataValue.text(str(v)) for k, v in asdict(info).items()}
@@ -142,6 +149,7 @@ def transcode(
 
 
 @dg.op
+@retrying()
 def upload(
     context: dg.OpExecutionContext,
     source: Source,
@@ -179,6 +187,7 @@ def _email_html(payload: dict[str, Any], stored: dict[str, Uploaded]) -> str:
 
 
 @dg.op
+@retrying()
 def notify(
     context: dg.OpExecutionContext,
     source: Source,
