@@ -178,7 +178,9 @@ def _http_errors(url: str | httpx.URL, timeouts: Mapping[str, Any]) -> Iterator[
             f"timed out: no connection within {timeouts.get('connect')} s to {where}", retryable=True
         ) from exc
     except httpx.ReadTimeout as exc:
-        raise FetchError(f"timed out: no data for {timeouts.get('read')} s from {where}", retryable=True) from exc
+        raise FetchError(
+            f"timed out: no data for {timeouts.get('read')} s from {where}", retryable=True
+        ) from exc
     except httpx.TimeoutException as exc:
         raise FetchError(f"timed out: {type(exc).__name__} at {where}", retryable=True) from exc
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
@@ -196,9 +198,8 @@ def _status_error(response: httpx.Response, retry: FetchRetry) -> FetchError:
     wait = wait_from_headers(response.headers) if strategy == "headers" else None
     if wait is None:
         return FetchError(f"HTTP {status} from {where}", retryable=True, status=status)
-    return FetchError(
-        f"HTTP {status} from {where} (retry after {wait:.1f} s)", retryable=True, status=status, retry_after=wait
-    )
+    message = f"HTTP {status} from {where} (retry after {wait:.1f} s)"
+    return FetchError(message, retryable=True, status=status, retry_after=wait)
 
 
 def _send_once(
@@ -222,7 +223,8 @@ def _send_once(
                     return consume(response)
             request = response.next_request
             if request.url.scheme not in ("http", "https"):
-                raise FetchError(f"refused: {safe_url(response.url)} redirects to scheme {request.url.scheme!r}")
+                where, scheme = safe_url(response.url), request.url.scheme
+                raise FetchError(f"refused: {where} redirects to scheme {scheme!r}")
         finally:
             response.close()
     raise FetchError(f"too many redirects: more than {MAX_REDIRECTS} from {safe_url(first)}")

@@ -19,7 +19,8 @@ Which policy applies, most specific first (Trigger.dev's order: trigger > task >
 1. the run tag ``offload/max_attempts`` (per run; only the number of attempts, as ``maxAttempts`` on trigger);
 2. the job's policy, the tag ``offload/retry`` that ``RetryPolicy.tags()`` makes for ``to_job(tags=...)``;
 3. the policy given to ``@retrying(...)`` on the op;
-4. ``DEFAULT_POLICY``, the project default (Trigger.dev's ``retries.default``): 3 attempts, factor 2, 1 s, 10 s.
+4. ``DEFAULT_POLICY``, the project default (Trigger.dev's ``retries.default``): 3 attempts, factor 2,
+   1 s, 10 s.
 
 In development (a process started by ``dagster dev`` / ``offload dev``), ``OFFLOAD_RETRIES_IN_DEV=false``
 turns every step to a single attempt (Trigger.dev's ``enabledInDev``). It defaults to true here, unlike
@@ -87,7 +88,7 @@ class RetryPolicy(BaseModel):
 
 
 DEFAULT_POLICY = RetryPolicy()
-"""The project-wide default, the one place it is set: 3 attempts, factor 2, 1 s, capped at 10 s, randomized."""
+"""The project-wide default, set here only: 3 attempts, factor 2, 1 s, capped at 10 s, randomized."""
 
 
 def retries_enabled(environ: Mapping[str, str] | None = None) -> bool:
