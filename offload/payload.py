@@ -10,14 +10,39 @@ CLI print just those lines.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import ValidationError
 
 P = TypeVar("P", bound=dg.Config)
+MAX_URL_LENGTH = 2048
+
+
+def check_url(value: str, schemes: Sequence[str]) -> str:
+    """``value`` if it is a URL with one of ``schemes``, else ``ValueError`` saying the rule it breaks.
+
+    A rule for field validators: a network URL must name a host, a ``file`` URL a path. Whether the host
+    may be reached is decided when it is fetched (``offload.netguard``), not here.
+    """
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"must be a URL with scheme {', '.join(schemes)}")
+    if parts.scheme == "file":
+        if not parts.path:
+            raise ValueError("must name a path after file://")
+    elif not host:
+        raise ValueError(f"must name a host after {parts.scheme}://")
+    return value
 
 
 def _validation_lines(error: ValidationError) -> list[str]:

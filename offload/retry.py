@@ -30,6 +30,7 @@ there a transient error should be retried as in production.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -200,29 +201,40 @@ def retrying(policy: RetryPolicy | None = None) -> Callable[[F], F]:
     """
 
     def decorate(fn: F) -> F:
-        if inspect.isgeneratorfunction(fn):
-
-            @functools.wraps(fn)
-            def generator(*args: Any, **kwargs: Any) -> Any:
-                with _attempt(policy):
-                    return (yield from fn(*args, **kwargs))
-
-            return cast(F, generator)
-
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def coroutine(*args: Any, **kwargs: Any) -> Any:
-                with _attempt(policy):
-                    return await fn(*args, **kwargs)
-
-            return cast(F, coroutine)
-
-        @functools.wraps(fn)
-        def plain(*args: Any, **kwargs: Any) -> Any:
-            with _attempt(policy):
-                return fn(*args, **kwargs)
-
-        return cast(F, plain)
+        wrapper = _wrap(fn, policy)
+        # Dagster reads config, resources and inputs off the signature. Under ``from __future__ import
+        # annotations`` its annotations are strings, which Dagster would resolve in this module: hand it
+        # the signature resolved in ``fn``'s own module instead. A name imported only for type checking
+        # cannot be resolved: then the strings are left to Dagster.
+        with contextlib.suppress(NameError):
+            wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+        return wrapper
 
     return decorate
+
+
+def _wrap(fn: F, policy: RetryPolicy | None) -> F:
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            with _attempt(policy):
+                return (yield from fn(*args, **kwargs))
+
+        return cast(F, generator)
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def coroutine(*args: Any, **kwargs: Any) -> Any:
+            with _attempt(policy):
+                return await fn(*args, **kwargs)
+
+        return cast(F, coroutine)
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        with _attempt(policy):
+            return fn(*args, **kwargs)
+
+    return cast(F, plain)

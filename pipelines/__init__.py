@@ -3,5 +3,6 @@
 import dagster as dg
 
 from pipelines.video import process_video, video_pipeline
+from pipelines.web import resilient_task, scrape_websites
 
-defs = dg.Definitions(jobs=[video_pipeline, process_video])
+defs = dg.Definitions(jobs=[video_pipeline, process_video, resilient_task, scrape_websites])

@@ -1,8 +1,8 @@
 """Integrations behind one interface each, chosen in one place by the deployment name.
 
-``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine. ``OFFLOAD_ENV=production``: S3 and
-Resend. Secrets are bound with ``dg.EnvVar`` so Dagster resolves them at run time and never shows them;
-non-secret settings (bucket prefix, download limits) are plain values so the UI can show them.
+``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine (local files, email and Slack
+outboxes). ``OFFLOAD_ENV=production``: S3, Resend and Slack's Web API. Secrets are bound with
+``dg.EnvVar`` so Dagster resolves them at run time and never shows them; non-secret settings (bucket prefix, download limits) are plain values so the UI can show them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import dagster as dg
 
 from offload import paths
 from offload.download import Downloader
+from offload.http import HttpClient
 from resources.email import EmailSender, OutboxEmail, ResendEmail
+from resources.slack import DEFAULT_CHANNEL, SLACK_DEFAULT_API_URL, OutboxSlack, SlackAPI, SlackNotifier
 from resources.storage import LocalStorage, S3Storage, Storage
 
-__all__ = ["EmailSender", "Storage", "resources_for"]
+__all__ = ["EmailSender", "SlackNotifier", "Storage", "resources_for"]
 
 
 def _list(name: str) -> list[str]:
@@ -30,6 +32,15 @@ def _downloader(file_roots: list[str]) -> Downloader:
         file_roots=file_roots,
         max_bytes=int(os.environ.get("OFFLOAD_MAX_DOWNLOAD_BYTES", 2 * 1024**3)),
     )
+
+
+def _http() -> HttpClient:
+    """HTTP for jobs that fetch URLs from their payloads; the same allow list as the downloader."""
+    return HttpClient(allow_hosts=_list("OFFLOAD_FETCH_ALLOW_HOSTS"))
+
+
+def _slack_channel() -> str:
+    return os.environ.get("OFFLOAD_SLACK_CHANNEL", "").strip() or DEFAULT_CHANNEL
 
 
 def resources_for(environment: str) -> dict[str, Any]:
@@ -49,9 +60,19 @@ def resources_for(environment: str) -> dict[str, Any]:
             ),
             # file:// sources read the server's disk: never in production.
             "downloader": _downloader(file_roots=[]),
+            "http": _http(),
+            # Like Resend's key, the token is required in production: without it alerts fail loudly (the
+            # sensor's tick shows the error) instead of going nowhere.
+            "slack": SlackAPI(
+                token=dg.EnvVar("SLACK_BOT_TOKEN"),
+                default_channel=_slack_channel(),
+                base_url=os.environ.get("OFFLOAD_SLACK_API_URL", "").strip() or SLACK_DEFAULT_API_URL,
+            ),
         }
     return {
         "storage": LocalStorage(root=str(paths.storage_dir())),
         "email": OutboxEmail(directory=str(paths.outbox_dir())),
         "downloader": _downloader(file_roots=[str(paths.samples_dir()), *_list("OFFLOAD_FILE_ROOTS")]),
+        "http": _http(),
+        "slack": OutboxSlack(directory=str(paths.outbox_dir() / "slack"), default_channel=_slack_channel()),
     }

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from offload.keys import ID_RULE, is_valid_id
+from offload.payload import check_url
 from pipelines.video.media import FORMATS
 
 URL_SCHEMES = ("http", "https", "file", "s3")
-MAX_URL_LENGTH = 2048
 EMAIL = re.compile(r"^[^@\s<>,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-
-
-def _check_url(value: str) -> str:
-    if len(value) > MAX_URL_LENGTH:
-        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
-    parts = urlsplit(value)
-    if parts.scheme not in URL_SCHEMES:
-        raise ValueError(f"must be a URL with scheme {', '.join(URL_SCHEMES)}")
-    if parts.scheme in ("http", "https", "s3") and not parts.hostname:
-        raise ValueError(f"must name a host after {parts.scheme}://")
-    if parts.scheme == "file" and not parts.path:
-        raise ValueError("must name a path after file://")
-    return value
 
 
 class _VideoSource(dg.Config):
@@ -47,7 +33,7 @@ class _VideoSource(dg.Config):
     @field_validator("video_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value)
+        return check_url(value, URL_SCHEMES)
 
     @field_validator("user_email")
     @classmethod
