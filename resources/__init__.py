@@ -2,7 +2,8 @@
 
 ``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine (local files, email and Slack
 outboxes). ``OFFLOAD_ENV=production``: S3, Resend and Slack's Web API. Secrets are bound with
-``dg.EnvVar`` so Dagster resolves them at run time and never shows them; non-secret settings (bucket prefix, download limits) are plain values so the UI can show them.
+``dg.EnvVar`` so Dagster resolves them at run time and never shows them; non-secret settings (bucket
+prefix, download limits) are plain values so the UI can show them.
 """
 
 from __future__ import annotations
