@@ -1,9 +1,10 @@
 """A real HTTP server on loopback for tests that need a peer: scripted routes, a request log, clean stop.
 
 ``LocalHTTPServer({"/path": route, ...})`` binds 127.0.0.1 (or ``::1``) on a port the OS picks, optionally
-with TLS, serves each connection in a daemon thread and records every request it receives, so a test can
-assert that a refused fetch never reached it. Routes are small functions of the request handler; the
-helpers below (``body``, ``chunked``, ``statuses``, ``redirect``, ``hang``) cover what download tests need.
+with TLS, serves each connection in a daemon thread and records every request it receives (path, arrival
+time, method and body), so a test can assert that a refused fetch never reached it or measure the wait
+between two attempts. Routes are small functions of the request handler; the helpers below (``body``,
+``chunked``, ``statuses``, ``sequence``, ``cut_short``, ``redirect``, ``hang``) cover what the HTTP tests need.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -38,12 +40,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        owner._record(self.path, self.headers.get("Host", ""))
+        length = int(self.headers.get("Content-Length") or 0)
+        owner._record(self.path, self.headers.get("Host", ""), self.command, self.rfile.read(length))
         route = owner.routes.get(self.path.split("?", 1)[0])
         if route is None:
             body(b"no such route", status=404)(self)
         else:
             route(self)
+
+    do_POST = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep pytest output clean; the request log is ``LocalHTTPServer.paths``."""
@@ -62,6 +67,9 @@ class LocalHTTPServer:
         self.host = host
         self.paths: list[str] = []
         self.host_headers: list[str] = []
+        self.times: list[float] = []  # time.monotonic() at each request's arrival
+        self.methods: list[str] = []
+        self.bodies: list[bytes] = []
         self.stopping = threading.Event()  # releases handlers that ``hang``
         self._lock = threading.Lock()
         server_class = _Server6 if ":" in host else _Server
@@ -95,10 +103,18 @@ class LocalHTTPServer:
         with self._lock:
             return len(self.paths)
 
-    def _record(self, path: str, host_header: str) -> None:
+    def _record(self, path: str, host_header: str, method: str, data: bytes) -> None:
         with self._lock:
+            self.times.append(time.monotonic())
             self.paths.append(path)
             self.host_headers.append(host_header)
+            self.methods.append(method)
+            self.bodies.append(data)
+
+    def count(self, path: str) -> int:
+        """How many requests ``path`` received."""
+        with self._lock:
+            return sum(1 for seen in self.paths if seen.split("?", 1)[0] == path)
 
     def __enter__(self) -> LocalHTTPServer:
         self._thread.start()
@@ -158,6 +174,32 @@ def statuses(*codes: int, then: Route) -> Route:
             then(handler)
         else:
             body(f"status {code}".encode(), status=code)(handler)
+
+    return route
+
+
+def sequence(*routes: Route) -> Route:
+    """Answer the n-th request with ``routes[n]``; the last route answers every request after that."""
+    pending = list(routes)
+    lock = threading.Lock()
+
+    def route(handler: _Handler) -> None:
+        with lock:
+            current = pending.pop(0) if len(pending) > 1 else pending[0]
+        current(handler)
+
+    return route
+
+
+def cut_short(data: bytes, declared: int) -> Route:
+    """Declare ``declared`` bytes, send ``data`` (fewer) and hang up: a connection lost mid-body."""
+
+    def route(handler: _Handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(declared))
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.close_connection = True
 
     return route
 
