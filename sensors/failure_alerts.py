@@ -96,7 +96,7 @@ def alert(context: dg.RunFailureSensorContext, slack: SlackNotifier, email: Emai
         except Exception as error:
             errors.append(f"email: {error}")
     if errors:
-        # The tick fails and its cursor stays, so Dagster evaluates this failure again next tick.
+        # Dagster shows the error on the sensor's tick and moves on: a run is never alerted twice.
         raise RuntimeError(f"alert for run {run.run_id} not delivered: {'; '.join(errors)}")
     return True
 

@@ -46,7 +46,7 @@ def client(server: LocalHTTPServer) -> Iterator[httpx.Client]:
 
 
 def gaps(server: LocalHTTPServer) -> list[float]:
-    return [later - earlier for earlier, later in zip(server.times, server.times[1:])]
+    return [later - earlier for earlier, later in zip(server.times, server.times[1:], strict=False)]
 
 
 # --- statuses -----------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 with TLS, serves each connection in a daemon thread and records every request it receives (path, arrival
 time, method and body), so a test can assert that a refused fetch never reached it or measure the wait
 between two attempts. Routes are small functions of the request handler; the helpers below (``body``,
-``chunked``, ``statuses``, ``sequence``, ``cut_short``, ``redirect``, ``hang``) cover what the HTTP tests need.
+``chunked``, ``statuses``, ``sequence``, ``cut_short``, ``redirect``, ``hang``) cover what the HTTP tests
+need.
 """
 
 from __future__ import annotations
