@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -250,7 +250,7 @@ def test_retries_are_logged_with_attempt_error_and_delay(
 
     log = Log()
     server.routes["/flaky"] = statuses(503, then=body(b"ok"))
-    fetch(client, server.url("/flaky") + "?token=s3cr3t", retry=FAST, log=log)  # type: ignore[arg-type]
+    fetch(client, server.url("/flaky") + "?token=s3cr3t", retry=FAST, log=cast(Any, log))
     [(message, fields)] = log.lines
     assert message.startswith("request attempt 1 of 3 failed, retrying in 0.0")
     assert fields["url"] == server.url("/flaky")  # no query string: it may carry credentials

@@ -195,6 +195,19 @@ class Script:
 SCRIPT = Script()
 
 
+def description(result: dg.ExecuteInProcessResult) -> str | None:
+    """The description of the first step failure's ``dg.Failure``, if it was one."""
+    user = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    return user.description if user is not None else None
+
+
+def error_text(result: dg.ExecuteInProcessResult) -> str:
+    """The first step failure's error, past Dagster's wrapper to the step's own exception."""
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert error is not None
+    return (error.cause or error).message
+
+
 def run(job: dg.JobDefinition, script: Script, **kwargs: Any) -> tuple[dg.ExecuteInProcessResult, list[str]]:
     """Run ``job`` in process with ``script`` as its ops' behaviour; the result and its log messages."""
     global SCRIPT
@@ -256,8 +269,7 @@ def test_non_retryable_error_fails_after_exactly_one_attempt() -> None:
     result, messages = run(defaulted_job, script)
     assert not result.success
     assert len(script.starts) == 1
-    failure = result.get_step_failure_events()[0].step_failure_data
-    assert failure.user_failure_data.description == "video_url: HTTP 404 from https://cdn.test/v.mp4"
+    assert description(result) == "video_url: HTTP 404 from https://cdn.test/v.mp4"
     assert any(m.startswith("attempt 1 of 3 failed, not retryable") for m in messages)
     restarts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
     assert restarts == []
@@ -268,8 +280,7 @@ def test_last_attempt_fails_with_its_own_error() -> None:
     result, messages = run(defaulted_job, script)
     assert not result.success
     assert len(script.starts) == 3  # the job's policy: 3 attempts
-    error = result.get_step_failure_events()[0].step_failure_data.error
-    assert "ConnectionResetError: reset 3" in (error.cause or error).message
+    assert "ConnectionResetError: reset 3" in error_text(result)
     assert any(m.startswith("attempt 3 of 3 failed, no attempts left") for m in messages)
 
 
@@ -286,10 +297,7 @@ def test_a_bad_run_tag_fails_before_the_body_runs() -> None:
     result, _ = run(defaulted_job, script := Script(), tags={MAX_ATTEMPTS_TAG: "many"})
     assert not result.success
     assert script.starts == []
-    failure = result.get_step_failure_events()[0].step_failure_data
-    assert failure.user_failure_data.description == (
-        "tag offload/max_attempts = 'many': must be a whole number from 1 to 100"
-    )
+    assert description(result) == ("tag offload/max_attempts = 'many': must be a whole number from 1 to 100")
 
 
 def test_dev_switch_turns_retries_off_under_dagster_dev(monkeypatch: pytest.MonkeyPatch) -> None:
