@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 P = TypeVar("P", bound=dg.Config)
 MAX_URL_LENGTH = 2048
+MAX_SHOWN_CHARS = 120
 
 
 def check_url(value: str, schemes: Sequence[str]) -> str:
@@ -50,10 +51,20 @@ def _validation_lines(error: ValidationError) -> list[str]:
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "payload"
         message = item["msg"].removeprefix("Value error, ")
-        value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
-        lines.append(f"{field}{shown}: {message}")
+        lines.append(f"{field}{_shown(item.get('input'))}: {message}")
     return lines
+
+
+def _shown(value: Any) -> str:
+    """The bad value as the line shows it: whole if short, a long list by its length, else cut."""
+    if isinstance(value, dict):
+        return ""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return f" = {text}"
+    if isinstance(value, list):
+        return f" = [{len(value)} items]"
+    return f" = {text[: MAX_SHOWN_CHARS - 3]}..."
 
 
 def payload_errors(error: BaseException) -> list[str] | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import dagster as dg
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from offload.payload import check_url
 from pipelines.web.extract import selector_error
@@ -12,20 +14,18 @@ HTTP_SCHEMES = ("http", "https")
 MAX_URLS = 100
 METHODS = ("GET", "POST")
 
+WebURL = Annotated[str, AfterValidator(lambda value: check_url(value, HTTP_SCHEMES))]
+"""An http:// or https:// URL naming a host; in a list, a bad one is reported with its index."""
+
 
 class ResilientPayload(dg.Config):
     """The seed's error-handling example: one call to an endpoint that may fail."""
 
-    url: str = Field(description="The endpoint to call: http:// or https://.")
+    url: WebURL = Field(description="The endpoint to call: http:// or https://.")
     method: str = Field(default="GET", description="GET or POST.")
     body: str | None = Field(
         default=None, description="JSON sent with POST (Content-Type: application/json)."
     )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_url(value, HTTP_SCHEMES)
 
     @field_validator("method")
     @classmethod
@@ -45,7 +45,7 @@ class ResilientPayload(dg.Config):
 class ScrapePayload(dg.Config):
     """Fetch each URL and extract what ``selector`` matches; one result per URL."""
 
-    urls: list[str] = Field(description=f"1 to {MAX_URLS} http:// or https:// URLs.")
+    urls: list[WebURL] = Field(description=f"1 to {MAX_URLS} http:// or https:// URLs.")
     selector: str = Field(description="CSS selector, e.g. 'h1' or 'article a.title'.")
     attribute: str | None = Field(
         default=None, description="Extract this attribute (e.g. 'href') instead of the text."
@@ -57,14 +57,6 @@ class ScrapePayload(dg.Config):
     def _urls(cls, value: list[str]) -> list[str]:
         if not 1 <= len(value) <= MAX_URLS:
             raise ValueError(f"must list 1 to {MAX_URLS} URLs, got {len(value)}")
-        problems = []
-        for index, url in enumerate(value):
-            try:
-                check_url(url, HTTP_SCHEMES)
-            except ValueError as error:
-                problems.append(f"[{index}] {url!r} {error}")
-        if problems:
-            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("selector")
