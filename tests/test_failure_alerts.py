@@ -1,0 +1,195 @@
+"""``sensors/failure_alerts.py``: the ops alert for runs that failed for good, evaluated through Dagster's own
+run-failure sensor machinery (cursor, event log) on a real instance after real failing runs of
+``resilient_task`` (a 404 from a loopback server): the message reaches a fake Slack Web API through
+slack-sdk with the job name, the error and the run link; the offline default writes it to the outbox;
+ops are emailed when ``OFFLOAD_ALERT_EMAIL`` is set; a run that Dagster's run retries will launch again
+stays silent; an undeliverable alert is reported on the tick without the token."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from offload import paths
+from offload.http import HttpClient
+from pipelines.web import resilient_task
+from resources import resources_for
+from resources.email import OutboxEmail
+from resources.slack import SlackAPI
+from sensors.failure_alerts import ops_failure_alert, run_url
+from tests.support.http_server import LocalHTTPServer
+from tests.support.slack_server import FakeSlack, fake_slack_server
+
+TOKEN = "xoxb-alerts-0123456789-secret"
+
+
+@pytest.fixture
+def server() -> Iterator[LocalHTTPServer]:
+    with LocalHTTPServer({}) as running:  # every path answers 404
+        yield running
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with fake_slack_server() as fake:
+        yield fake
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as test_instance:
+        yield test_instance
+
+
+class Sensor:
+    """Ticks ``ops_failure_alert`` as the daemon would, keeping the cursor between ticks."""
+
+    def __init__(self, instance: dg.DagsterInstance, resources: dict[str, Any]):
+        self.instance, self.resources = instance, resources
+        self.cursor: str | None = None
+
+    def tick(self) -> Any:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=self.resources
+        )
+        data = ops_failure_alert.evaluate_tick(context)
+        self.cursor = data.cursor
+        return data
+
+
+def tags_of(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return dict(run.tags)
+
+
+def fail_resilient_task(
+    instance: dg.DagsterInstance, server: LocalHTTPServer, tags: dict[str, str] | None = None
+) -> str:
+    """A real failed run: ``resilient_task`` calling a URL that answers 404 (aborted, not retried)."""
+    result = resilient_task.execute_in_process(
+        run_config={"url": server.url("/orders/7")},
+        resources={"http": HttpClient(allow_hosts=[server.origin])},
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+    )
+    assert not result.success
+    return result.run_id
+
+
+def test_failure_alert_reaches_slack_with_job_error_and_link(
+    instance: dg.DagsterInstance, server: LocalHTTPServer, slack: FakeSlack, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("OFFLOAD_UI_URL", "https://ops.example.test/dagster/")
+    monkeypatch.delenv("OFFLOAD_ALERT_EMAIL", raising=False)
+    sensor = Sensor(instance, {
+        "slack": SlackAPI(token=TOKEN, base_url=slack.url, default_channel="#ops"),
+        "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+    })  # fmt: skip
+    sensor.tick()  # the first tick only sets the cursor: runs from before the sensor are not alerted
+    run_id = fail_resilient_task(instance, server)
+    data = sensor.tick()
+    assert [reaction.error for reaction in data.dagster_run_reactions] == [None]
+    [request] = slack.requests
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    message = request.body
+    link = f"https://ops.example.test/dagster/runs/{run_id}"
+    assert message["channel"] == "#ops"
+    assert message["text"] == (
+        f"Run of resilient_task failed: call_endpoint: url: HTTP 404 from {server.url('/orders/7')}\n{link}"
+    )
+    blocks_text = json.dumps(message["blocks"])
+    assert "*resilient_task* failed" in blocks_text
+    assert f"<{link}|Open run {run_id}>" in blocks_text
+    assert not (tmp_path / "outbox").exists()  # no OFFLOAD_ALERT_EMAIL: no email
+    sensor.tick()
+    assert len(slack.requests) == 1  # a run is alerted once
+
+
+def test_offline_default_writes_the_alert_to_the_outbox_and_emails_ops(
+    instance: dg.DagsterInstance, server: LocalHTTPServer, data_dir: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("OFFLOAD_UI_URL", raising=False)
+    monkeypatch.setenv("OFFLOAD_ALERT_EMAIL", "ops@example.com")
+    local = resources_for(paths.LOCAL)
+    sensor = Sensor(instance, {"slack": local["slack"], "email": local["email"]})
+    sensor.tick()
+    run_id = fail_resilient_task(instance, server)
+    sensor.tick()
+    [posted] = (data_dir / "outbox" / "slack").glob("*.json")
+    message = json.loads(posted.read_text())
+    assert message["channel"] == "#offload-alerts"
+    assert message["text"].startswith("Run of resilient_task failed: call_endpoint: url: HTTP 404 from ")
+    assert message["text"].endswith(f"\nhttp://127.0.0.1:3000/runs/{run_id}")
+    [sent] = (data_dir / "outbox").glob("*.eml")
+    mail = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)
+    assert mail["To"] == "ops@example.com"
+    assert mail["Subject"] == "[offload] resilient_task failed"
+    html = mail.get_body(("html",))
+    assert html is not None
+    assert f"http://127.0.0.1:3000/runs/{run_id}" in html.get_content()
+
+
+def test_no_alert_while_run_retries_will_launch_the_run_again(
+    tmp_path: Path, server: LocalHTTPServer, slack: FakeSlack
+) -> None:
+    overrides = {"run_retries": {"enabled": True, "max_retries": 1}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        })  # fmt: skip
+        sensor.tick()
+        retried = fail_resilient_task(instance, server)
+        # Dagster itself marks the run as it records the failure: a run retry will follow.
+        assert tags_of(instance, retried)["dagster/will_retry"] == "true"
+        sensor.tick()
+        assert slack.requests == []
+        # The last run of a chain (no retries left) alerts.
+        last = fail_resilient_task(instance, server, tags={"dagster/max_retries": "0"})
+        assert tags_of(instance, last)["dagster/will_retry"] == "false"
+        sensor.tick()
+        assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [last]
+
+
+def test_an_undeliverable_alert_is_reported_on_the_tick_without_the_token(
+    instance: dg.DagsterInstance, server: LocalHTTPServer, slack: FakeSlack, tmp_path: Path
+) -> None:
+    sensor = Sensor(instance, {
+        "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+        "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+    })  # fmt: skip
+    sensor.tick()
+    fail_resilient_task(instance, server)
+    slack.fail_next.append((200, {"ok": False, "error": "invalid_auth"}))
+    [reaction] = sensor.tick().dagster_run_reactions
+    assert reaction.error is not None
+    text = json.dumps(
+        reaction.error.to_string() if hasattr(reaction.error, "to_string") else str(reaction.error)
+    )
+    assert "slack: chat.postMessage failed with HTTP 200 (invalid_auth)" in text
+    assert TOKEN not in text
+
+
+def test_run_url_uses_the_configured_ui() -> None:
+    assert run_url("abc", {}) == "http://127.0.0.1:3000/runs/abc"
+    assert (
+        run_url("abc", {"OFFLOAD_UI_URL": "https://dagster.acme.test/"})
+        == "https://dagster.acme.test/runs/abc"
+    )
+
+
+def test_the_sensor_is_part_of_the_code_location() -> None:
+    from definitions import defs
+
+    assert defs.resolve_sensor_def("ops_failure_alert").default_status == dg.DefaultSensorStatus.RUNNING
