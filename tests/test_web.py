@@ -273,3 +273,16 @@ def test_select_decodes_by_the_declared_charset() -> None:
 def test_selector_error(selector: str) -> None:
     assert selector_error(selector) is not None
     assert selector_error("main article:nth-of-type(2n) > a[href^='/']") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "model"), [("resilient_task", ResilientPayload), ("scrape_websites", ScrapePayload)]
+)
+def test_example_payload_files_are_valid(name: str, model: type[dg.Config]) -> None:
+    import yaml
+
+    from offload.paths import PROJECT_ROOT
+
+    data = yaml.safe_load((PROJECT_ROOT / "examples" / f"{name}.yaml").read_text())
+    payload = model(**data)
+    assert {key: getattr(payload, key) for key in data} == data
