@@ -112,8 +112,8 @@ def test_5xx_backoff_follows_the_policy(server: LocalHTTPServer, client: httpx.C
     policy = RetryPolicy(max_attempts=3, min_delay=0.2, factor=2, max_delay=5, randomize=False)
     fetch(client, server.url("/flaky"), retry=FetchRetry(policy=policy))
     first, second = gaps(server)
-    assert 0.2 <= first < 0.3
-    assert 0.4 <= second < 0.5
+    assert 0.2 <= first < 0.35  # the upper bounds leave room for a busy machine, and still tell
+    assert 0.4 <= second < 0.6  # the second wait (factor 2) from the first
 
 
 def test_5xx_fails_retryable_when_the_budget_is_spent(server: LocalHTTPServer, client: httpx.Client) -> None:
