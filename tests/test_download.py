@@ -1,7 +1,8 @@
 """``Downloader.fetch`` end to end: HTTP against real servers on loopback (allow list, loopback and
-redirect refusals, size caps, retries, timeouts, redacted messages), file:// roots, s3:// against moto,
-refused schemes, and, inside a network namespace with nothing but loopback, that private and metadata
-addresses are refused before any connection while a public address gets past the guard.
+redirect refusals, size caps, retries and Retry-After, timeouts, redacted messages), file:// roots,
+s3:// against moto, refused schemes, and, inside a network namespace with nothing but loopback, that
+private and metadata addresses are refused before any connection while a public address gets past the
+guard.
 
 No test sends a packet beyond 127.0.0.1 and ::1: anything aimed at another address runs in the namespace.
 """
@@ -26,7 +27,7 @@ from botocore.config import Config
 
 from offload.download import Downloader, safe_url, scheme_error
 from offload.errors import FetchError
-from tests.support.http_server import LocalHTTPServer, body, chunked, hang, redirect, statuses
+from tests.support.http_server import LocalHTTPServer, body, chunked, hang, redirect, sequence, statuses
 from tests.support.moto_s3 import moto_s3_endpoint
 
 PAYLOAD = os.urandom(300_000)  # larger than one read, so streaming and progress see several chunks
@@ -179,6 +180,16 @@ def test_transient_statuses_fail_retryable_when_attempts_run_out(
     assert caught.value.retryable
     assert server.request_count == 3
     assert leftovers(tmp_path) == []
+
+
+def test_rate_limited_source_is_retried_after_its_retry_after(
+    server: LocalHTTPServer, tmp_path: Path
+) -> None:
+    """The downloader's HTTP goes through offload.http.fetch, so a 429 waits as long as the server asks."""
+    server.routes["/busy"] = sequence(body(b"", 429, {"Retry-After": "1"}), body(PAYLOAD))
+    assert downloader_for(server).fetch(server.url("/busy"), tmp_path / "f") == len(PAYLOAD)
+    assert server.paths == ["/busy", "/busy"]
+    assert server.times[1] - server.times[0] >= 1.0  # retry_base_delay alone would wait 0.01 s
 
 
 def test_not_found_fails_at_once(server: LocalHTTPServer, tmp_path: Path) -> None:
