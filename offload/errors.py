@@ -2,7 +2,9 @@
 
 A ``PayloadError`` is the caller's mistake: it is reported as one line per bad field and no run starts.
 ``abort`` builds the non-retryable failure (Trigger.dev's ``AbortTaskRunError``): the step fails at once,
-whatever its retry policy says.
+whatever its retry policy says. A ``ConfigurationError`` is the deployment's mistake (a variable not set):
+resources raise it while they are set up, so the run fails before its first step, with one line naming
+the variable.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ class PayloadError(ValueError):
     def __init__(self, lines: list[str]):
         self.lines = lines
         super().__init__("; ".join(lines))
+
+
+class ConfigurationError(RuntimeError):
+    """A setting the run needs is missing or invalid; the message is one line naming the variable to set."""
 
 
 class FetchError(RuntimeError):

@@ -4,20 +4,46 @@ A job declares its payload as a ``dg.Config`` class and maps it onto its steps w
 ``dagster job execute -j video_pipeline -c payload.yaml`` reads like ``trigger(payload)``. Dagster reports
 a failed mapping as a long traceback; ``payload_errors`` turns either kind of failure (Dagster's own type
 checks, or the model's rules) into ``field: value rule`` lines, and ``install_cli_error_hook`` makes the
-CLI print just those lines.
+CLI print just those lines. ``check_email`` and ``check_mailbox`` are the one rule for email addresses in
+any payload.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import dagster as dg
+import email_validator
 from pydantic import ValidationError
 
 P = TypeVar("P", bound=dg.Config)
+
+
+EMAIL_RULE = "must be an email address like name@example.com"
+# An optional display name without the characters that would make it a list or a second header line.
+_MAILBOX = re.compile(r"(?:[^<>,;\"\r\n]*<(?P<address>[^<>\s]+)>|(?P<bare>[^<>\s]+))")
+
+
+def check_email(value: str) -> str:
+    """``value`` if it is one email address (syntax only: no DNS lookup), else ``ValueError`` with the rule."""
+    try:
+        email_validator.validate_email(value, check_deliverability=False)
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"{EMAIL_RULE} ({str(error).rstrip('.')})") from None
+    return value
+
+
+def check_mailbox(value: str) -> str:
+    """``value`` if it is one address with an optional display name (``Acme <noreply@acme.com>``)."""
+    match = _MAILBOX.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{EMAIL_RULE} or 'Name <name@example.com>' (one address, one line)")
+    check_email(match["address"] or match["bare"])
+    return value
 
 
 def _validation_lines(error: ValidationError) -> list[str]:
