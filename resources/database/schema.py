@@ -23,8 +23,8 @@ metadata = sa.MetaData(
     }
 )
 
-# JSONB on Postgres (indexable, compact), JSON text elsewhere.
-JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# JSONB on Postgres (indexable, compact), JSON text elsewhere; None is SQL NULL, not the JSON null.
+JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 ID = sa.String(64)  # ids that also become storage keys: offload.keys.ID_PATTERN
 KEY = sa.String(1024)  # storage keys (S3's limit)
 # BIGINT on Postgres; SQLite only auto-increments a column declared INTEGER.
