@@ -29,7 +29,7 @@ _MAILBOX = re.compile(r"(?:[^<>,;\"\r\n]*<(?P<address>[^<>\s]+)>|(?P<bare>[^<>\s
 
 
 def check_email(value: str) -> str:
-    """``value`` if it is one email address (syntax only: no DNS lookup), else ``ValueError`` with the rule."""
+    """``value`` if it is one email address (syntax only, no DNS lookup), else ``ValueError``."""
     try:
         email_validator.validate_email(value, check_deliverability=False)
     except email_validator.EmailNotValidError as error:

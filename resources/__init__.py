@@ -1,8 +1,10 @@
 """Integrations behind one interface each, chosen in one place by the deployment name.
 
-``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine. ``OFFLOAD_ENV=production``: S3 and
-Resend. Secrets are bound with ``dg.EnvVar`` so Dagster resolves them at run time and never shows them;
-non-secret settings (bucket prefix, download limits) are plain values so the UI can show them.
+``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine, the app database a SQLite file.
+``OFFLOAD_ENV=production``: S3, Resend and the database at ``DATABASE_URL``. The AI resource is the same in
+both: OpenAI, or any OpenAI-compatible server at ``OPENAI_BASE_URL`` (a local model server works offline).
+Secrets are bound with ``dg.EnvVar`` so Dagster resolves them at run time and never shows them;
+non-secret settings (bucket prefix, download limits, model names) are plain values the UI can show.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import dagster as dg
 
 from offload import paths
 from offload.download import Downloader
+from resources.ai import OpenAIResource
+from resources.database import AppDatabase
 from resources.email import EmailSender, OutboxEmail, ResendEmail
 from resources.storage import LocalStorage, S3Storage, Storage
 
-__all__ = ["EmailSender", "Storage", "resources_for"]
+__all__ = ["AppDatabase", "EmailSender", "OpenAIResource", "Storage", "resources_for"]
 
 
 def _list(name: str) -> list[str]:
@@ -30,6 +34,42 @@ def _downloader(file_roots: list[str]) -> Downloader:
         file_roots=file_roots,
         max_bytes=int(os.environ.get("OFFLOAD_MAX_DOWNLOAD_BYTES", 2 * 1024**3)),
     )
+
+
+def _env_if_set(name: str) -> Any:
+    """``dg.EnvVar(name)`` when the variable is set, else None. For settings where either of two variables
+    will do (OpenAI's key or base URL): a bound EnvVar that is unset fails every run that uses the resource,
+    while None lets the resource say which one to set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+# Plain settings of the AI resource, by the variable that sets each; unset ones keep the resource's default.
+_OPENAI_SETTINGS = {
+    "chat_model": "OPENAI_CHAT_MODEL",
+    "image_model": "OPENAI_IMAGE_MODEL",
+    "image_size": "OPENAI_IMAGE_SIZE",
+    "timeout_seconds": "OPENAI_TIMEOUT_SECONDS",
+    "max_retries": "OPENAI_MAX_RETRIES",
+}
+
+
+def _openai() -> OpenAIResource:
+    settings: dict[str, Any] = {
+        field: os.environ[name] for field, name in _OPENAI_SETTINGS.items() if os.environ.get(name)
+    }
+    return OpenAIResource(
+        api_key=_env_if_set("OPENAI_API_KEY"),
+        # A gateway URL can carry a token in its path: bound like a secret, never shown.
+        base_url=_env_if_set("OPENAI_BASE_URL"),
+        **settings,
+    )
+
+
+def _database(required: bool) -> AppDatabase:
+    """``DATABASE_URL``; in the embedded default a SQLite file under the data directory when unset."""
+    if required or os.environ.get("DATABASE_URL"):
+        return AppDatabase(url=dg.EnvVar("DATABASE_URL"))
+    return AppDatabase(url=f"sqlite:///{paths.data_dir() / 'offload.db'}")
 
 
 def resources_for(environment: str) -> dict[str, Any]:
@@ -47,9 +87,13 @@ def resources_for(environment: str) -> dict[str, Any]:
             ),
             # file:// sources read the server's disk: never in production.
             "downloader": _downloader(file_roots=[]),
+            "openai": _openai(),
+            "database": _database(required=True),
         }
     return {
         "storage": LocalStorage(root=str(paths.storage_dir())),
         "email": OutboxEmail(directory=str(paths.outbox_dir())),
         "downloader": _downloader(file_roots=[str(paths.samples_dir()), *_list("OFFLOAD_FILE_ROOTS")]),
+        "openai": _openai(),
+        "database": _database(required=False),
     }
