@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from pipelines.content import content_workflow, generate_content
+from pipelines.email import send_email
 from pipelines.video import process_video, video_pipeline
 
-defs = dg.Definitions(jobs=[video_pipeline, process_video])
+defs = dg.Definitions(jobs=[video_pipeline, process_video, generate_content, content_workflow, send_email])
