@@ -20,6 +20,8 @@ import dagster as dg
 import email_validator
 from pydantic import ValidationError
 
+from offload.errors import ConfigurationError
+
 P = TypeVar("P", bound=dg.Config)
 
 
@@ -79,13 +81,29 @@ def payload_mapping(model: type[P], to_run_config: Callable[[P], dict[str, Any]]
     return dg.ConfigMapping(config_fn=config_fn, config_schema=model.to_config_schema())
 
 
+def configuration_error(error: BaseException) -> str | None:
+    """The one line of a ``ConfigurationError`` that ``error`` is, or was caused by, else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConfigurationError):
+            return str(seen)
+        user_error = getattr(seen, "user_exception", None)
+        seen = user_error if isinstance(user_error, BaseException) else seen.__cause__
+    return None
+
+
 def install_cli_error_hook() -> None:
-    """Print payload errors as their lines (not a traceback) when the CLI dies of one."""
+    """Print payload errors as their lines, and a missing setting as its one line (not a traceback), when
+    the CLI dies of one."""
     previous = sys.excepthook
     if getattr(previous, "offload_payload_hook", False):
         return
 
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        setting = configuration_error(error)
+        if setting is not None:
+            print(f"configuration error: {setting}", file=sys.stderr)
+            return
         lines = payload_errors(error)
         if lines is None:
             previous(kind, error, tb)
