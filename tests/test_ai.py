@@ -16,6 +16,7 @@ from offload.errors import ConfigurationError
 from resources import resources_for
 from resources.ai import AIError, OpenAIResource
 from tests.support.openai_server import CHAT, IMAGES, Failure, FakeOpenAI, openai_server
+from tests.support.runs import output_metadata
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -48,11 +49,6 @@ def run_op(resource: OpenAIResource, body: Callable[[dg.OpExecutionContext, Open
     return one_call.execute_in_process(
         resources={"openai": resource}, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
-
-
-def output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    [event] = [e for e in result.all_events if e.is_successful_output]
-    return {k: getattr(v, "value", v) for k, v in event.event_specific_data.metadata.items()}
 
 
 def log_lines(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> list[str]:
