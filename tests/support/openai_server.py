@@ -61,12 +61,9 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def last_user_message(body: dict[str, Any]) -> str:
-    return next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
-
-
-def system_text(body: dict[str, Any]) -> str:
-    return "\n".join(m["content"] for m in body["messages"] if m["role"] == "system")
+def first_user_message(body: dict[str, Any]) -> str:
+    """What the conversation asks for (a retry adds later user messages after it)."""
+    return next((m["content"] for m in body["messages"] if m["role"] == "user"), "")
 
 
 @dataclass
@@ -96,8 +93,8 @@ class FakeOpenAI:
             self.requests.clear()
             self.fail_next.clear()
             self.reported_usage.clear()
-        self.chat = FakeOpenAI.chat
-        self.image_mode = "b64_json"
+        fresh = FakeOpenAI()
+        self.chat, self.image_mode, self.image = fresh.chat, fresh.image_mode, fresh.image
 
     def _failure(self, path: str) -> Failure | None:
         with self.lock:
