@@ -17,7 +17,7 @@ import dagster as dg
 from offload import paths
 from offload.download import Downloader
 from resources.ai import OpenAIResource
-from resources.database import AppDatabase
+from resources.database import AppDatabase, embedded_url
 from resources.email import EmailSender, OutboxEmail, ResendEmail
 from resources.storage import LocalStorage, S3Storage, Storage
 
@@ -69,7 +69,7 @@ def _database(required: bool) -> AppDatabase:
     """``DATABASE_URL``; in the embedded default a SQLite file under the data directory when unset."""
     if required or os.environ.get("DATABASE_URL"):
         return AppDatabase(url=dg.EnvVar("DATABASE_URL"))
-    return AppDatabase(url=f"sqlite:///{paths.data_dir() / 'offload.db'}")
+    return AppDatabase(url=embedded_url())
 
 
 def resources_for(environment: str) -> dict[str, Any]:

@@ -112,14 +112,21 @@ def test_a_server_error_is_retried_with_the_same_key(resend_api, data_dir):
     assert [row.quantity for row in database(data_dir).usage_for("u2")] == [1]
 
 
-def test_a_refused_email_fails_at_once(resend_api, data_dir):
-    resend_api.fail_next.append((422, {"statusCode": 422, "name": "validation_error", "message": "bad from"}))
+def test_a_refused_email_fails_at_once_without_the_key_in_the_event_log(resend_api, data_dir):
+    # A provider (or a proxy) that echoes the key back in its error message.
+    resend_api.fail_next.append((422, {"statusCode": 422, "name": "validation_error", "message": API_KEY}))
+    instance = dg.DagsterInstance.ephemeral()
 
     result = send_email.execute_in_process(
-        run_config=PAYLOAD | {"user_id": "u3"}, resources=resend_resources(data_dir), raise_on_error=False
+        run_config=PAYLOAD | {"user_id": "u3"},
+        resources=resend_resources(data_dir),
+        instance=instance,
+        raise_on_error=False,
     )
 
     assert not result.success
+    logged = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(result.run_id))
+    assert "HTTP 422" in logged and API_KEY not in logged
     assert len(resend_api.requests) == 1  # no retry: the same request would be refused again
     assert "send_email: resend: send failed with HTTP 422" in failure_text(result)
     assert database(data_dir).usage_for("u3") == []

@@ -18,14 +18,20 @@ import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 from sqlalchemy.dialects import postgresql, sqlite
 
+from offload import paths
 from resources.database import engine as engines
 from resources.database.records import UNITS, Article, Payment, UsageItem, UsageRow
 from resources.database.schema import articles, payments, usage, users
 
-__all__ = ["UNITS", "AppDatabase", "Article", "Payment", "UsageItem", "UsageRow"]
+__all__ = ["UNITS", "AppDatabase", "Article", "Payment", "UsageItem", "UsageRow", "embedded_url"]
 
 # Migrated in this process already: later runs skip even the version check.
 _MIGRATED: set[str] = set()
+
+
+def embedded_url() -> str:
+    """The embedded default: a SQLite file under the data directory."""
+    return f"sqlite:///{paths.data_dir() / 'offload.db'}"
 
 
 def _now() -> dt.datetime:
