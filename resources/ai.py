@@ -172,9 +172,12 @@ class OpenAIResource(dg.ConfigurableResource):
         """A reply in JSON mode validated against ``schema``. A reply that is not valid JSON for it is asked
         for once more (the model is told what was wrong); after ``attempts`` bad replies, a non-retryable
         ``AIError`` says which rule the last one broke."""
-        fields = json.dumps(schema.model_json_schema()["properties"], separators=(",", ":"))
+        shape = json.dumps(schema.model_json_schema(), separators=(",", ":"))
         conversation = [
-            {"role": "system", "content": f"Answer with one JSON object with these fields: {fields}"},
+            {
+                "role": "system",
+                "content": f"Answer with one JSON object that follows this JSON schema: {shape}",
+            },
             *messages,
         ]
         used = TokenUsage()

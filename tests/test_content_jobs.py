@@ -232,6 +232,7 @@ def test_a_provider_that_sends_no_image_fails_the_image_stage(fake, data_dir):
     assert [e.step_key for e in result.get_step_failure_events()] == ["hero_image"]
     assert "hero_image: the provider sent no usable image" in failure_text(result)
     assert not (data_dir / "storage" / "images").exists()
+    assert not (data_dir / "work" / result.run_id / "hero-image").exists()
 
 
 def test_image_links_to_private_addresses_are_refused(fake, data_dir):

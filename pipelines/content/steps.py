@@ -7,6 +7,7 @@ carry no retry policy: a step that fails has already been retried where retrying
 import datetime as dt
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,9 +20,9 @@ from offload.log import StepLog
 from pipelines.content import images, prompts, text
 from pipelines.content.payload import ContentWorkflowPayload, GenerateContentPayload
 from pipelines.usage import record_usage, run_family_id, token_items
-from resources.ai import AIError, OpenAIResource, TokenUsage
+from resources.ai import AIError, GeneratedImage, OpenAIResource, TokenUsage
 from resources.database import AppDatabase, Article
-from resources.storage import Storage
+from resources.storage import Storage, StoredObject
 
 
 def _failed(stage: str, error: AIError | FetchError) -> dg.Failure:
@@ -46,6 +47,8 @@ def generate(
         reply = openai.chat(context, prompts.generate(config.topic, config.tone, config.words))
     except AIError as error:
         raise _failed("generate", error) from None
+    if not reply.text.strip():
+        raise dg.Failure(description="generate: the model returned no text")
     result = {
         "content": reply.text,
         "topic": config.topic,
@@ -110,6 +113,40 @@ class HeroImage:
     size: int
     source: str  # b64_json | url: how the provider delivered it
     usage: TokenUsage
+
+
+def _store_image(
+    context: dg.OpExecutionContext,
+    article: SeoArticle,
+    generated: GeneratedImage,
+    raw: Path,
+    downloader: Downloader,
+    storage: Storage,
+) -> tuple[images.ImageInfo, StoredObject]:
+    """Write the image to ``raw`` (fetching its link if that is what came), check it, store it, and show
+    it in the step's metadata."""
+    if generated.data is not None:
+        raw.write_bytes(generated.data)
+    else:
+        assert generated.url is not None
+        try:
+            downloader.fetch(generated.url, raw)
+        except FetchError as error:
+            raise _failed("hero_image: download", error) from None
+    try:
+        info = images.inspect(raw)
+    except images.NotAnImage as error:
+        raise dg.Failure(description=f"hero_image: the provider sent no usable image ({error})") from None
+    key = image_key(article.brief.user_id, article_id_for(context), info.extension)
+    with StepLog(context).timed("image stored", {"key": key, "width": info.width, "height": info.height}):
+        stored = storage.put_file(key, raw, info.content_type)
+    context.add_output_metadata({
+        "image": dg.MetadataValue.md(images.preview_markdown(raw, article.title)),
+        "image_url": dg.MetadataValue.url(stored.url),
+        "bytes": stored.size,
+        "source": "b64_json" if generated.data is not None else "url",
+    })  # fmt: skip
+    return info, stored
 
 
 def article_id_for(context: dg.OpExecutionContext) -> str:
@@ -181,7 +218,6 @@ def hero_image(
 ) -> HeroImage:
     """Generate the image, fetch it at once if the provider sent a link (those expire), check it is a real
     image, and store it."""
-    log = StepLog(context)
     try:
         generated = openai.image(context, prompts.hero_image(article.title, article.meta_description))
     except AIError as error:
@@ -189,30 +225,12 @@ def hero_image(
     work = paths.work_dir() / context.run_id
     work.mkdir(parents=True, exist_ok=True)
     raw = work / "hero-image"
-    if generated.data is not None:
-        raw.write_bytes(generated.data)
-    else:
-        assert generated.url is not None
-        try:
-            downloader.fetch(generated.url, raw)
-        except FetchError as error:
-            raise _failed("hero_image: download", error) from None
     try:
-        info = images.inspect(raw)
-    except images.NotAnImage as error:
-        raise dg.Failure(description=f"hero_image: the provider sent no usable image ({error})") from None
-    key = image_key(article.brief.user_id, article_id_for(context), info.extension)
-    with log.timed("image stored", {"key": key, "width": info.width, "height": info.height}):
-        stored = storage.put_file(key, raw, info.content_type)
-    context.add_output_metadata({
-        "image": dg.MetadataValue.md(images.preview_markdown(raw, article.title)),
-        "image_url": dg.MetadataValue.url(stored.url),
-        "bytes": stored.size,
-        "source": "b64_json" if generated.data is not None else "url",
-    })  # fmt: skip
-    raw.unlink()
+        info, stored = _store_image(context, article, generated, raw, downloader, storage)
+    finally:
+        raw.unlink(missing_ok=True)
     return HeroImage(
-        key=key,
+        key=stored.key,
         content_type=info.content_type,
         width=info.width,
         height=info.height,
