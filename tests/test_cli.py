@@ -30,7 +30,8 @@ def test_definitions_are_loadable():
     from definitions import defs
 
     dg.Definitions.validate_loadable(defs)
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"video_pipeline", "process_video"}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "video_pipeline", "process_video", "generate_content", "content_workflow", "send_email"}  # fmt: skip
 
 
 def test_cli_loads_workspace_yaml(tmp_path):
