@@ -96,7 +96,8 @@ class OpenAIResource(dg.ConfigurableResource):
     """Chat completions (plain and JSON mode) and image generation with the official SDK.
 
     Either ``api_key`` or ``base_url`` must be set; without both, setting the resource up raises a
-    ``ConfigurationError`` naming the variable, so a run that needs it fails before its first step.
+    ``ConfigurationError`` naming the variable, so a run that needs it fails before its first step. Calls
+    take the step's context: they log there and add their usage to the step's ``result`` output metadata.
     """
 
     api_key: str | None = Field(default=None, description="API key (bind with dg.EnvVar('OPENAI_API_KEY')).")
