@@ -4,7 +4,9 @@ A ``PayloadError`` is the caller's mistake: it is reported as one line per bad f
 ``AbortTaskRunError`` (Trigger.dev's name) is the one way to fail a step for good: it is a
 ``dg.Failure(allow_retries=False)``, so neither offload's retry policy nor a Dagster ``RetryPolicy`` tries
 the step again. ``is_retryable`` is the classifier every retry decision goes through (``offload.retry``
-for steps, ``offload.http`` for requests).
+for steps, ``offload.http`` for requests). A ``ConfigurationError`` is the deployment's mistake (a
+variable not set): resources raise it while they are set up, so the run fails before its first step, with
+one line naming the variable.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class AbortTaskRunError(dg.Failure):
 
     def __init__(self, message: str, metadata: Mapping[str, Any] | None = None):
         super().__init__(description=message, metadata=metadata, allow_retries=False)
+
+
+class ConfigurationError(RuntimeError):
+    """A setting the run needs is missing or invalid; the message is one line naming the variable to set."""
 
 
 class FetchError(RuntimeError):

@@ -30,3 +30,11 @@ def video_key(user_id: str, video_id: str, extension: str) -> str:
 
 def thumbnail_key(user_id: str, video_id: str) -> str:
     return f"thumbnails/{check_id('user_id', user_id)}/{check_id('video_id', video_id)}.jpg"
+
+
+def article_key(user_id: str, article_id: str) -> str:
+    return f"articles/{check_id('user_id', user_id)}/{check_id('article_id', article_id)}.md"
+
+
+def image_key(user_id: str, image_id: str, extension: str) -> str:
+    return f"images/{check_id('user_id', user_id)}/{check_id('image_id', image_id)}.{extension}"

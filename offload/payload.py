@@ -4,11 +4,13 @@ A job declares its payload as a ``dg.Config`` class and maps it onto its steps w
 ``dagster job execute -j video_pipeline -c payload.yaml`` reads like ``trigger(payload)``. Dagster reports
 a failed mapping as a long traceback; ``payload_errors`` turns either kind of failure (Dagster's own type
 checks, or the model's rules) into ``field: value rule`` lines, and ``install_cli_error_hook`` makes the
-CLI print just those lines.
+CLI print just those lines. ``check_email`` and ``check_mailbox`` are the one rule for email addresses in
+any payload.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -16,7 +18,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import dagster as dg
+import email_validator
 from pydantic import ValidationError
+
+from offload.errors import ConfigurationError
 
 P = TypeVar("P", bound=dg.Config)
 MAX_URL_LENGTH = 2048
@@ -43,6 +48,29 @@ def check_url(value: str, schemes: Sequence[str]) -> str:
             raise ValueError("must name a path after file://")
     elif not host:
         raise ValueError(f"must name a host after {parts.scheme}://")
+    return value
+
+
+EMAIL_RULE = "must be an email address like name@example.com"
+# An optional display name without the characters that would make it a list or a second header line.
+_MAILBOX = re.compile(r"(?:[^<>,;\"\r\n]*<(?P<address>[^<>\s]+)>|(?P<bare>[^<>\s]+))")
+
+
+def check_email(value: str) -> str:
+    """``value`` if it is one email address (syntax only, no DNS lookup), else ``ValueError``."""
+    try:
+        email_validator.validate_email(value, check_deliverability=False)
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"{EMAIL_RULE} ({str(error).rstrip('.')})") from None
+    return value
+
+
+def check_mailbox(value: str) -> str:
+    """``value`` if it is one address with an optional display name (``Acme <noreply@acme.com>``)."""
+    match = _MAILBOX.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{EMAIL_RULE} or 'Name <name@example.com>' (one address, one line)")
+    check_email(match["address"] or match["bare"])
     return value
 
 
@@ -89,13 +117,29 @@ def payload_mapping(model: type[P], to_run_config: Callable[[P], dict[str, Any]]
     return dg.ConfigMapping(config_fn=config_fn, config_schema=model.to_config_schema())
 
 
+def configuration_error(error: BaseException) -> str | None:
+    """The one line of a ``ConfigurationError`` that ``error`` is, or was caused by, else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConfigurationError):
+            return str(seen)
+        user_error = getattr(seen, "user_exception", None)
+        seen = user_error if isinstance(user_error, BaseException) else seen.__cause__
+    return None
+
+
 def install_cli_error_hook() -> None:
-    """Print payload errors as their lines (not a traceback) when the CLI dies of one."""
+    """Print payload errors as their lines, and a missing setting as its one line (not a traceback), when
+    the CLI dies of one."""
     previous = sys.excepthook
     if getattr(previous, "offload_payload_hook", False):
         return
 
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        setting = configuration_error(error)
+        if setting is not None:
+            print(f"configuration error: {setting}", file=sys.stderr)
+            return
         lines = payload_errors(error)
         if lines is None:
             previous(kind, error, tb)

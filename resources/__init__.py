@@ -1,9 +1,11 @@
 """Integrations behind one interface each, chosen in one place by the deployment name.
 
 ``OFFLOAD_ENV`` unset (or ``local``): everything offline on this machine (local files, email and Slack
-outboxes). ``OFFLOAD_ENV=production``: S3, Resend and Slack's Web API. Secrets are bound with
-``dg.EnvVar`` so Dagster resolves them at run time and never shows them; non-secret settings (bucket
-prefix, download limits) are plain values so the UI can show them.
+outboxes, the app database a SQLite file). ``OFFLOAD_ENV=production``: S3, Resend, Slack's Web API and the
+database at ``DATABASE_URL``. The AI resource is the same in
+both: OpenAI, or any OpenAI-compatible server at ``OPENAI_BASE_URL`` (a local model server works offline).
+Secrets are bound with ``dg.EnvVar`` so Dagster resolves them at run time and never shows them;
+non-secret settings (bucket prefix, download limits, model names) are plain values the UI can show.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import dagster as dg
 from offload import paths
 from offload.download import Downloader
 from offload.http import HttpClient
+from resources.ai import OpenAIResource
+from resources.database import AppDatabase, embedded_url
 from resources.email import EmailSender, OutboxEmail, ResendEmail
 from resources.slack import DEFAULT_CHANNEL, SLACK_DEFAULT_API_URL, OutboxSlack, SlackAPI, SlackNotifier
 from resources.storage import LocalStorage, S3Storage, Storage
 
-__all__ = ["EmailSender", "SlackNotifier", "Storage", "resources_for"]
+__all__ = ["AppDatabase", "EmailSender", "OpenAIResource", "SlackNotifier", "Storage", "resources_for"]
 
 
 def _list(name: str) -> list[str]:
@@ -42,6 +46,42 @@ def _http() -> HttpClient:
 
 def _slack_channel() -> str:
     return os.environ.get("OFFLOAD_SLACK_CHANNEL", "").strip() or DEFAULT_CHANNEL
+
+
+def _env_if_set(name: str) -> Any:
+    """``dg.EnvVar(name)`` when the variable is set, else None. For settings where either of two variables
+    will do (OpenAI's key or base URL): a bound EnvVar that is unset fails every run that uses the resource,
+    while None lets the resource say which one to set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+# Plain settings of the AI resource, by the variable that sets each; unset ones keep the resource's default.
+_OPENAI_SETTINGS = {
+    "chat_model": "OPENAI_CHAT_MODEL",
+    "image_model": "OPENAI_IMAGE_MODEL",
+    "image_size": "OPENAI_IMAGE_SIZE",
+    "timeout_seconds": "OPENAI_TIMEOUT_SECONDS",
+    "max_retries": "OPENAI_MAX_RETRIES",
+}
+
+
+def _openai() -> OpenAIResource:
+    settings: dict[str, Any] = {
+        field: os.environ[name] for field, name in _OPENAI_SETTINGS.items() if os.environ.get(name)
+    }
+    return OpenAIResource(
+        api_key=_env_if_set("OPENAI_API_KEY"),
+        # A gateway URL can carry a token in its path: bound like a secret, never shown.
+        base_url=_env_if_set("OPENAI_BASE_URL"),
+        **settings,
+    )
+
+
+def _database(required: bool) -> AppDatabase:
+    """``DATABASE_URL``; in the embedded default a SQLite file under the data directory when unset."""
+    if required or os.environ.get("DATABASE_URL"):
+        return AppDatabase(url=dg.EnvVar("DATABASE_URL"))
+    return AppDatabase(url=embedded_url())
 
 
 def resources_for(environment: str) -> dict[str, Any]:
@@ -69,6 +109,8 @@ def resources_for(environment: str) -> dict[str, Any]:
                 default_channel=_slack_channel(),
                 base_url=os.environ.get("OFFLOAD_SLACK_API_URL", "").strip() or SLACK_DEFAULT_API_URL,
             ),
+            "openai": _openai(),
+            "database": _database(required=True),
         }
     return {
         "storage": LocalStorage(root=str(paths.storage_dir())),
@@ -76,4 +118,6 @@ def resources_for(environment: str) -> dict[str, Any]:
         "downloader": _downloader(file_roots=[str(paths.samples_dir()), *_list("OFFLOAD_FILE_ROOTS")]),
         "http": _http(),
         "slack": OutboxSlack(directory=str(paths.outbox_dir() / "slack"), default_channel=_slack_channel()),
+        "openai": _openai(),
+        "database": _database(required=False),
     }

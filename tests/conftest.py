@@ -1,9 +1,12 @@
-"""Shared fixtures: generated clips (made once per session with FFmpeg test sources) and an isolated data
-directory so no test writes into the project's var/."""
+"""Shared fixtures: generated clips (made once per session with FFmpeg test sources), an isolated data
+directory so no test writes into the project's var/, and a Postgres database of this session's own."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.postgres import temporary_database
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,10 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "data"
     monkeypatch.setenv("OFFLOAD_DATA_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database on the local PostgreSQL, created for this session and dropped after it."""
+    with temporary_database() as url:
+        yield url

@@ -1,6 +1,7 @@
 """The code location through the real CLI, as a user runs it: definitions load from workspace.yaml, the
 ``offload`` wrapper creates the embedded instance on first use, ``dagster job execute`` runs the main job
-from a payload file, and a bad payload prints one line per field (no traceback) and starts no run."""
+from a payload file, a bad payload prints one line per field (no traceback) and starts no run, and a job
+whose AI settings are missing fails before its first step with the one line naming the variable."""
 
 import os
 import subprocess
@@ -17,7 +18,11 @@ BIN = Path(sys.executable).parent
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "DAGSTER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OFFLOAD_", "DAGSTER_", "OPENAI_")) and k != "DATABASE_URL"
+    }
     return env | {"DAGSTER_HOME": str(tmp_path / "home"), "OFFLOAD_DATA_DIR": str(tmp_path / "data")} | extra
 
 
@@ -25,7 +30,8 @@ def test_definitions_are_loadable():
     from definitions import defs
 
     dg.Definitions.validate_loadable(defs)
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"video_pipeline", "process_video"}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "video_pipeline", "process_video", "generate_content", "content_workflow", "send_email"}  # fmt: skip
 
 
 def test_cli_loads_workspace_yaml(tmp_path):
@@ -49,10 +55,12 @@ def test_offload_wrapper_creates_the_embedded_instance(tmp_path):
     assert "SqliteRunStorage" in done.stdout
 
 
-def run_job(tmp_path: Path, payload: dict, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+def run_job(
+    tmp_path: Path, payload: dict, *extra_env: tuple[str, str], job: str = "video_pipeline"
+) -> subprocess.CompletedProcess[str]:
     payload_file = tmp_path / "payload.yaml"
     payload_file.write_text(yaml.safe_dump(payload))
-    command = [str(BIN / "offload"), "job", "execute", "-f", "definitions.py", "-j", "video_pipeline"]
+    command = [str(BIN / "offload"), "job", "execute", "-f", "definitions.py", "-j", job]
     return subprocess.run(
         [*command, "-c", str(payload_file)],
         cwd=ROOT, env=cli_env(tmp_path, **dict(extra_env)), capture_output=True, text=True, timeout=300,
@@ -95,3 +103,15 @@ def test_missing_field_is_reported_by_name(tmp_path):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert 'Missing required config entry "video_url"' in done.stderr
+
+
+def test_missing_openai_settings_fail_before_the_first_step_with_one_line(tmp_path):
+    (tmp_path / "home").mkdir()
+    done = run_job(tmp_path, {"topic": "Tides"}, job="generate_content")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "configuration error: OPENAI_API_KEY is not set: set it to your OpenAI API key, "
+        "or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key"
+    )
+    assert "STEP_START" not in done.stderr and "RESOURCE_INIT_FAILURE" in done.stderr
+    assert runs_in(tmp_path) == 1  # the run exists, and failed

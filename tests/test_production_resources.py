@@ -26,6 +26,7 @@ from offload.download import Downloader
 from pipelines.video import media
 from pipelines.video.jobs import video_pipeline
 from resources import resources_for
+from resources.database import AppDatabase
 from resources.email import OutboxEmail, ResendEmail
 from resources.storage import LocalStorage, S3Storage
 from tests.support.moto_s3 import moto_s3_endpoint
@@ -64,7 +65,11 @@ class Production:
 
 @pytest.fixture
 def production(
-    s3_endpoint: str, resend_server: FakeResend, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    s3_endpoint: str,
+    resend_server: FakeResend,
+    postgres_url: str,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Production:
     """``OFFLOAD_ENV=production`` with every setting the deployment reads, pointed at the loopback servers;
     a fresh bucket and API key per test. Nothing configured here can send a request off this machine."""
@@ -84,6 +89,7 @@ def production(
         "RESEND_API_KEY": api_key,
         "RESEND_API_URL": resend_server.url,
         "OFFLOAD_EMAIL_FROM": EMAIL_FROM,
+        "DATABASE_URL": postgres_url,
         "NO_PROXY": "127.0.0.1,localhost",
     }
     for name, value in env.items():
@@ -193,6 +199,11 @@ def test_video_pipeline_end_to_end_on_s3_and_resend(
     assert not (production.data_dir / "outbox").exists()
     assert not (production.data_dir / "work" / result.run_id).exists()
 
+    # The usage went to the production database (Postgres), under this run.
+    usage = AppDatabase(url=os.environ["DATABASE_URL"]).usage_for("u1")
+    assert {(row.kind, row.quantity, row.run_id) for row in usage} == {
+        ("video_transcoded", 6, result.run_id), ("emails_sent", 1, result.run_id)}  # fmt: skip
+
 
 def test_file_source_is_refused_in_production(
     production: Production, clips: dict[str, Path], tmp_path: Path
@@ -230,6 +241,7 @@ def test_unset_or_local_environment_gives_the_offline_resources(
     else:
         monkeypatch.setenv("OFFLOAD_ENV", name)
     monkeypatch.delenv("OFFLOAD_FILE_ROOTS", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
 
     resources = resources_for(paths.environment())
 
@@ -237,6 +249,8 @@ def test_unset_or_local_environment_gives_the_offline_resources(
     assert isinstance(storage, LocalStorage) and storage.root == str(data_dir / "storage")
     assert isinstance(email, OutboxEmail) and email.directory == str(data_dir / "outbox")
     assert isinstance(downloader, Downloader) and downloader.file_roots == [str(data_dir / "samples")]
+    database = resources["database"]
+    assert isinstance(database, AppDatabase) and database.url == f"sqlite:///{data_dir / 'offload.db'}"
 
 
 @pytest.mark.parametrize("name", ["production", " Production "])
@@ -251,6 +265,7 @@ def test_production_environment_gives_s3_resend_and_no_file_roots(
     assert isinstance(resources["storage"], S3Storage)
     assert isinstance(resources["email"], ResendEmail)
     assert isinstance(resources["downloader"], Downloader) and resources["downloader"].file_roots == []
+    assert isinstance(resources["database"], AppDatabase)
 
 
 @pytest.mark.parametrize("name", ["staging", "prod", "dev"])

@@ -1,7 +1,8 @@
 """The whole video pipeline on generated clips, in process: outputs decoded back with PyAV, the email in
-the outbox, the run's result; bad inputs failing with their one clear error; and re-execution from a
-failed upload that does not download or transcode again. The network steps retry under the project's
-policy; tests that fail on purpose set it per run (fast delays, or a single attempt) with run tags."""
+the outbox, the usage row in the app database, the run's result; bad inputs failing with their one clear
+error; and re-execution from a failed upload that does not download or transcode again (nor bill twice).
+The network steps retry under the project's policy; tests that fail on purpose set it per run (fast
+delays, or a single attempt) with run tags."""
 
 import email
 import email.policy
@@ -16,6 +17,7 @@ from offload.download import Downloader
 from offload.retry import MAX_ATTEMPTS_TAG, RetryPolicy
 from pipelines.video import media
 from pipelines.video.jobs import process_video, process_video_graph, video_pipeline
+from resources.database import AppDatabase
 from resources.email import OutboxEmail
 from resources.storage import LocalStorage
 
@@ -25,7 +27,14 @@ def local_resources(data_dir: Path, roots: list[Path], **downloader: Any) -> dic
         "storage": LocalStorage(root=str(data_dir / "storage")),
         "email": OutboxEmail(directory=str(data_dir / "outbox")),
         "downloader": Downloader(file_roots=[str(root) for root in roots], **downloader),
+        "database": AppDatabase(url=f"sqlite:///{data_dir / 'app.db'}"),
     }
+
+
+def usage_of(data_dir: Path, user_id: str = "u1") -> dict[str, tuple[int, str, str]]:
+    """The user's usage rows as ``{kind: (quantity, unit, run_id)}``."""
+    rows = AppDatabase(url=f"sqlite:///{data_dir / 'app.db'}").usage_for(user_id)
+    return {row.kind: (row.quantity, row.unit, row.run_id) for row in rows}
 
 
 def payload(clip: Path, video_id: str = "v1", **extra: Any) -> dict[str, Any]:
@@ -92,6 +101,11 @@ def test_user_is_emailed_the_links_once(clips, data_dir):
     for fmt in ("mp4", "webm"):
         assert result_of(result)["outputs"][fmt] in html
     assert "gif" not in result_of(result)["outputs"]
+    # Billed: 3 s of video in two formats (mp4, webm), and one email, under this run.
+    assert usage_of(data_dir) == {
+        "video_transcoded": (6, "second", result.run_id),
+        "emails_sent": (1, "email", result.run_id),
+    }
 
 
 def test_run_shows_progress_and_result_metadata(clips, data_dir):
@@ -205,6 +219,7 @@ def flaky_upload_job() -> dg.JobDefinition:
             "storage": FlakyStorage(root=str(data / "storage")),
             "email": OutboxEmail(directory=str(data / "outbox")),
             "downloader": Downloader(file_roots=[os.environ["OFFLOAD_TEST_ROOT"]]),
+            "database": AppDatabase(url=f"sqlite:///{data / 'app.db'}"),
         },
     )
 
@@ -243,3 +258,6 @@ def test_reexecution_after_failed_upload_skips_download_and_transcodes(
         assert started_steps(instance, second.run_id) == {"upload", "notify"}
     assert (data_dir / "storage" / "videos" / "u1" / "v1.mp4").is_file()
     assert len(list((data_dir / "outbox").glob("*.eml"))) == 1
+    # Billed once, under the first run of the family (the re-execution's root).
+    assert usage_of(data_dir)["emails_sent"] == (1, "email", first.run_id)
+    assert usage_of(data_dir)["video_transcoded"][2] == first.run_id

@@ -7,6 +7,7 @@ policy (``offload.retry``); ``notify`` may, because its email carries an idempot
 """
 
 import base64
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -21,8 +22,10 @@ from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import thumbnail_key, video_key
 from offload.log import Progress, StepLog
 from offload.retry import retrying
+from pipelines.usage import record_usage, run_family_id
 from pipelines.video import media
 from pipelines.video.payload import VideoPayload
+from resources.database import AppDatabase, UsageItem
 from resources.email import Email, EmailSender
 from resources.storage import Storage
 
@@ -194,13 +197,21 @@ def notify(
     info: media.VideoInfo,
     stored: dict[str, Uploaded],
     email: EmailSender,
+    database: AppDatabase,
 ) -> dg.Output[dict[str, Any]]:
-    """Email the user their links (once per run family, even if retried), then free the work files."""
+    """Email the user their links (once per run family, even if retried), record the usage (seconds of
+    video transcoded, summed over the formats, and the email), then free the work files."""
     payload = source.payload
-    idempotency_key = f"video-ready/{context.run.root_run_id or context.run_id}/{payload['video_id']}"
+    idempotency_key = f"video-ready/{run_family_id(context)}/{payload['video_id']}"
     message = Email(to=payload["user_email"], subject=f"Your video {payload['video_id']} is ready",
                     html=_email_html(payload, stored))  # fmt: skip
     email_id = email.send(message, idempotency_key)
+    formats = [kind for kind in stored if kind != "thumbnail"]
+    transcoded = math.ceil(sum(media.output_seconds(fmt, info) for fmt in formats))
+    record_usage(context, database, payload["user_id"], [
+        UsageItem("video_transcoded", transcoded, {"formats": formats, "video_id": payload["video_id"]}),
+        UsageItem("emails_sent", 1),
+    ], email=payload["user_email"])  # fmt: skip
     result = {
         "video_id": payload["video_id"],
         "outputs": {kind: u.url for kind, u in stored.items()},

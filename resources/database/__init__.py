@@ -1,0 +1,187 @@
+"""The app database: users, articles, payments and usage, on SQLAlchemy Core.
+
+One resource, ``AppDatabase``, for SQLite (the embedded default, a file under the data directory) and
+Postgres (production; a Supabase connection string works). Setting it up for a run brings the schema to
+the newest migration, so a fresh database needs no separate step. Every write is idempotent on a business
+key (the run family, the provider's payment id), so a retried or re-executed step never writes twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field, PrivateAttr
+from sqlalchemy.dialects import postgresql, sqlite
+
+from offload import paths
+from resources.database import engine as engines
+from resources.database.records import UNITS, Article, Payment, UsageItem, UsageRow
+from resources.database.schema import articles, payments, usage, users
+
+__all__ = ["UNITS", "AppDatabase", "Article", "Payment", "UsageItem", "UsageRow", "embedded_url"]
+
+# Migrated in this process already: later runs skip even the version check.
+_MIGRATED: set[str] = set()
+
+
+def embedded_url() -> str:
+    """The embedded default: a SQLite file under the data directory."""
+    return f"sqlite:///{paths.data_dir() / 'offload.db'}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AppDatabase(dg.ConfigurableResource):
+    """The application's own tables (not Dagster's run storage)."""
+
+    url: str = Field(description="SQLAlchemy URL: sqlite:///path or postgresql://... (DATABASE_URL).")
+
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.url not in _MIGRATED:
+            self.migrate()
+            _MIGRATED.add(self.url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = engines.create_engine(self.url)
+        return self._engine
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest migration; safe to call at any time, from several processes."""
+        return engines.migrate(self.engine())
+
+    def schema_revision(self) -> str | None:
+        return engines.current_revision(self.engine())
+
+    # -- users ---------------------------------------------------------------------------------------------
+
+    def ensure_user(self, user_id: str, email: str | None = None) -> None:
+        """Create the user on first sight; a known email is kept unless a new one is given."""
+        with self.engine().begin() as connection:
+            self._ensure_user(connection, user_id, email)
+
+    def _ensure_user(self, connection: sa.Connection, user_id: str, email: str | None) -> None:
+        now = _now()
+        insert = _insert(connection, users).values(id=user_id, email=email, created_at=now, updated_at=now)
+        if email is None:
+            connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
+        else:
+            connection.execute(
+                insert.on_conflict_do_update(index_elements=["id"], set_={"email": email, "updated_at": now})
+            )
+
+    def user_email(self, user_id: str) -> str | None:
+        with self.engine().connect() as connection:
+            return connection.scalar(sa.select(users.c.email).where(users.c.id == user_id))
+
+    # -- usage ---------------------------------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        user_id: str,
+        run_id: str,
+        job_name: str,
+        items: Iterable[UsageItem],
+        *,
+        email: str | None = None,
+        occurred_at: dt.datetime | None = None,
+    ) -> int:
+        """Record what run family ``run_id`` consumed for ``user_id``; returns the rows added. A kind the
+        run family recorded before is left as it was (one row per run family and kind); zero quantities
+        are skipped."""
+        when = occurred_at or _now()
+        rows = [
+            {"user_id": user_id, "kind": item.kind, "quantity": item.quantity, "unit": item.unit,
+             "occurred_at": when, "run_id": run_id, "job_name": job_name, "detail": item.detail}
+            for item in items
+            if item.quantity > 0
+        ]  # fmt: skip
+        if not rows:
+            return 0
+        with self.engine().begin() as connection:
+            self._ensure_user(connection, user_id, email)
+            insert = _insert(connection, usage).values(rows)
+            result = connection.execute(insert.on_conflict_do_nothing(index_elements=["run_id", "kind"]))
+        return max(result.rowcount, 0)
+
+    def usage_for(
+        self, user_id: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> list[UsageRow]:
+        """A user's usage in ``[start, end)``, oldest first: what a monthly invoice bills."""
+        query = sa.select(usage).where(usage.c.user_id == user_id).order_by(usage.c.occurred_at, usage.c.id)
+        if start is not None:
+            query = query.where(usage.c.occurred_at >= start)
+        if end is not None:
+            query = query.where(usage.c.occurred_at < end)
+        with self.engine().connect() as connection:
+            return [
+                UsageRow(**{k: v for k, v in row._mapping.items() if k != "id"})
+                for row in connection.execute(query)
+            ]
+
+    # -- articles ------------------------------------------------------------------------------------------
+
+    def save_article(self, article: Article) -> str:
+        """Insert ``article`` unless its run family saved one already; returns the stored article's id."""
+        values = asdict(article)  # its fields are the table's columns
+        with self.engine().begin() as connection:
+            self._ensure_user(connection, article.user_id, None)
+            connection.execute(
+                _insert(connection, articles).values(values).on_conflict_do_nothing(index_elements=["run_id"])
+            )
+            stored = connection.scalar(sa.select(articles.c.id).where(articles.c.run_id == article.run_id))
+        assert stored is not None
+        return str(stored)
+
+    def get_article(self, article_id: str) -> Article | None:
+        with self.engine().connect() as connection:
+            row = connection.execute(sa.select(articles).where(articles.c.id == article_id)).first()
+        return Article(**row._mapping) if row is not None else None
+
+    # -- payments ------------------------------------------------------------------------------------------
+
+    def record_payment(self, payment: Payment) -> None:
+        """Insert the payment, or update it when the provider reports it again (a field it leaves out keeps
+        its stored value)."""
+        values: dict[str, Any] = asdict(payment) | {"updated_at": _now()}
+        changing = ("status", "amount", "currency", "updated_at")
+        kept_unless_given = ("description", "data", "user_id")
+        with self.engine().begin() as connection:
+            if payment.user_id is not None:
+                self._ensure_user(connection, payment.user_id, None)
+            insert = _insert(connection, payments).values(values)
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={k: insert.excluded[k] for k in changing}
+                    | {k: sa.func.coalesce(insert.excluded[k], payments.c[k]) for k in kept_unless_given},
+                )
+            )
+
+    def get_payment(self, payment_id: str) -> Payment | None:
+        with self.engine().connect() as connection:
+            row = connection.execute(sa.select(payments).where(payments.c.id == payment_id)).first()
+        if row is None:
+            return None
+        return Payment(**{k: v for k, v in row._mapping.items() if k != "updated_at"})
+
+
+def _insert(connection: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -1,0 +1,79 @@
+"""What the pipelines write to the app database, as plain values: articles, payments, usage."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+# Usage kinds and the unit each is counted in. Quantities are whole numbers of the unit, so an invoice
+# multiplies exactly; the invoice turns seconds into minutes and tokens into thousands as it prices them.
+UNITS = {
+    "ai_input_tokens": "token",
+    "ai_output_tokens": "token",
+    "ai_images": "image",
+    "emails_sent": "email",
+    "video_transcoded": "second",
+}
+
+
+@dataclass(frozen=True)
+class UsageItem:
+    """One kind of consumption of one run family, e.g. ``UsageItem("emails_sent", 1)``."""
+
+    kind: str
+    quantity: int
+    detail: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNITS:
+            raise ValueError(f"usage kind: {self.kind!r} is not one of {', '.join(UNITS)}")
+        if self.quantity < 0:
+            raise ValueError(f"usage quantity: {self.quantity} must not be negative")
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.kind]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    user_id: str
+    kind: str
+    quantity: int
+    unit: str
+    occurred_at: dt.datetime
+    run_id: str
+    job_name: str
+    detail: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    user_id: str
+    run_id: str
+    topic: str
+    keywords: list[str]
+    title: str
+    content: str
+    meta_description: str
+    markdown_key: str
+    model: str
+    image_key: str | None = None
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment as the provider reports it; written again when its status changes."""
+
+    id: str
+    provider: str
+    amount: int  # minor units (cents)
+    currency: str
+    status: str
+    occurred_at: dt.datetime
+    user_id: str | None = None
+    description: str | None = None
+    data: dict[str, Any] | None = None

@@ -1,0 +1,31 @@
+"""Reading a finished run: a step's output metadata, its failure texts, the steps that started."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+
+def output_metadata(result: dg.ExecuteInProcessResult, step_key: str | None = None) -> dict[str, Any]:
+    """The metadata of the (only, or ``step_key``'s) successful output, as plain values."""
+    events = [e for e in result.all_events if e.is_successful_output and step_key in (None, e.step_key)]
+    assert len(events) == 1, [e.step_key for e in events]
+    metadata = events[0].step_output_data.metadata
+    return {key: getattr(value, "value", value) for key, value in metadata.items()}
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every failed step's error message and failure description, joined."""
+    texts = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        texts.append(data.error.message if data.error else "")
+        if data.user_failure_data and data.user_failure_data.description:
+            texts.append(data.user_failure_data.description)
+    return " ".join(texts)
+
+
+def started_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return {record.event_log_entry.step_key or "" for record in records}
