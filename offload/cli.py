@@ -12,12 +12,35 @@ import shutil
 import sys
 from pathlib import Path
 
-from offload import paths
+import yaml
 
-EMBEDDED_INSTANCE = """\
+from offload import concurrency, paths
+
+
+def _rules_yaml() -> str:
+    """One line per rule; they are generated from offload/concurrency.py, never edited by hand."""
+    lines = [yaml.safe_dump(rule, default_flow_style=True, width=200).strip()
+             for rule in concurrency.tag_concurrency_limits()]  # fmt: skip
+    return "\n".join(f"      - {line}" for line in lines)
+
+
+EMBEDDED_INSTANCE = f"""\
 # Embedded default: SQLite run, event and schedule storage in this directory.
 telemetry:
   enabled: false
+# The run queue: a run waits for a free slot of its nesting level, queue and key (offload/concurrency.py).
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: -1  # the offload/depth rule caps runs per nesting level instead
+    dequeue_interval_seconds: 1  # Dagster's default (5 s) would be most of a short run's start latency
+    tag_concurrency_limits:
+{_rules_yaml()}
+# trigger(max_attempts=N) sets the dagster/max_retries tag; runs without it are not retried.
+run_retries:
+  enabled: true
+  max_retries: 0
 """
 
 

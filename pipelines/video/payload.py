@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from offload.keys import ID_RULE, is_valid_id
+from offload.payload import check_email
 from pipelines.video.media import FORMATS
 
 URL_SCHEMES = ("http", "https", "file", "s3")
 MAX_URL_LENGTH = 2048
-EMAIL = re.compile(r"^[^@\s<>,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
 def _check_url(value: str) -> str:
@@ -52,9 +51,7 @@ class _VideoSource(dg.Config):
     @field_validator("user_email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if len(value) > 254 or not EMAIL.fullmatch(value):
-            raise ValueError("must be an email address like name@example.com")
-        return value
+        return check_email(value)
 
 
 class VideoPayload(_VideoSource):

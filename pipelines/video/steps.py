@@ -15,6 +15,7 @@ from offload.download import Downloader
 from offload.errors import FetchError, abort
 from offload.keys import thumbnail_key, video_key
 from offload.log import Progress, StepLog
+from offload.result import job_result
 from pipelines.video import media
 from pipelines.video.payload import VideoPayload
 from resources.email import Email, EmailSender
@@ -202,4 +203,4 @@ def notify(
     }
     StepLog(context).info("video ready", {"email_id": email_id, **result})
     shutil.rmtree(source.work_dir, ignore_errors=True)
-    return dg.Output(result, metadata={"result": dg.MetadataValue.json(result), "email_id": email_id})
+    return job_result(result, metadata={"email_id": email_id})
