@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from offload import concurrency, idempotency
@@ -500,7 +500,7 @@ class Client:
             output=output,
             error=error,
             created_at=timestamp(run["creationTime"]),  # type: ignore[arg-type]
-            started_at=timestamp(attempts[0]["startTime"] if not run["rootRunId"] else run["startTime"]),
+            started_at=_started_at(attempts[0] if not run["rootRunId"] else run),
             completed_at=timestamp(current["endTime"]) if status.is_final else None,
             attempts=[r["runId"] for r in attempts].index(current["runId"]) + 1,
             tags=tag_dict(run),
@@ -594,6 +594,13 @@ class Client:
         self._graphql.close()
         if self._store is not None:
             self._store.close()
+
+
+def _started_at(record: Mapping[str, Any]) -> datetime | None:
+    """When the run worker started. The webserver fills a run that ended without starting (canceled in the
+    queue, failed to launch) with its end time; such a run never started."""
+    start, end = record.get("startTime"), record.get("endTime")
+    return None if start is None or start == end else timestamp(start)
 
 
 def _user_tags(tags: Mapping[str, str] | None) -> dict[str, str]:

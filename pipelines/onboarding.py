@@ -1,9 +1,9 @@
-"""``welcome_user``: a parent job made of child runs (``offload.children.run_child``).
+"""``welcome_user``: a parent job whose step runs child jobs and waits for their outputs.
 
-``{user_id, email, name}``: ``hello_world`` makes the greeting, then ``typed_task`` stores the user's record
-with it; the result holds both children's outputs. Each child is a run of its own in the UI, with its own
-queue (``typed_task``: one run per user) on the next nesting level, so parents waiting for their children
-never deadlock the run queue.
+``{user_id, email, name}``: ``hello_world`` makes the greeting while ``typed_task`` stores the user's
+record (both child runs at once, ``offload.children.run_children``); the result holds both outputs. Each
+child is a run of its own in the UI, in its own queue (``typed_task``: one run per user), on the next
+nesting level, so parents waiting for their children never deadlock the run queue.
 """
 
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.children import run_child
+from offload.children import run_children
 from offload.concurrency import Queue
 from offload.keys import ID_RULE, is_valid_id
 from offload.payload import check_email, payload_mapping
@@ -39,32 +39,19 @@ class WelcomePayload(dg.Config):
 
 
 @dg.op
-def greeting(context: dg.OpExecutionContext, config: WelcomePayload) -> dict[str, Any]:
-    """Child run: hello_world."""
-    return dict(run_child(context, "hello_world", {"name": config.name}))
-
-
-@dg.op
-def profile(
-    context: dg.OpExecutionContext, config: WelcomePayload, hello: dict[str, Any]
-) -> dg.Output[dict[str, Any]]:
-    """Child run: typed_task stores the record, greeting included."""
-    data = {"name": config.name, "greeting": hello["message"]}
-    record = run_child(
-        context, "typed_task", {"user_id": config.user_id, "email": config.email, "data": data}
-    )
+def welcome(context: dg.OpExecutionContext, config: WelcomePayload) -> dg.Output[dict[str, Any]]:
+    """Greet the user and store their record: two child runs, waited for together."""
+    profile = {"user_id": config.user_id, "email": config.email, "data": {"name": config.name}}
+    hello, record = run_children(context, [("hello_world", {"name": config.name}), ("typed_task", profile)])
     return job_result({"greeting": hello["message"], "record": record["record"]})
-
-
-def _run_config(payload: WelcomePayload) -> dict[str, Any]:
-    config = {"config": payload.model_dump()}
-    return {"ops": {"greeting": config, "profile": config}}
 
 
 @dg.job(
     description="Welcome a new user: greet them (hello_world) and store their record (typed_task).",
-    config=payload_mapping(WelcomePayload, _run_config),
+    config=payload_mapping(
+        WelcomePayload, lambda payload: {"ops": {"welcome": {"config": payload.model_dump()}}}
+    ),
     tags=QUEUE.job_tags(),
 )
 def welcome_user() -> None:
-    profile(greeting())
+    welcome()

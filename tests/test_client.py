@@ -1,6 +1,6 @@
 """The client against a real deployment: ``dagster dev`` (webserver, daemon, code location) started by the
 module, once on a SQLite instance and once on a Postgres one (a database made for the run and dropped
-after), with offload's embedded instance config and 2 slots per nesting level.
+after), with offload's embedded instance config and 3 slots per nesting level.
 
 Every client method; payload errors with the CLI's lines; secrets refused; idempotency under 50 threads;
 outputs (the video pipeline's too, through the FastAPI example over HTTP); cancel of a queued and of a
@@ -32,7 +32,7 @@ from pipelines.video.payload import VideoPayload
 from tests.support import dagster_services
 from tests.support.dagster_services import DagsterServices
 
-LEVEL_SLOTS = 2
+LEVEL_SLOTS = 3
 RUN_TIMEOUT = 120
 
 
@@ -307,8 +307,8 @@ def test_queue_and_key_limits_hold(deployment):
     same_user = [
         client.trigger("typed_task", {"user_id": "limited", "email": "l@example.com"}) for _ in range(2)
     ]
-    items = [{"email": f"p{n}@example.com"} for n in range(2000)]
-    batches = [client.trigger("batch_processor", {"items": items, "batch_size": 500}) for _ in range(3)]
+    items = [{"email": f"p{n}@example.com"} for n in range(200)]
+    batches = [client.trigger("batch_processor", {"items": items, "batch_size": 100}) for _ in range(3)]
     runs = [client.wait(handle.id, timeout=RUN_TIMEOUT) for handle in same_user + batches]
     assert all(run.status is Status.COMPLETED for run in runs)
     assert max_overlap(runs[:2]) == 1  # records: one run per user at a time
