@@ -17,31 +17,19 @@ import yaml
 from offload import concurrency, paths
 
 
-def _rules_yaml() -> str:
-    """One line per rule; they are generated from offload/concurrency.py, never edited by hand."""
-    lines = [yaml.safe_dump(rule, default_flow_style=True, width=200).strip()
-             for rule in concurrency.tag_concurrency_limits()]  # fmt: skip
-    return "\n".join(f"      - {line}" for line in lines)
+# Appended to the embedded default: the run queue of offload/concurrency.py (generated from its ``Queue``
+# rules, one line each), and run retries, which ``trigger(max_attempts=N)`` asks for per run.
+RUN_QUEUE_BLOCKS = {
+    "run_coordinator": concurrency.run_coordinator_config(),
+    "run_retries": {"enabled": True, "max_retries": 0},  # only runs that ask (dagster/max_retries tag)
+}
 
-
-EMBEDDED_INSTANCE = f"""\
+EMBEDDED_INSTANCE = """\
 # Embedded default: SQLite run, event and schedule storage in this directory.
 telemetry:
   enabled: false
-# The run queue: a run waits for a free slot of its nesting level, queue and key (offload/concurrency.py).
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: -1  # the offload/depth rule caps runs per nesting level instead
-    dequeue_interval_seconds: 1  # Dagster's default (5 s) would be most of a short run's start latency
-    tag_concurrency_limits:
-{_rules_yaml()}
-# trigger(max_attempts=N) sets the dagster/max_retries tag; runs without it are not retried.
-run_retries:
-  enabled: true
-  max_retries: 0
-"""
+# The run queue and retries: offload/concurrency.py, offload/client.py (generated).
+""" + yaml.safe_dump(RUN_QUEUE_BLOCKS, sort_keys=False, default_flow_style=None, width=200)
 
 
 def ensure_instance() -> Path:

@@ -60,6 +60,7 @@ CONCURRENCY_KEY_TAG = "offload/concurrency_key"
 PARENT_TAG = "offload/parent_run"
 REPLAY_TAG = "offload/replay_of"
 MAX_RETRIES_TAG = "dagster/max_retries"
+RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 ROOT_RUN_TAG = "dagster/root_run_id"
 RESERVED_TAG_PREFIXES = ("dagster/", ".dagster/", "offload/")
 MAX_PAYLOAD_BYTES = 3 * 1024 * 1024  # Trigger.dev's limit; the run config lives in the run storage and the UI
@@ -412,7 +413,10 @@ class Client:
         if max_attempts is not None:
             if not isinstance(max_attempts, int) or max_attempts < 1:
                 raise ValueError(f"max_attempts: {max_attempts!r} must be a whole number of at least 1")
+            # Trigger.dev's maxAttempts retries any failure, a failed step too, whatever the instance's
+            # default for runs that did not ask (run_retries.retry_on_asset_or_op_failure).
             run_tags[MAX_RETRIES_TAG] = str(max_attempts - 1)
+            run_tags[RETRY_ON_FAILURE_TAG] = "true"
         run_tags |= internal_tags
         return {
             "selector": info.selector(),

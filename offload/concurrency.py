@@ -111,10 +111,30 @@ def run_tags(
     return tags | {name: f"{queue}{level}" for name in queue_limits}
 
 
+def run_coordinator_config(level_slots: int = LEVEL_SLOTS) -> dict[str, Any]:
+    """The instance's ``run_coordinator`` block: Dagster's run queue with the rules behind every ``Queue``.
+
+    ``max_concurrent_runs`` is off because it would count parents and children alike (the deadlock above);
+    the ``offload/depth`` rule caps runs per level instead. The daemon looks for runs to start every second:
+    Dagster's default, 5 s, would be most of a short run's start latency."""
+    return {
+        "module": "dagster._core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {
+            "max_concurrent_runs": -1,
+            "dequeue_interval_seconds": 1,
+            "tag_concurrency_limits": tag_concurrency_limits(level_slots),
+        },
+    }
+
+
 def tag_concurrency_limits(level_slots: int = LEVEL_SLOTS) -> list[dict[str, Any]]:
     """The QueuedRunCoordinator rules behind every ``Queue``: one per supported limit, plus the levels."""
-    per_value = {"applyLimitPerUniqueValue": True}
-    rules: list[dict[str, Any]] = [{"key": DEPTH_TAG, "value": per_value, "limit": level_slots}]
+
+    def rule(key: str, limit: int) -> dict[str, Any]:
+        return {"key": key, "value": {"applyLimitPerUniqueValue": True}, "limit": limit}
+
+    rules = [rule(DEPTH_TAG, level_slots)]
     for prefix in (LIMIT_PREFIX, KEY_LIMIT_PREFIX):
-        rules += [{"key": f"{prefix}{n}", "value": per_value, "limit": n} for n in LIMITS]
+        rules += [rule(f"{prefix}{n}", n) for n in LIMITS]
     return rules
