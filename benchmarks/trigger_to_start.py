@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             def offload_trigger(name: str) -> str:
                 return client.trigger("hello_world", {"name": name}).id
 
-            # One unmeasured run each: the first run of a deployment pays one-off costs (code location warm-up).
+            # One unmeasured run each: a deployment's first run pays one-off costs (warm-up).
             measure(stock.url, stock_trigger, "warm-up")
             measure(offload.url, offload_trigger, "warm-up")
             results: dict[str, list[dict[str, float]]] = {"stock": [], "offload": []}

@@ -16,7 +16,6 @@ import yaml
 
 from offload import concurrency, paths
 
-
 # Appended to the embedded default: the run queue of offload/concurrency.py (generated from its ``Queue``
 # rules, one line each), and run retries, which ``trigger(max_attempts=N)`` asks for per run.
 RUN_QUEUE_BLOCKS = {
