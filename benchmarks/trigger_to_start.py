@@ -9,10 +9,12 @@ Two deployments run side by side on this machine, each ``dagster dev`` with this
   ``offload.client.Client.trigger``.
 
 Rounds alternate between the two, one run at a time, so both see the same machine load. Latency = the
-``STEP_START`` event's timestamp (written by the run worker) minus the wall clock just before the trigger
-call; both on this machine's clock. Prints median, min and max per side and offload / stock.
+first ``STEP_START`` event's timestamp (written by the run worker) minus the wall clock just before the
+trigger call, both on this machine's clock. Prints median, min and max per side, offload / stock, and the
+median of each phase: the trigger call, waiting in the queue (to the daemon's RUN_STARTING), the run
+worker's start (to its RUN_START), and from there to the first step.
 
-    .venv/bin/python -m benchmarks.trigger_to_start [--rounds 7]
+    .venv/bin/python -m benchmarks.trigger_to_start [--rounds 10]
 """
 
 from __future__ import annotations
@@ -34,38 +36,52 @@ from offload.paths import PROJECT_ROOT
 from tests.support import dagster_services
 
 STOCK_INSTANCE = "telemetry:\n  enabled: false\n"
-STEP_START_QUERY = """
+MILESTONES = {  # event type -> what its timestamp marks
+    "RunStartingEvent": "launched",  # the daemon took the run off the queue and asked for a worker
+    "RunStartEvent": "worker_started",  # the run worker process is up and has loaded the code
+    "ExecutionStepStartEvent": "first_step",
+}
+PHASES = ("trigger_call", "queue", "worker_start", "to_step")
+EVENTS_QUERY = """
 query($runId: ID!) {
-  logsForRun(runId: $runId) {
-    ... on EventConnection { events { __typename ... on ExecutionStepStartEvent { timestamp } } }
-  }
+  logsForRun(runId: $runId) { ... on EventConnection { events { __typename ... on MessageEvent { timestamp } } } }
   runOrError(runId: $runId) { ... on Run { status } }
 }"""
 
 
-def first_step_started(url: str, run_id: str, deadline: float = 120.0) -> float:
-    """Wait for the run to finish; return when its first step started (seconds since the epoch)."""
+def milestones(url: str, run_id: str, deadline: float = 120.0) -> dict[str, float]:
+    """Wait for the run to finish; return when it was launched, its worker started and its first step
+    started (seconds since the epoch)."""
     give_up = time.monotonic() + deadline
     while time.monotonic() < give_up:
-        data = httpx.post(f"{url}/graphql", json={"query": STEP_START_QUERY, "variables": {"runId": run_id}},
-                          timeout=30).json()["data"]  # fmt: skip
+        query = {"query": EVENTS_QUERY, "variables": {"runId": run_id}}
+        data = httpx.post(f"{url}/graphql", json=query, timeout=30).json()["data"]
         if data["runOrError"]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            starts = [e["timestamp"] for e in data["logsForRun"]["events"] if "timestamp" in e]
-            if not starts:
-                raise RuntimeError(
-                    f"run {run_id} ended {data['runOrError']['status']} without starting a step"
-                )
-            return min(float(ts) for ts in starts) / 1000
+            found: dict[str, float] = {}
+            for event in data["logsForRun"]["events"]:
+                name = MILESTONES.get(event["__typename"])
+                if name and name not in found:
+                    found[name] = float(event["timestamp"]) / 1000
+            if len(found) < len(MILESTONES):
+                raise RuntimeError(f"run {run_id} ended {data['runOrError']['status']} without {MILESTONES}")
+            return found
         time.sleep(0.25)
     raise TimeoutError(f"run {run_id} did not finish within {deadline:.0f} s")
 
 
 def measure(url: str, trigger: Callable[[str], str], name: str) -> dict[str, float]:
+    """Seconds from just before the trigger call to the first step, and the phases on the way."""
     before = time.time()
     run_id = trigger(name)
     returned = time.time()
-    started = first_step_started(url, run_id)
-    return {"trigger_call": returned - before, "to_first_step": started - before}
+    at = milestones(url, run_id)
+    return {
+        "to_first_step": at["first_step"] - before,
+        "trigger_call": returned - before,
+        "queue": at["launched"] - returned,
+        "worker_start": at["worker_started"] - at["launched"],
+        "to_step": at["first_step"] - at["worker_started"],
+    }
 
 
 def summary(samples: list[dict[str, float]], key: str) -> dict[str, float]:
@@ -75,8 +91,9 @@ def summary(samples: list[dict[str, float]], key: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
+    results: dict[str, list[dict[str, float]]] = {"stock": [], "offload": []}
     with tempfile.TemporaryDirectory(prefix="offload-bench-") as scratch:
         root = Path(scratch)
         stock = dagster_services.start(root / "stock", instance=STOCK_INSTANCE)
@@ -95,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
             # One unmeasured run each: a deployment's first run pays one-off costs (warm-up).
             measure(stock.url, stock_trigger, "warm-up")
             measure(offload.url, offload_trigger, "warm-up")
-            results: dict[str, list[dict[str, float]]] = {"stock": [], "offload": []}
             for n in range(args.rounds):
                 results["stock"].append(measure(stock.url, stock_trigger, f"round {n}"))
                 results["offload"].append(measure(offload.url, offload_trigger, f"round {n}"))
@@ -104,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stock.stop()
             offload.stop()
-    report = {side: {key: summary(samples, key) for key in ("to_first_step", "trigger_call")}
-              for side, samples in results.items()}  # fmt: skip
+    report = {side: {key: summary(samples, key) for key in samples[0]} for side, samples in results.items()}
     ratio = report["offload"]["to_first_step"]["median"] / report["stock"]["to_first_step"]["median"]
     print(f"\ntrigger -> first step started, hello_world, {args.rounds} rounds (seconds)")
-    print(f"{'':10}{'median':>9}{'min':>9}{'max':>9}{'trigger call (median)':>24}")
+    print(f"{'':9}{'median':>8}{'min':>8}{'max':>8}  | medians: " + "  ".join(PHASES))
     for side in ("stock", "offload"):
-        first, call = report[side]["to_first_step"], report[side]["trigger_call"]
-        print(f"{side:10}{first['median']:9.2f}{first['min']:9.2f}{first['max']:9.2f}{call['median']:24.3f}")
+        first = report[side]["to_first_step"]
+        phases = "".join(f"{report[side][phase]['median']:{len(phase) + 2}.2f}" for phase in PHASES)
+        print(f"{side:9}{first['median']:8.2f}{first['min']:8.2f}{first['max']:8.2f}  |{' ' * 7}{phases}")
     print(f"offload / stock (median): {ratio:.2f}x")
     out = PROJECT_ROOT / "benchmarks" / "results" / "trigger_to_start.json"
     out.parent.mkdir(parents=True, exist_ok=True)
