@@ -44,7 +44,9 @@ MILESTONES = {  # event type -> what its timestamp marks
 PHASES = ("trigger_call", "queue", "worker_start", "to_step")
 EVENTS_QUERY = """
 query($runId: ID!) {
-  logsForRun(runId: $runId) { ... on EventConnection { events { __typename ... on MessageEvent { timestamp } } } }
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on MessageEvent { timestamp } } }
+  }
   runOrError(runId: $runId) { ... on Run { status } }
 }"""
 
