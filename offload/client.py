@@ -247,6 +247,7 @@ class Client:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._jobs_loaded = 0.0
+        self._load_errors: builtins.list[str] = []
 
     # -- jobs ----------------------------------------------------------------------------------------
 
@@ -309,7 +310,7 @@ class Client:
         store = self._idempotency()
         while True:
             claim = store.claim(job, key, ttl)
-            run_id = claim.run_id or (self._tagged_run(job, key) if claim.took_over else None)
+            run_id = claim.run_id or (self._tagged_run(job, key, claim.since) if claim.took_over else None)
             if run_id is not None:
                 if claim.run_id is None:
                     store.record(job, key, claim.token, run_id)
@@ -445,9 +446,14 @@ class Client:
         message = (result.get("message") or "").strip().splitlines()
         raise GraphQLError(f"launching {info.name} failed: {kind}: {message[0] if message else ''}")
 
-    def _tagged_run(self, job: str, key: str) -> str | None:
-        """The newest run of ``job`` tagged with idempotency ``key`` (a launch whose claimer died)."""
-        filter_ = {"pipelineName": job, "tags": [{"key": IDEMPOTENCY_TAG, "value": key}]}
+    def _tagged_run(self, job: str, key: str, since: float) -> str | None:
+        """The newest run of ``job`` tagged with idempotency ``key`` created since ``since`` (the stale
+        claim's time): a launch whose claimer died before recording it."""
+        filter_ = {
+            "pipelineName": job,
+            "tags": [{"key": IDEMPOTENCY_TAG, "value": key}],
+            "createdAfter": since,
+        }
         runs = self._runs_page(filter_, None, 1)
         return runs[0]["runId"] if runs else None
 

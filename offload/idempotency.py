@@ -79,6 +79,7 @@ class Claim:
     token: str
     run_id: str | None
     took_over: bool = False  # a stale claim: look for a run tagged with the key before launching
+    since: float = 0.0  # when the stale claim was made: a run tagged with the key after it is that claim's
 
 
 class IdempotencyStore:
@@ -130,7 +131,7 @@ class IdempotencyStore:
                         .values(claim=token, claimed_at=now, expires_at=now + ttl)
                     ).rowcount
                 if taken == 1:
-                    return Claim(token=token, run_id=None, took_over=True)
+                    return Claim(token=token, run_id=None, took_over=True, since=row.claimed_at)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"idempotency_key {key!r}: another caller is still launching its run")
             time.sleep(delay)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from offload.client import IDEMPOTENCY_TAG, Client, Status
@@ -27,6 +28,7 @@ from offload.errors import (
     UnknownJobError,
     WebserverUnreachableError,
 )
+from offload.idempotency import STALE_CLAIM_SECONDS, IdempotencyStore, keys_table
 from offload.payload import payload_errors
 from pipelines.video.payload import VideoPayload
 from tests.support import dagster_services
@@ -40,6 +42,7 @@ RUN_TIMEOUT = 120
 class Deployment:
     services: DagsterServices
     client: Client
+    idempotency_db: str
 
     @property
     def samples(self) -> Path:
@@ -65,7 +68,7 @@ def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployme
     services = dagster_services.start(root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db})
     client = Client(services.url, idempotency_db=idempotency_db)
     try:
-        yield Deployment(services, client)
+        yield Deployment(services, client, idempotency_db)
     finally:
         client.close()
         services.stop()
@@ -196,6 +199,20 @@ def test_fifty_concurrent_triggers_with_one_key_make_one_run(deployment):
     client.wait(handles[0].id, timeout=RUN_TIMEOUT)
     again = client.trigger("hello_world", {"name": "Once"}, idempotency_key=key)  # completed: same run
     assert (again.id, again.existing) == (handles[0].id, True)
+
+
+def test_a_trigger_that_died_after_launching_is_recovered_not_repeated(deployment):
+    client, key = deployment.client, f"crash-{time.time_ns()}"
+    launched = client.trigger("hello_world", {"name": "Crash"}, idempotency_key=key)
+    # As if that caller had died between creating the run and recording it, long enough ago to be stale.
+    store = IdempotencyStore(deployment.idempotency_db)
+    with store.engine.begin() as tx:
+        tx.execute(sa.update(keys_table).where(keys_table.c.key == key).values(
+            run_id=None, claimed_at=time.time() - STALE_CLAIM_SECONDS - 1))  # fmt: skip
+    store.close()
+    again = client.trigger("hello_world", {"name": "Crash"}, idempotency_key=key)
+    assert (again.id, again.existing) == (launched.id, True)
+    assert [r.id for r in client.list(tag=(IDEMPOTENCY_TAG, key))] == [launched.id]
 
 
 def test_a_failed_run_clears_its_key(deployment):

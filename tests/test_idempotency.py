@@ -95,10 +95,13 @@ def test_keys_are_per_job_and_expire(store_url):
 def test_a_stale_claim_is_taken_over(store_url):
     store = IdempotencyStore(store_url)
     store.claim("job", "k", 60)  # the claimer dies before recording a run
+    stale_since = time.time() - idempotency.STALE_CLAIM_SECONDS - 1
     with store.engine.begin() as tx:
-        tx.execute(sa.update(keys_table).values(claimed_at=time.time() - idempotency.STALE_CLAIM_SECONDS - 1))
+        tx.execute(sa.update(keys_table).values(claimed_at=stale_since))
     taken = store.claim("job", "k", 60)
-    assert taken.run_id is None and taken.took_over
+    assert taken.run_id is None and taken.took_over and taken.since == pytest.approx(stale_since)
+    with pytest.raises(TimeoutError, match="still launching"):  # the new claim is fresh: others wait for it
+        store.claim("job", "k", 60, wait=0.2)
 
 
 @pytest.mark.parametrize(
