@@ -45,8 +45,22 @@ def run_children(
 ) -> list[Any]:
     """Run each ``(job, payload)`` as a child of this run, all at once; return their outputs in order, or
     fail this step with the first child's error that ended without one."""
-    log = StepLog(context)
+    own_client = client is None
     client = client or Client()
+    try:
+        return _run_children(context, client, children, timeout)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _run_children(
+    context: dg.OpExecutionContext,
+    client: Client,
+    children: Sequence[tuple[str, Mapping[str, Any]]],
+    timeout: float,
+) -> list[Any]:
+    log = StepLog(context)
     handles: list[RunHandle] = []
     try:
         for job, payload in children:
