@@ -319,6 +319,19 @@ def test_child_runs_return_their_output_even_when_parents_hold_every_slot(deploy
     assert all(child.tags["offload/depth"] == "1" for child in children)
 
 
+def test_canceling_a_parent_cancels_its_children(deployment):
+    client = deployment.client
+    parent = client.trigger("welcome_user", {"user_id": "cancel-kids", "email": "k@example.com", "name": "K"})
+    children = wait_for(
+        lambda: client.list(tag=("offload/parent_run", parent.id)), "a child run", RUN_TIMEOUT
+    )
+    client.cancel(parent.id)
+    assert client.wait(parent.id, timeout=RUN_TIMEOUT).status is Status.CANCELED
+    for child in [*children, *client.list(tag=("offload/parent_run", parent.id))]:
+        assert client.wait(child.id, timeout=RUN_TIMEOUT).status in (Status.CANCELED, Status.COMPLETED)
+    assert Status.CANCELED in {client.retrieve(child.id).status for child in children}
+
+
 def test_queue_and_key_limits_hold(deployment):
     client = deployment.client
     same_user = [
