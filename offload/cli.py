@@ -2,7 +2,8 @@
 
 Dagster needs ``DAGSTER_HOME`` to keep runs between commands; without it every command gets a throwaway
 instance. ``offload <dagster args>`` defaults it to the project-local ``.dagster_home`` (created on first
-use, with telemetry off since the embedded default works offline) and runs ``dagster <dagster args>``.
+use, with telemetry off since the embedded default works offline, and offload's run queue: concurrency
+limits and retries on request) and runs ``dagster <dagster args>``.
 """
 
 from __future__ import annotations
