@@ -21,7 +21,7 @@ import dagster as dg
 import email_validator
 from pydantic import ValidationError
 
-from offload.errors import ConfigurationError
+from offload.errors import ConfigurationError, PayloadError
 
 P = TypeVar("P", bound=dg.Config)
 MAX_URL_LENGTH = 2048
@@ -74,6 +74,11 @@ def check_mailbox(value: str) -> str:
     return value
 
 
+def config_error_line(message: str) -> str:
+    """One of Dagster's config type errors (missing field, wrong type) as one line."""
+    return message.replace("\n", " ").strip()
+
+
 def _validation_lines(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
@@ -99,10 +104,12 @@ def payload_errors(error: BaseException) -> list[str] | None:
     """One line per bad field if ``error`` (or what caused it) is a payload error, else None."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, PayloadError):
+            return seen.lines
         if isinstance(seen, ValidationError):
             return _validation_lines(seen)
         if isinstance(seen, dg.DagsterInvalidConfigError):
-            return [e.message.replace("\n", " ").strip() for e in seen.errors] or [str(seen)]
+            return [config_error_line(e.message) for e in seen.errors] or [str(seen)]
         user_error = getattr(seen, "user_exception", None)
         seen = user_error if isinstance(user_error, BaseException) else seen.__cause__
     return None
@@ -112,7 +119,12 @@ def payload_mapping(model: type[P], to_run_config: Callable[[P], dict[str, Any]]
     """A job-level config mapping whose schema is ``model``: the run config is the payload itself."""
 
     def config_fn(payload: dict[str, Any]) -> dict[str, Any]:
-        return to_run_config(model(**payload))
+        try:
+            checked = model(**payload)
+        except ValidationError as error:
+            # Raised as its lines: they travel intact to the CLI and, through the webserver, to the client.
+            raise PayloadError(_validation_lines(error)) from error
+        return to_run_config(checked)
 
     return dg.ConfigMapping(config_fn=config_fn, config_schema=model.to_config_schema())
 

@@ -2,8 +2,12 @@
 
 import dagster as dg
 
+from pipelines.batch import batch_processor
 from pipelines.content import content_workflow, generate_content
 from pipelines.email import send_email
+from pipelines.hello_world import hello_world
+from pipelines.onboarding import welcome_user
+from pipelines.typed_task import typed_task
 from pipelines.video import process_video, video_pipeline
 from pipelines.web import resilient_task, scrape_websites
 
@@ -16,5 +20,9 @@ defs = dg.Definitions(
         generate_content,
         content_workflow,
         send_email,
+        hello_world,
+        typed_task,
+        batch_processor,
+        welcome_user,
     ]
 )

@@ -31,7 +31,7 @@ class StoredObject:
     url: str
 
 
-def _key_problem(key: str) -> str | None:
+def key_problem(key: str) -> str | None:
     """The rule ``key`` breaks, or None. Checked segment by segment (not with ``PurePosixPath``, which
     silently drops ``.`` and empty segments, so ``a/./b`` would be one file locally and another key on S3)."""
     if not isinstance(key, str) or not key:
@@ -58,7 +58,7 @@ def _key_problem(key: str) -> str | None:
 
 def check_key(key: str, field: str = "storage key") -> str:
     """Return ``key`` if it is a safe relative key, else raise ``ValueError`` naming the field and rule."""
-    problem = _key_problem(key)
+    problem = key_problem(key)
     if problem:
         shown = key[:60] + "..." if isinstance(key, str) and len(key) > 60 else key
         raise ValueError(f"{field}: {shown!r} {problem}")

@@ -10,9 +10,13 @@ from typing import Any
 
 import dagster as dg
 
+from offload.concurrency import Queue
 from offload.payload import payload_mapping
 from pipelines.content.payload import ContentWorkflowPayload, GenerateContentPayload
 from pipelines.content.steps import generate, hero_image, optimise_seo, outline, publish, write_article
+
+# Paid API calls: at most 2 runs per user at once.
+QUEUE = Queue("ai", key_field="user_id", key_limit=2)
 
 
 @dg.graph
@@ -32,7 +36,7 @@ content_workflow = content_workflow_graph.to_job(
     name="content_workflow",
     description="Outline, write and SEO-optimise an article, make its hero image, save and store it.",
     config=payload_mapping(ContentWorkflowPayload, _first_step("outline")),
-    tags={"offload/kind": "ai"},
+    tags={"offload/kind": "ai", **QUEUE.job_tags()},
 )
 
 
@@ -45,5 +49,5 @@ generate_content = generate_content_graph.to_job(
     name="generate_content",
     description="Write a text on a topic in a tone (professional, casual, technical) and length.",
     config=payload_mapping(GenerateContentPayload, _first_step("generate")),
-    tags={"offload/kind": "ai"},
+    tags={"offload/kind": "ai", **QUEUE.job_tags()},
 )

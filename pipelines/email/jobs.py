@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from offload.concurrency import Queue
 from offload.errors import AbortTaskRunError
 from offload.log import StepLog
 from offload.payload import payload_mapping
@@ -20,6 +21,9 @@ from resources.email import Email, EmailSender, EmailSendError
 
 # Waits of 1, 3 and 7 s (Dagster's exponential backoff is (2**n - 1) * delay), each +- up to 100%.
 RETRY = dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+QUEUE = Queue("email")
 
 
 @dg.op(retry_policy=RETRY)
@@ -51,7 +55,7 @@ def _run_config(payload: SendEmailPayload) -> dict[str, Any]:
 @dg.job(
     description="Send one email (validated addresses, retried, delivered once per run family).",
     config=payload_mapping(SendEmailPayload, _run_config),
-    tags={"offload/kind": "email"},
+    tags={"offload/kind": "email", **QUEUE.job_tags()},
 )
 def send_email() -> None:
     send()

@@ -10,9 +10,14 @@ from typing import Any
 
 import dagster as dg
 
+from offload.concurrency import Queue
 from offload.payload import payload_mapping
 from pipelines.video.payload import SingleFormatPayload, VideoPayload
 from pipelines.video.steps import download, notify, probe, thumbnail, transcode, upload
+
+# Both video jobs share one queue: at most two of a user's videos transcode at once, so one user's
+# upload burst cannot take every worker.
+QUEUE = Queue("video", key_field="user_id", key_limit=2)
 
 
 @dg.graph
@@ -37,12 +42,12 @@ video_pipeline = process_video_graph.to_job(
     name="video_pipeline",
     description="Transcode a video to mp4/webm/gif, thumbnail it, store the outputs, email the user.",
     config=payload_mapping(VideoPayload, _video_run_config),
-    tags={"offload/kind": "video"},
+    tags={"offload/kind": "video", **QUEUE.job_tags()},
 )
 
 process_video = process_video_graph.to_job(
     name="process_video",
     description="The seed's single-format video job: one source, one output format.",
     config=payload_mapping(SingleFormatPayload, _single_run_config),
-    tags={"offload/kind": "video"},
+    tags={"offload/kind": "video", **QUEUE.job_tags()},
 )

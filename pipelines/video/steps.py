@@ -21,6 +21,7 @@ from offload.download import Downloader
 from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import thumbnail_key, video_key
 from offload.log import Progress, StepLog
+from offload.result import job_result
 from offload.retry import retrying
 from pipelines.usage import record_usage, run_family_id
 from pipelines.video import media
@@ -222,4 +223,4 @@ def notify(
     }
     StepLog(context).info("video ready", {"email_id": email_id, **result})
     shutil.rmtree(source.work_dir, ignore_errors=True)
-    return dg.Output(result, metadata={"result": dg.MetadataValue.json(result), "email_id": email_id})
+    return job_result(result, metadata={"email_id": email_id})

@@ -1,0 +1,1 @@
+"""Benchmarks: each measures offload beside a baseline in the same run and reports the ratio."""

@@ -1,0 +1,630 @@
+"""Trigger runs from any Python app, Trigger.dev style, through the Dagster webserver's GraphQL API.
+
+    from offload.client import Client
+
+    client = Client()                                   # OFFLOAD_DAGSTER_URL, default http://127.0.0.1:3000
+    handle = client.trigger("video_pipeline", payload, idempotency_key=f"upload-{upload_id}")
+    run = client.retrieve(handle.id)                    # run.status, run.output once COMPLETED
+
+``trigger`` returns as soon as the run exists (queued); Dagster's daemon starts it when its queue has a
+slot (offload/concurrency.py). Statuses are offload's (offload/runs.py, with the mapping from Dagster's);
+``output`` is what the job declared with ``offload.result.job_result``. The payload is the run config
+(offload/payload.py): the webserver checks it against the job's rules and a bad one raises
+``InvalidPayloadError`` with the CLI's lines, starting nothing. The client refuses payloads that carry
+secrets (the run config is shown in the UI) or ``{env: NAME}`` values (which would read the server's
+environment). Idempotency keys are kept in a small table (offload/idempotency.py).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from offload import concurrency, idempotency
+from offload.errors import (
+    ClientError,
+    GraphQLError,
+    InvalidPayloadError,
+    RunNotFoundError,
+    RunTimeoutError,
+    UnknownJobError,
+)
+from offload.graphql import GraphQL
+from offload.log import redact
+from offload.payload import config_error_line
+from offload.runs import (
+    DAGSTER_STATUSES,
+    BatchResult,
+    Run,
+    RunHandle,
+    Status,
+    error_of,
+    result_of,
+    status_of,
+    tag_dict,
+    timestamp,
+)
+
+__all__ = ["BatchResult", "Client", "Run", "RunHandle", "Status"]
+
+IDEMPOTENCY_TAG = "offload/idempotency_key"
+CONCURRENCY_KEY_TAG = "offload/concurrency_key"
+PARENT_TAG = "offload/parent_run"
+REPLAY_TAG = "offload/replay_of"
+MAX_RETRIES_TAG = "dagster/max_retries"
+RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+ROOT_RUN_TAG = "dagster/root_run_id"
+RESERVED_TAG_PREFIXES = ("dagster/", ".dagster/", "offload/")
+MAX_PAYLOAD_BYTES = 3 * 1024 * 1024  # Trigger.dev's limit; the run config lives in the run storage and the UI
+MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
+BATCH_CHUNK = 50  # runs per launchMultipleRuns request: keeps each request well under the timeout
+JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
+# Payload field names that say "secret". Narrower than offload.log's names for environment variables:
+# payloads legitimately carry storage keys and idempotency keys.
+SECRET_FIELD = re.compile(
+    r"(secret|token|password|passwd|api[_-]?key|private[_-]?key|access[_-]?key|credentials?)$", re.I
+)
+
+RUN_FIELDS = """
+fragment OffloadRun on Run {
+  runId jobName status creationTime startTime endTime rootRunId parentRunId runConfig tags { key value }
+}"""
+
+JOBS_QUERY = """
+query OffloadJobs {
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection { nodes { name location { name } pipelines { name tags { key value } } } }
+    ... on PythonError { message }
+  }
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries { name locationOrLoadError { __typename ... on PythonError { message } } }
+    }
+  }
+}"""
+
+LAUNCH_RESULT = """
+  __typename
+  ... on LaunchRunSuccess { run { runId } }
+  ... on RunConfigValidationInvalid { errors { message } }
+  ... on PythonError { message className errorChain { error { message className } } }
+  ... on Error { message }
+"""
+
+LAUNCH = f"""
+mutation OffloadLaunch($params: ExecutionParams!) {{
+  launchRun(executionParams: $params) {{ {LAUNCH_RESULT} }}
+}}"""
+
+LAUNCH_MANY = f"""
+mutation OffloadLaunchMany($params: [ExecutionParams!]!) {{
+  launchMultipleRuns(executionParamsList: $params) {{
+    __typename
+    ... on LaunchMultipleRunsResult {{ launchMultipleRunsResult {{ {LAUNCH_RESULT} }} }}
+    ... on PythonError {{ message }}
+  }}
+}}"""
+
+RUN_QUERY = (
+    """
+query OffloadRun($runId: ID!, $group: RunsFilter!) {
+  runOrError(runId: $runId) { __typename ... on Run { ...OffloadRun } ... on Error { message } }
+  runsOrError(filter: $group) {
+    __typename ... on Runs { results { ...OffloadRun } } ... on Error { message }
+  }
+}"""
+    + RUN_FIELDS
+)
+
+RUNS_QUERY = (
+    """
+query OffloadRuns($filter: RunsFilter!, $cursor: String, $limit: Int!) {
+  runsOrError(filter: $filter, cursor: $cursor, limit: $limit) {
+    __typename ... on Runs { results { ...OffloadRun } } ... on Error { message }
+  }
+}"""
+    + RUN_FIELDS
+)
+
+EVENTS_QUERY = """
+query OffloadEvents($runId: ID!, $cursor: String) {
+  logsForRun(runId: $runId, afterCursor: $cursor, limit: 1000) {
+    __typename
+    ... on EventConnection {
+      cursor hasMore
+      events {
+        __typename
+        ... on ExecutionStepOutputEvent {
+          stepKey
+          metadataEntries {
+            label
+            ... on JsonMetadataEntry { jsonString }
+            ... on TextMetadataEntry { text }
+            ... on IntMetadataEntry { intValue }
+            ... on FloatMetadataEntry { floatValue }
+            ... on BoolMetadataEntry { boolValue }
+            ... on UrlMetadataEntry { url }
+            ... on PathMetadataEntry { path }
+            ... on MarkdownMetadataEntry { mdStr }
+          }
+        }
+        ... on ExecutionStepFailureEvent { stepKey message error { message } }
+        ... on RunFailureEvent { message error { message } }
+      }
+    }
+    ... on Error { message }
+  }
+}"""
+
+TERMINATE = """
+mutation OffloadCancel($runId: String!) {
+  terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) { __typename ... on Error { message } }
+}"""
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str
+    location: str
+    repository: str
+    tags: dict[str, str]
+
+    def selector(self) -> dict[str, str]:
+        return {
+            "repositoryLocationName": self.location,
+            "repositoryName": self.repository,
+            "jobName": self.name,
+        }
+
+
+def payload_problems(payload: Any) -> list[str]:
+    """What the client refuses to send as run config, one line each (empty: fine to send)."""
+    if not isinstance(payload, Mapping):
+        return ["payload: must be a JSON object (field names to values)"]
+    try:
+        size = len(json.dumps(payload).encode())
+    except (TypeError, ValueError) as error:
+        return [f"payload: must be JSON-serializable ({error})"]
+    if size > MAX_PAYLOAD_BYTES:
+        return [f"payload: {size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit; put large inputs in "
+                "storage and pass their key"]  # fmt: skip
+    problems: list[str] = []
+
+    def walk(path: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            if set(value) == {"env"} and isinstance(value["env"], str):
+                problems.append(
+                    f"{path}: {{env: ...}} is not allowed: a payload never reads the server's environment"
+                )
+                return
+            for name, item in value.items():
+                child = f"{path}.{name}" if path else str(name)
+                if SECRET_FIELD.search(str(name)):
+                    problems.append(f"{child}: looks like a secret; give secrets to the code location as "
+                                    "environment variables (dg.EnvVar), never in a payload")  # fmt: skip
+                else:
+                    walk(child, item)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(f"{path}[{index}]", item)
+        elif isinstance(value, str) and redact(value) != value:
+            problems.append(f"{path}: holds a secret of this app's environment or a password in a URL; "
+                            "secrets never go in a payload (the run config is shown in the UI)")  # fmt: skip
+
+    walk("", payload)
+    return problems
+
+
+def _payload_lines(error: Mapping[str, Any]) -> list[str] | None:
+    """The lines of a ``PayloadError`` raised by a job's payload mapping (offload/payload.py), if that is
+    what the webserver's error is."""
+    chain = [error, *(link["error"] for link in error.get("errorChain") or [])]
+    for item in chain:
+        if item.get("className") == "PayloadError":
+            text = item["message"].split("PayloadError: ", 1)[-1]
+            return [line for line in text.splitlines() if line.strip()]
+    return None
+
+
+class Client:
+    """The offload client. Thread-safe: make one per process and share it."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 30.0, idempotency_db: str | None = None):
+        self._graphql = GraphQL(url, timeout=timeout)
+        self.url = self._graphql.url
+        self._idempotency_db = idempotency_db
+        self._store: idempotency.IdempotencyStore | None = None
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._jobs_loaded = 0.0
+        self._load_errors: builtins.list[str] = []
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    def _load_jobs(self) -> None:
+        data = self._graphql(JOBS_QUERY)
+        repositories = data["repositoriesOrError"]
+        if repositories["__typename"] != "RepositoryConnection":
+            raise GraphQLError(f"listing jobs at {self.url}: {repositories.get('message')}")
+        jobs = {}
+        for repo in repositories["nodes"]:
+            for job in repo["pipelines"]:
+                jobs[job["name"]] = _Job(job["name"], repo["location"]["name"], repo["name"], tag_dict(job))
+        self._jobs, self._jobs_loaded = jobs, time.monotonic()
+        self._load_errors = [
+            f"code location {entry['name']!r} failed to load: "
+            + entry["locationOrLoadError"]["message"].strip().splitlines()[-1]
+            for entry in (data["workspaceOrError"].get("locationEntries") or [])
+            if (entry.get("locationOrLoadError") or {}).get("__typename") == "PythonError"
+        ]
+
+    def _job(self, name: str) -> _Job:
+        with self._lock:
+            if name not in self._jobs or time.monotonic() - self._jobs_loaded > JOBS_TTL:
+                self._load_jobs()
+            if name in self._jobs:
+                return self._jobs[name]
+        known = ", ".join(sorted(self._jobs)) or "none"
+        problem = f" ({'; '.join(self._load_errors)})" if self._load_errors else ""
+        raise UnknownJobError(f"unknown job {name!r} at {self.url}; jobs there: {known}{problem}")
+
+    # -- triggering ----------------------------------------------------------------------------------
+
+    def trigger(
+        self,
+        job: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | timedelta | str = idempotency.DEFAULT_TTL,
+        tags: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+        concurrency_key: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> RunHandle:
+        """Create a run of ``job`` with ``payload`` and return its handle at once (the run is QUEUED).
+
+        ``idempotency_key``: the same key (per job) within ``idempotency_ttl`` returns the run it created,
+        unless that run failed (FAILED, CRASHED, TIMED_OUT), which frees the key. ``max_attempts``: runs
+        in all, counting the first (Dagster run retries). ``concurrency_key``: the key of the job's
+        queue's per-key limit (else the payload's ``key_field``). ``parent_run_id``: the run is a child of
+        that run (offload/children.py) and takes its slot on the next nesting level.
+        """
+        info = self._job(job)
+        params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, {})
+        if idempotency_key is None:
+            return RunHandle(self._launch(info, params), job)
+        key = idempotency.check_key(idempotency_key)
+        ttl = idempotency.ttl_seconds(idempotency_ttl)
+        _add_tags(params, {IDEMPOTENCY_TAG: key})
+        store = self._idempotency()
+        while True:
+            claim = store.claim(job, key, ttl)
+            run_id = claim.run_id or (self._tagged_run(job, key, claim.since) if claim.took_over else None)
+            if run_id is not None:
+                if claim.run_id is None:
+                    store.record(job, key, claim.token, run_id)
+                status = self._status(run_id)
+                if status is None or status.is_failure:
+                    store.clear(job, key, run_id)  # a failed run frees its key: launch afresh
+                    continue
+                return RunHandle(run_id, job, existing=True)
+            try:
+                run_id = self._launch(info, params)
+            except BaseException:
+                store.release(job, key, claim.token)
+                raise
+            store.record(job, key, claim.token, run_id)
+            return RunHandle(run_id, job)
+
+    def batch_trigger(
+        self,
+        job: str,
+        payloads: Iterable[Mapping[str, Any]],
+        *,
+        tags: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+    ) -> BatchResult:
+        """Create one run per payload (at most 1,000). A bad item gets its error in the result, in its
+        place; the others are created all the same."""
+        items = builtins.list(payloads)
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"batch_trigger: at most {MAX_BATCH:,} payloads per call, got {len(items):,}")
+        info = self._job(job)
+        results: list[RunHandle | ClientError | None] = [None] * len(items)
+        to_launch: list[tuple[int, dict[str, Any]]] = []
+        for index, payload in enumerate(items):
+            try:
+                to_launch.append((index, self._params(info, payload, tags, max_attempts, None, None, {})))
+            except ClientError as error:
+                results[index] = error
+        chunks = [to_launch[i : i + BATCH_CHUNK] for i in range(0, len(to_launch), BATCH_CHUNK)]
+
+        def launch(chunk: list[tuple[int, dict[str, Any]]]) -> None:
+            data = self._graphql(LAUNCH_MANY, {"params": [params for _, params in chunk]})
+            answer = data["launchMultipleRuns"]
+            if answer["__typename"] != "LaunchMultipleRunsResult":
+                raise GraphQLError(f"batch_trigger {job}: {answer.get('message')}")
+            for (index, _), result in zip(chunk, answer["launchMultipleRunsResult"], strict=True):
+                try:
+                    results[index] = RunHandle(self._launch_result(info, result), job)
+                except ClientError as error:
+                    results[index] = error
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            builtins.list(pool.map(launch, chunks))
+        return BatchResult([item for item in results if item is not None])
+
+    def trigger_and_wait(self, job: str, payload: Mapping[str, Any], *, timeout: float = 600.0,
+                         **options: Any) -> Run:  # fmt: skip
+        """``trigger`` then ``wait``: the finished run (any final status; check ``status``)."""
+        return self.wait(self.trigger(job, payload, **options).id, timeout=timeout)
+
+    def replay(self, run_id: str) -> RunHandle:
+        """A new run of the same job with the same payload, tags, attempts and concurrency key."""
+        run = self.retrieve(run_id)
+        info = self._job(run.job)
+        tags = {
+            k: v
+            for k, v in run.tags.items()
+            if not k.startswith(RESERVED_TAG_PREFIXES) and k not in info.tags
+        }
+        retries = run.tags.get(MAX_RETRIES_TAG)
+        params = self._params(
+            info, run.payload, tags, int(retries) + 1 if retries else None,
+            run.tags.get(CONCURRENCY_KEY_TAG), run.tags.get(PARENT_TAG), {REPLAY_TAG: run_id},
+        )  # fmt: skip
+        return RunHandle(self._launch(info, params), run.job)
+
+    def _params(
+        self,
+        info: _Job,
+        payload: Mapping[str, Any],
+        tags: Mapping[str, str] | None,
+        max_attempts: int | None,
+        concurrency_key: str | None,
+        parent_run_id: str | None,
+        internal_tags: Mapping[str, str],
+    ) -> dict[str, Any]:
+        problems = payload_problems(payload)
+        if problems:
+            raise InvalidPayloadError(info.name, problems)
+        run_tags = _user_tags(tags)
+        depth = 0
+        if parent_run_id is not None:
+            parent = self._records(parent_run_id)[0]
+            depth = int(tag_dict(parent).get(concurrency.DEPTH_TAG, "0")) + 1
+            run_tags[PARENT_TAG] = parent_run_id
+        try:
+            run_tags |= concurrency.run_tags(info.tags, payload, concurrency_key=concurrency_key, depth=depth)
+        except ValueError as error:
+            raise InvalidPayloadError(info.name, [str(error)]) from None
+        if concurrency_key is not None:
+            run_tags[CONCURRENCY_KEY_TAG] = str(concurrency_key)
+        if max_attempts is not None:
+            if not isinstance(max_attempts, int) or max_attempts < 1:
+                raise ValueError(f"max_attempts: {max_attempts!r} must be a whole number of at least 1")
+            # Trigger.dev's maxAttempts retries any failure, a failed step too, whatever the instance's
+            # default for runs that did not ask (run_retries.retry_on_asset_or_op_failure).
+            run_tags[MAX_RETRIES_TAG] = str(max_attempts - 1)
+            run_tags[RETRY_ON_FAILURE_TAG] = "true"
+        run_tags |= internal_tags
+        return {
+            "selector": info.selector(),
+            "runConfigData": dict(payload),
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in run_tags.items()]},
+        }
+
+    def _launch(self, info: _Job, params: dict[str, Any]) -> str:
+        return self._launch_result(info, self._graphql(LAUNCH, {"params": params})["launchRun"])
+
+    def _launch_result(self, info: _Job, result: Mapping[str, Any]) -> str:
+        kind = result["__typename"]
+        if kind == "LaunchRunSuccess":
+            run_id: str = result["run"]["runId"]
+            return run_id
+        if kind == "RunConfigValidationInvalid":
+            raise InvalidPayloadError(info.name, [config_error_line(e["message"]) for e in result["errors"]])
+        if kind == "PipelineNotFoundError":
+            with self._lock:
+                self._jobs_loaded = 0.0  # the code location changed: list the jobs again next time
+            raise UnknownJobError(f"unknown job {info.name!r} at {self.url} (the code location was reloaded)")
+        if kind == "PythonError":
+            lines = _payload_lines(result)
+            if lines is not None:
+                raise InvalidPayloadError(info.name, lines)
+        message = (result.get("message") or "").strip().splitlines()
+        raise GraphQLError(f"launching {info.name} failed: {kind}: {message[0] if message else ''}")
+
+    def _tagged_run(self, job: str, key: str, since: float) -> str | None:
+        """The newest run of ``job`` tagged with idempotency ``key`` created since ``since`` (the stale
+        claim's time): a launch whose claimer died before recording it."""
+        filter_ = {
+            "pipelineName": job,
+            "tags": [{"key": IDEMPOTENCY_TAG, "value": key}],
+            "createdAfter": since,
+        }
+        runs = self._runs_page(filter_, None, 1)
+        return runs[0]["runId"] if runs else None
+
+    def _idempotency(self) -> idempotency.IdempotencyStore:
+        with self._lock:
+            if self._store is None:
+                self._store = idempotency.IdempotencyStore(self._idempotency_db)
+            return self._store
+
+    # -- reading runs ----------------------------------------------------------------------------------
+
+    def _records(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The run and its attempts (the runs Dagster retried or re-executed from it), oldest first."""
+        data = self._graphql(
+            RUN_QUERY, {"runId": run_id, "group": {"tags": [{"key": ROOT_RUN_TAG, "value": run_id}]}}
+        )
+        run = data["runOrError"]
+        if run["__typename"] == "RunNotFoundError":
+            raise RunNotFoundError(f"no run {run_id!r} at {self.url}")
+        if run["__typename"] != "Run":
+            raise GraphQLError(f"reading run {run_id}: {run.get('message')}")
+        if run["rootRunId"]:  # an attempt itself: its own run group is its root's
+            group = self._runs_page({"tags": [{"key": ROOT_RUN_TAG, "value": run["rootRunId"]}]}, None, 1000)
+            attempts = [*self._runs_page({"runIds": [run["rootRunId"]]}, None, 1), *group]
+        else:
+            attempts = [run, *(data["runsOrError"].get("results") or [])]
+        return run, sorted(attempts, key=lambda record: record["creationTime"])
+
+    def _status(self, run_id: str) -> Status | None:
+        try:
+            run, attempts = self._records(run_id)
+        except RunNotFoundError:
+            return None
+        return status_of(attempts[-1] if not run["rootRunId"] else run)
+
+    def retrieve(self, run_id: str) -> Run:
+        """The run now: status, output once COMPLETED, error once failed, timestamps, attempts, tags."""
+        return self._build(*self._records(run_id), with_events=True)
+
+    def _build(self, run: dict[str, Any], attempts: list[dict[str, Any]], *, with_events: bool) -> Run:
+        # The first attempt stands for the whole run: report its latest attempt. An attempt asked for by
+        # its own id is reported as itself.
+        current = attempts[-1] if not run["rootRunId"] else run
+        status = status_of(current)
+        output = error = None
+        if with_events and status.is_final and status is not Status.CANCELED:
+            events = self._events(current["runId"])
+            output = result_of(events) if status is Status.COMPLETED else None
+            error = error_of(events) if status.is_failure else None
+        return Run(
+            id=run["runId"],
+            job=run["jobName"],
+            status=status,
+            output=output,
+            error=error,
+            created_at=timestamp(run["creationTime"]),  # type: ignore[arg-type]
+            started_at=_started_at(attempts[0] if not run["rootRunId"] else run),
+            completed_at=timestamp(current["endTime"]) if status.is_final else None,
+            attempts=[r["runId"] for r in attempts].index(current["runId"]) + 1,
+            tags=tag_dict(run),
+            payload=run.get("runConfig") or {},
+        )
+
+    def _events(self, run_id: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self._graphql(EVENTS_QUERY, {"runId": run_id, "cursor": cursor})["logsForRun"]
+            if page["__typename"] != "EventConnection":
+                raise GraphQLError(f"reading events of run {run_id}: {page.get('message')}")
+            events += page["events"]
+            if not page["hasMore"]:
+                return events
+            cursor = page["cursor"]
+
+    def _runs_page(self, filter_: Mapping[str, Any], cursor: str | None, limit: int) -> list[dict[str, Any]]:
+        data = self._graphql(RUNS_QUERY, {"filter": dict(filter_), "cursor": cursor, "limit": limit})
+        runs = data["runsOrError"]
+        if runs["__typename"] != "Runs":
+            raise GraphQLError(f"listing runs: {runs.get('message')}")
+        results: list[dict[str, Any]] = runs["results"]
+        return results
+
+    def list(
+        self,
+        job: str | None = None,
+        status: Status | str | None = None,
+        tag: tuple[str, str] | Mapping[str, str] | None = None,
+        limit: int = 20,
+    ) -> list[Run]:
+        """Runs, newest first, optionally of one job, in one status, with a tag (``("key", "value")``).
+        Attempts made by retries are part of their run, not listed apart."""
+        wanted = Status(status) if status is not None else None
+        filter_: dict[str, Any] = {}
+        if job is not None:
+            filter_["pipelineName"] = self._job(job).name
+        if tag is not None:
+            pairs = tag.items() if isinstance(tag, Mapping) else [tag]
+            filter_["tags"] = [{"key": k, "value": v} for k, v in pairs]
+        if wanted is not None:
+            filter_["statuses"] = DAGSTER_STATUSES[wanted]
+        found: builtins.list[Run] = []
+        cursor = None
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while len(found) < limit:
+                page = self._runs_page(filter_, cursor, max(limit, 20))
+                firsts = [record["runId"] for record in page if not record["rootRunId"]]
+                for run in pool.map(self.retrieve, firsts):
+                    if (wanted is None or run.status == wanted) and len(found) < limit:
+                        found.append(run)
+                if len(page) < max(limit, 20):
+                    break
+                cursor = page[-1]["runId"]
+        return found
+
+    def wait(self, run_id: str, timeout: float = 600.0, poll_interval: float = 1.0) -> Run:
+        """Block until the run is final and return it; ``RunTimeoutError`` after ``timeout`` seconds (the
+        run goes on)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            run, attempts = self._records(run_id)
+            if self._build(run, attempts, with_events=False).is_final:
+                return self.retrieve(run_id)
+            if time.monotonic() >= deadline:
+                raise RunTimeoutError(f"run {run_id} did not finish within {timeout:g} s; it goes on running")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, poll_interval)
+
+    def cancel(self, run_id: str) -> None:
+        """Stop the run: a queued run is canceled at once, an executing one is interrupted (it becomes
+        CANCELED when its worker has stopped; ``wait`` for it). Canceling a finished run does nothing."""
+        run, attempts = self._records(run_id)
+        current = attempts[-1] if not run["rootRunId"] else run
+        if status_of(current).is_final:
+            return
+        answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
+        if answer["__typename"] == "TerminateRunSuccess":
+            return
+        if answer["__typename"] == "RunNotFoundError":
+            raise RunNotFoundError(f"no run {run_id!r} at {self.url}")
+        status = self._status(run_id)
+        if status is not None and status.is_final:  # finished meanwhile: nothing left to cancel
+            return
+        raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
+
+    def close(self) -> None:
+        self._graphql.close()
+        if self._store is not None:
+            self._store.close()
+
+
+def _started_at(record: Mapping[str, Any]) -> datetime | None:
+    """When the run worker started. The webserver fills a run that ended without starting (canceled in the
+    queue, failed to launch) with its end time; such a run never started."""
+    start, end = record.get("startTime"), record.get("endTime")
+    return None if start is None or start == end else timestamp(start)
+
+
+def _user_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    checked: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"tags: {key!r}: keys and values must be strings")
+        if key.startswith(RESERVED_TAG_PREFIXES):
+            raise ValueError(f"tags: {key!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)})")
+        if redact(value) != value:
+            raise ValueError(f"tags: {key!r} holds a secret; tags are shown in the UI")
+        checked[key] = value
+    return checked
+
+
+def _add_tags(params: dict[str, Any], tags: Mapping[str, str]) -> None:
+    params["executionMetadata"]["tags"] += [{"key": k, "value": v} for k, v in tags.items()]

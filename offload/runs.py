@@ -1,0 +1,200 @@
+"""What the client hands back: run handles, runs in Trigger.dev's status vocabulary, batch results.
+
+Dagster's run statuses map onto offload's as follows (a pure function of the run record, so it is tested
+without a server):
+
+| offload | Dagster |
+|---|---|
+| QUEUED | QUEUED, NOT_STARTED, MANAGED; also FAILURE tagged ``dagster/will_retry`` (a retry is on its way) |
+| EXECUTING | STARTING, STARTED, SUSPENDED, CANCELING (a run stays EXECUTING until it has really stopped) |
+| COMPLETED | SUCCESS |
+| FAILED | FAILURE of a step or of the job's start-up: ``dagster/failure_reason`` STEP_FAILURE or |
+|   | JOB_INITIALIZATION_FAILURE |
+| CRASHED | any other FAILURE: the run worker died or was lost (UNEXPECTED_TERMINATION, RUN_WORKER_RESTART, |
+|   | START_TIMEOUT, RUN_EXCEPTION, or failed from outside the worker, e.g. by run monitoring) |
+| TIMED_OUT | FAILURE or CANCELED of a run tagged ``dagster/max_runtime`` that ran at least that long |
+| CANCELED | CANCELED |
+
+A run retried by Dagster (``trigger(max_attempts=N)``) is one offload run: its id is the first attempt's,
+its status, output and error are the latest attempt's, and ``attempts`` counts them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from offload.errors import ClientError
+from offload.log import redact
+from offload.result import RESULT_LABEL
+
+FAILURE_REASON_TAG = "dagster/failure_reason"
+WILL_RETRY_TAG = "dagster/will_retry"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+FAILED_REASONS = {"STEP_FAILURE", "JOB_INITIALIZATION_FAILURE"}
+
+
+class Status(StrEnum):
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    CRASHED = "CRASHED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL
+
+    @property
+    def is_failure(self) -> bool:
+        """Ended without its result; a failed run clears its idempotency key (a canceled one keeps it)."""
+        return self in (Status.FAILED, Status.CRASHED, Status.TIMED_OUT)
+
+
+FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.CRASHED, Status.TIMED_OUT})
+
+_PLAIN = {
+    "QUEUED": Status.QUEUED,
+    "NOT_STARTED": Status.QUEUED,
+    "MANAGED": Status.QUEUED,
+    "STARTING": Status.EXECUTING,
+    "STARTED": Status.EXECUTING,
+    "SUSPENDED": Status.EXECUTING,
+    "CANCELING": Status.EXECUTING,
+    "SUCCESS": Status.COMPLETED,
+}
+
+# Dagster statuses a list filter asks the server for; the mapping above then picks the exact ones.
+DAGSTER_STATUSES: dict[Status, list[str]] = {
+    Status.QUEUED: ["QUEUED", "NOT_STARTED", "MANAGED", "FAILURE"],
+    Status.EXECUTING: ["STARTING", "STARTED", "SUSPENDED", "CANCELING"],
+    Status.COMPLETED: ["SUCCESS"],
+    Status.FAILED: ["FAILURE"],
+    Status.CRASHED: ["FAILURE"],
+    Status.TIMED_OUT: ["FAILURE", "CANCELED"],
+    Status.CANCELED: ["CANCELED"],
+}
+
+
+def _timed_out(record: Mapping[str, Any], tags: Mapping[str, str]) -> bool:
+    limit, start, end = tags.get(MAX_RUNTIME_TAG), record.get("startTime"), record.get("endTime")
+    try:
+        return limit is not None and start is not None and end is not None and end - start >= float(limit)
+    except ValueError:
+        return False
+
+
+def status_of(record: Mapping[str, Any]) -> Status:
+    """offload's status of one Dagster run record (``status``, ``tags``, ``startTime``, ``endTime``)."""
+    dagster_status = record["status"]
+    tags = tag_dict(record)
+    if dagster_status in _PLAIN:
+        return _PLAIN[dagster_status]
+    if dagster_status in ("FAILURE", "CANCELED") and _timed_out(record, tags):
+        return Status.TIMED_OUT
+    if dagster_status == "CANCELED":
+        return Status.CANCELED
+    if dagster_status == "FAILURE":
+        if tags.get(WILL_RETRY_TAG) == "true":
+            return Status.QUEUED
+        return Status.FAILED if tags.get(FAILURE_REASON_TAG) in FAILED_REASONS else Status.CRASHED
+    raise ClientError(f"unknown Dagster run status {dagster_status!r}: offload.runs needs updating")
+
+
+def tag_dict(record: Mapping[str, Any]) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in record.get("tags") or []}
+
+
+def timestamp(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """What ``trigger`` returns as soon as the run exists. ``existing``: an idempotency key gave back a run
+    created earlier instead of a new one."""
+
+    id: str
+    job: str
+    existing: bool = False
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    job: str
+    status: Status
+    output: Any  # the job's declared result (offload.result), once COMPLETED; else None
+    error: str | None  # why it FAILED, CRASHED or TIMED_OUT (redacted), else None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    attempts: int
+    tags: dict[str, str]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """``batch_trigger``'s answer, in the order of the payloads: a handle, or the error of that item."""
+
+    items: list[RunHandle | ClientError]
+
+    @property
+    def runs(self) -> list[RunHandle]:
+        return [item for item in self.items if isinstance(item, RunHandle)]
+
+    @property
+    def errors(self) -> dict[int, ClientError]:
+        return {index: item for index, item in enumerate(self.items) if isinstance(item, ClientError)}
+
+    def __iter__(self) -> Iterator[RunHandle | ClientError]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _metadata_value(entry: Mapping[str, Any]) -> Any:
+    if "jsonString" in entry:
+        return json.loads(entry["jsonString"])
+    for name in ("text", "intValue", "floatValue", "boolValue", "url", "path", "mdStr"):
+        if name in entry:
+            return entry[name]
+    return None
+
+
+def result_of(events: Sequence[Mapping[str, Any]]) -> Any:
+    """The last ``result`` metadata attached to a step output in ``events``, or None."""
+    found = None
+    for event in events:
+        for entry in event.get("metadataEntries") or []:
+            if entry.get("label") == RESULT_LABEL:
+                found = _metadata_value(entry)
+    return found
+
+
+def error_of(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a run failed, in one line: the first failed step's error, else the run's failure message."""
+    for event in events:
+        if event.get("__typename") == "ExecutionStepFailureEvent":
+            error = event.get("error") or {}
+            message = (error.get("message") or event.get("message") or "step failed").strip()
+            return redact(f"{event.get('stepKey')}: {message.splitlines()[0] if message else ''}")
+    for event in events:
+        if event.get("__typename") == "RunFailureEvent":
+            error = event.get("error") or {}
+            return redact(
+                (error.get("message") or event.get("message") or "run failed").strip().splitlines()[0]
+            )
+    return None

@@ -1,0 +1,161 @@
+"""A real Dagster deployment for tests and benchmarks: ``dagster dev`` (webserver, daemon and code server)
+on a free loopback port, with its own DAGSTER_HOME.
+
+The instance config starts from offload's embedded one (``offload.cli.EMBEDDED_INSTANCE``, the one source
+of truth) and may swap storage (Postgres) or shrink the per-level slots. The services run in their own
+process group (``start_new_session``: Dagster maps SIGTERM to SIGINT, which background processes started
+without job control ignore) and are stopped by that group's id. Ready means: the code location's jobs are
+listed and the run queue daemon has sent a heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import yaml
+
+from offload import paths
+from offload.cli import EMBEDDED_INSTANCE
+
+BIN = Path(sys.executable).parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+READY_QUERY = """{
+  repositoriesOrError { ... on RepositoryConnection { nodes { pipelines { name } } } }
+  instance { daemonHealth { allDaemonStatuses { daemonType healthy } } }
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def instance_yaml(storage: Mapping[str, Any] | None = None, level_slots: int | None = None) -> str:
+    """offload's embedded instance config, with ``storage`` (e.g. Postgres) and ``level_slots`` swapped in."""
+    config = yaml.safe_load(EMBEDDED_INSTANCE)
+    if storage is not None:
+        config["storage"] = dict(storage)
+    if level_slots is not None:
+        for rule in config["run_coordinator"]["config"]["tag_concurrency_limits"]:
+            if rule["key"] == "offload/depth":
+                rule["limit"] = level_slots
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A uniquely named, empty database on the local server; dropped afterwards. Yields its psycopg2 URL."""
+    name = f"offload_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(dbname="postgres", **PG)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def postgres_storage(url: str) -> dict[str, Any]:
+    return {"postgres": {"postgres_url": url}}
+
+
+@dataclass
+class DagsterServices:
+    url: str
+    home: Path
+    data_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """Interrupt the whole process group, then kill what is left of it."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # code server and run workers of the group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def start(
+    root: Path,
+    *,
+    instance: str | None = None,
+    env: Mapping[str, str] | None = None,
+    deadline: float = 120.0,
+) -> DagsterServices:
+    """Start ``dagster dev`` for this project with DAGSTER_HOME and OFFLOAD_DATA_DIR under ``root``."""
+    home, data = root / "home", root / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(instance if instance is not None else instance_yaml())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service_env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "DAGSTER_"))}
+    service_env |= {
+        "DAGSTER_HOME": str(home),
+        "OFFLOAD_DATA_DIR": str(data),
+        "OFFLOAD_DAGSTER_URL": url,  # child runs reach the webserver through the client
+        **(env or {}),
+    }
+    log = root / "dagster-dev.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=paths.PROJECT_ROOT, env=service_env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    services = DagsterServices(url, home, data, service_env, process, log)
+    try:
+        _wait_ready(services, deadline)
+    except BaseException:
+        services.stop()
+        raise
+    return services
+
+
+def _wait_ready(services: DagsterServices, deadline: float) -> None:
+    give_up = time.monotonic() + deadline
+    problem = "not started"
+    while time.monotonic() < give_up:
+        if services.process.poll() is not None:
+            raise RuntimeError(f"dagster dev exited: {services.log.read_text()[-3000:]}")
+        try:
+            data = httpx.post(f"{services.url}/graphql", json={"query": READY_QUERY}, timeout=5).json()[
+                "data"
+            ]
+            jobs = [job for repo in data["repositoriesOrError"].get("nodes", []) for job in repo["pipelines"]]
+            daemons = {
+                d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
+            }
+            if jobs and daemons.get("QUEUED_RUN_COORDINATOR"):
+                return
+            problem = f"jobs={len(jobs)} daemons={daemons}"
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
+            problem = repr(error)
+        time.sleep(0.5)
+    raise TimeoutError(
+        f"dagster dev not ready after {deadline:.0f} s ({problem}): {services.log.read_text()[-3000:]}"
+    )

@@ -1,0 +1,85 @@
+"""Status mapping from Dagster's run records to offload's vocabulary, and reading results and errors out of
+event records, as the webserver returns them."""
+
+import pytest
+
+from offload.runs import Status, error_of, result_of, status_of
+
+
+def record(status, start=None, end=None, **tags):
+    return {"status": status, "startTime": start, "endTime": end,
+            "tags": [{"key": k.replace("__", "/"), "value": v} for k, v in tags.items()]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dagster", "offload"),
+    [
+        ("QUEUED", Status.QUEUED),
+        ("NOT_STARTED", Status.QUEUED),
+        ("STARTING", Status.EXECUTING),
+        ("STARTED", Status.EXECUTING),
+        ("CANCELING", Status.EXECUTING),
+        ("SUCCESS", Status.COMPLETED),
+        ("CANCELED", Status.CANCELED),
+    ],
+)
+def test_plain_statuses(dagster, offload):
+    assert status_of(record(dagster)) is offload
+
+
+@pytest.mark.parametrize(
+    ("reason", "offload"),
+    [
+        ("STEP_FAILURE", Status.FAILED),
+        ("JOB_INITIALIZATION_FAILURE", Status.FAILED),
+        ("RUN_WORKER_RESTART", Status.CRASHED),
+        ("UNEXPECTED_TERMINATION", Status.CRASHED),
+        ("START_TIMEOUT", Status.CRASHED),
+        (None, Status.CRASHED),  # failed from outside the worker (run monitoring found it dead)
+    ],
+)
+def test_failures_are_failed_or_crashed_by_reason(reason, offload):
+    tags = {"dagster__failure_reason": reason} if reason else {}
+    assert status_of(record("FAILURE", **tags)) is offload
+
+
+def test_a_failure_about_to_be_retried_is_still_queued():
+    tags = {"dagster__failure_reason": "STEP_FAILURE", "dagster__will_retry": "true"}
+    assert status_of(record("FAILURE", **tags)) is Status.QUEUED
+
+
+@pytest.mark.parametrize("dagster", ["FAILURE", "CANCELED"])
+def test_runs_stopped_at_their_max_runtime_timed_out(dagster):
+    assert status_of(record(dagster, 100.0, 131.0, dagster__max_runtime="30")) is Status.TIMED_OUT
+    assert status_of(record(dagster, 100.0, 110.0, dagster__max_runtime="30")) is not Status.TIMED_OUT
+
+
+def test_final_and_failure_sets():
+    assert {s for s in Status if s.is_final} == {"COMPLETED", "FAILED", "CANCELED", "CRASHED", "TIMED_OUT"}
+    assert {s for s in Status if s.is_failure} == {"FAILED", "CRASHED", "TIMED_OUT"}
+
+
+def test_result_is_the_last_result_metadata():
+    events = [
+        {
+            "__typename": "ExecutionStepOutputEvent",
+            "metadataEntries": [{"label": "result", "jsonString": "[1]"}],
+        },
+        {"__typename": "ExecutionStepOutputEvent", "metadataEntries": [{"label": "bytes", "intValue": 3}]},
+        {
+            "__typename": "ExecutionStepOutputEvent",
+            "metadataEntries": [{"label": "result", "jsonString": '{"a": 2}'}],
+        },
+    ]
+    assert result_of(events) == {"a": 2}
+    assert result_of([]) is None
+
+
+def test_error_names_the_failed_step_in_one_line(monkeypatch):
+    monkeypatch.setenv("SHOP_API_TOKEN", "tok_live_123456")
+    events = [{"__typename": "ExecutionStepFailureEvent", "stepKey": "download",
+               "error": {"message": "Failure: video_url: 404 tok_live_123456\nmore detail\n"}}]  # fmt: skip
+    assert error_of(events) == "download: Failure: video_url: 404 ***"
+    assert error_of([{"__typename": "RunFailureEvent", "message": "Exceeded maximum runtime"}]) == (
+        "Exceeded maximum runtime"
+    )
