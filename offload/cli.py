@@ -2,7 +2,8 @@
 
 Dagster needs ``DAGSTER_HOME`` to keep runs between commands; without it every command gets a throwaway
 instance. ``offload <dagster args>`` defaults it to the project-local ``.dagster_home`` (created on first
-use, with telemetry off since the embedded default works offline) and runs ``dagster <dagster args>``.
+use), brings its ``dagster.yaml`` up to date (offload's launcher, run monitoring and retries, telemetry off:
+``offload/instance.py``) and runs ``dagster <dagster args>``.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ import shutil
 import sys
 from pathlib import Path
 
-from offload import paths
+import yaml
 
-EMBEDDED_INSTANCE = """\
-# Embedded default: SQLite run, event and schedule storage in this directory.
-telemetry:
-  enabled: false
-"""
+from offload import instance, paths
 
 
 def ensure_instance() -> Path:
-    """Create DAGSTER_HOME (and its dagster.yaml) on first use and export it for child processes."""
+    """Create DAGSTER_HOME on first use, keep offload's dagster.yaml current, export it for child processes."""
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(EMBEDDED_INSTANCE)
+    if instance.ensure_config(home) == instance.NOT_MANAGED:
+        settings = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+        if (settings.get("run_launcher") or {}).get("module") != "offload.launcher":
+            print(
+                f"offload: {home / 'dagster.yaml'} is not managed by offload and does not use its run launcher:"
+                " crashed runs will not be detected or resumed (settings: deploy/instance-common.yaml)",
+                file=sys.stderr,
+            )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
