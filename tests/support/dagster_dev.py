@@ -1,0 +1,145 @@
+"""A real ``offload dev`` (webserver, daemon, code server) for tests and benchmarks that need the whole system.
+
+``DagsterDev(home, workspace)`` writes ``home/dagster.yaml`` from offload's own instance settings with
+short intervals (run monitoring and the run queue every second), starts ``offload dev`` on a free loopback
+port in its own session (so it can be stopped, or crashed, as one process group), and waits until the code
+location is loaded and the daemons that crash-resume relies on report healthy. ``kill_everything()`` is
+``kill -9`` of the whole tree, run workers included; ``start()`` again is the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dagster as dg
+import httpx
+import yaml
+from dagster_graphql import DagsterGraphQLClient
+
+from offload import instance, paths
+
+T = TypeVar("T")
+
+# How fast the test instance reacts; the product defaults are in deploy/instance-common.yaml.
+FAST = {
+    "run_monitoring": {"poll_interval_seconds": 1},
+    "run_launcher": {"config": {"terminate_grace_seconds": 2}},
+    "run_coordinator": {
+        "module": "dagster._core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {"dequeue_interval_seconds": 1},
+    },
+}
+NEEDED_DAEMONS = {"MONITORING", "QUEUED_RUN_COORDINATOR", "EVENT_LOG_CONSUMER"}
+READY_QUERY = """
+{
+  workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+      locationOrLoadError { __typename ... on PythonError { message } } } } }
+  instance { daemonHealth { allDaemonStatuses { daemonType healthy } } }
+}
+"""
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DagsterDev:
+    def __init__(self, home: Path, workspace: Path, log: Path, **overrides: Any) -> None:
+        self.home, self.workspace, self.log = home, workspace, log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").write_text(yaml.safe_dump(instance.embedded_config(**instance.merge(FAST, overrides))))
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "DAGSTER_"))}
+        # Code-server sockets and temporary workspaces go next to the home: a killed tree leaves nothing in /tmp.
+        scratch = self.home.parent / "tmp"
+        scratch.mkdir(exist_ok=True)
+        return env | {
+            "DAGSTER_HOME": str(self.home),
+            "TMPDIR": str(scratch),
+            # The run-retry daemon's interval is only settable this way (default 5 s).
+            "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",
+        }
+
+    def start(self, timeout: float = 120) -> float:
+        """Start ``offload dev`` and wait until it can run jobs; returns the start time (epoch seconds)."""
+        self.port = free_port()
+        started = time.time()
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [Path(sys.executable).with_name("offload"), "dev", "-w", self.workspace,
+                 "-p", str(self.port), "-h", "127.0.0.1"],
+                cwd=paths.PROJECT_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for(self._ready, timeout, f"offload dev to be ready (log: {self.log})", interval=0.5)
+        return started
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"offload dev exited with {self.process.returncode}: {self.log.read_text()[-3000:]}")
+        try:
+            reply = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": READY_QUERY}, timeout=5)
+            data = reply.json()["data"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        entries = data["workspaceOrError"].get("locationEntries") or []
+        for entry in entries:
+            if entry["locationOrLoadError"] and entry["locationOrLoadError"]["__typename"] == "PythonError":
+                raise RuntimeError(f"code location failed to load: {entry['locationOrLoadError']['message']}")
+        loaded = bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)
+        statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        healthy = {status["daemonType"] for status in statuses if status["healthy"]}
+        return loaded and NEEDED_DAEMONS <= healthy
+
+    def client(self) -> DagsterGraphQLClient:
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def kill_everything(self) -> None:
+        """``kill -9`` of the whole tree: CLI, webserver, daemon, code server and run workers."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill_everything()
+        elif self.process is not None:  # the CLI is gone: make sure nothing else of its group lives on
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def runs(instance_: dg.DagsterInstance, run_ids: Iterable[str] | None = None) -> list[dg.DagsterRun]:
+    filters = dg.RunsFilter(run_ids=list(run_ids)) if run_ids is not None else None
+    return list(instance_.get_runs(filters=filters))
