@@ -34,6 +34,8 @@ def _downloader(file_roots: list[str]) -> Downloader:
 
 def resources_for(environment: str) -> dict[str, Any]:
     """The resource set of ``local`` or ``production``."""
+    if environment not in (paths.LOCAL, paths.PRODUCTION):
+        raise ValueError(f"environment: must be 'local' or 'production', got {environment!r}")
     if environment == paths.PRODUCTION:
         return {
             "storage": S3Storage(

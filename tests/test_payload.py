@@ -95,7 +95,9 @@ def test_rule_errors_surface_through_the_job_as_lines():
     ]
 
 
-@pytest.mark.parametrize(("name", "model"), [("video_pipeline", VideoPayload), ("process_video", SingleFormatPayload)])
+@pytest.mark.parametrize(
+    ("name", "model"), [("video_pipeline", VideoPayload), ("process_video", SingleFormatPayload)]
+)
 def test_example_payload_files_are_valid(name, model):
     import yaml
 

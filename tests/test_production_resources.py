@@ -258,3 +258,8 @@ def test_unknown_environment_is_a_configuration_error(name: str, monkeypatch: py
     monkeypatch.setenv("OFFLOAD_ENV", name)
     with pytest.raises(ValueError, match=f"^OFFLOAD_ENV: .*'{name}'"):
         resources_for(paths.environment())
+
+
+def test_resources_for_refuses_an_unknown_environment():
+    with pytest.raises(ValueError, match="environment: must be 'local' or 'production', got 'staging'"):
+        resources_for("staging")
