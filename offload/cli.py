@@ -19,15 +19,16 @@ from offload import instance, paths
 
 
 def ensure_instance() -> Path:
-    """Create DAGSTER_HOME on first use, keep offload's dagster.yaml current, export it for child processes."""
+    """Create DAGSTER_HOME on first use, keep offload's dagster.yaml current, export it to child processes."""
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     if instance.ensure_config(home) == instance.NOT_MANAGED:
         settings = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
         if (settings.get("run_launcher") or {}).get("module") != "offload.launcher":
             print(
-                f"offload: {home / 'dagster.yaml'} is not managed by offload and does not use its run launcher:"
-                " crashed runs will not be detected or resumed (settings: deploy/instance-common.yaml)",
+                f"offload: {home / 'dagster.yaml'} is not managed by offload and does not use its run"
+                " launcher: crashed runs will not be detected or resumed (settings:"
+                " deploy/instance-common.yaml)",
                 file=sys.stderr,
             )
     os.environ["DAGSTER_HOME"] = str(home)

@@ -21,7 +21,9 @@ import yaml
 from offload import paths
 
 COMMON_SETTINGS = paths.PROJECT_ROOT / "deploy" / "instance-common.yaml"
-MARKER = "# Managed by offload: rewritten from deploy/instance-common.yaml. Delete this line to edit it yourself."
+MARKER = (
+    "# Managed by offload: rewritten from deploy/instance-common.yaml. Delete this line to edit it yourself."
+)
 EMBEDDED_ONLY = {"telemetry": {"enabled": False}}  # the embedded default works offline
 
 # What earlier versions of offload wrote, before the marker existed: still ours to upgrade.
@@ -54,7 +56,7 @@ def instance_config(storage: Mapping[str, Any] | None = None, **overrides: Any) 
 
 
 def embedded_config(**overrides: Any) -> dict[str, Any]:
-    """The embedded default: SQLite storage in DAGSTER_HOME (Dagster's default), common settings, no telemetry."""
+    """The embedded default: Dagster's SQLite storage in DAGSTER_HOME, the common settings, no telemetry."""
     return instance_config(**merge(EMBEDDED_ONLY, overrides))
 
 

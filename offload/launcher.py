@@ -1,4 +1,4 @@
-"""The run launcher offload configures: Dagster's default launcher plus the two things it lacks on one machine.
+"""The run launcher offload configures: Dagster's default launcher plus two things it lacks on one machine.
 
 Dagster's ``DefaultRunLauncher`` asks the code server to start a run worker (a child process of the code
 server) and forgets about it. Two gaps follow:
@@ -30,12 +30,13 @@ from here (its code server still fails it if the worker dies while the server li
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import dagster as dg
 import psutil
@@ -43,7 +44,6 @@ from dagster._core.events import DagsterEventType
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.storage.tags import MAX_RETRIES_TAG
 from dagster._serdes import ConfigurableClassData
-from typing_extensions import Self
 
 from offload import limits
 
@@ -219,7 +219,9 @@ def _local_worker_host(context: LaunchRunContext) -> str | None:
     origin = context.dagster_run.remote_job_origin
     if context.workspace is None or origin is None:
         return None
-    location = context.workspace.get_code_location(origin.repository_origin.code_location_origin.location_name)
+    location = context.workspace.get_code_location(
+        origin.repository_origin.code_location_origin.location_name
+    )
     client = getattr(location, "client", None)
     if client is None:
         return None
@@ -236,10 +238,8 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
 
 
 def _signal(process: psutil.Process, signum: int) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         process.send_signal(signum)
-    except psutil.NoSuchProcess:
-        pass
 
 
 def _wait_gone(worker: RunWorker, seconds: float) -> bool:
@@ -249,4 +249,3 @@ def _wait_gone(worker: RunWorker, seconds: float) -> bool:
             return False
         time.sleep(0.1)
     return True
-

@@ -4,7 +4,8 @@ A job (or a single run) declares its limit as the ``dagster/max_runtime`` tag, t
 monitoring already enforces: ``@dg.job(tags=max_runtime(3600))``, or the same tag given when a run is
 submitted, which wins over the job's. There is no default limit: jobs may run for hours. The limit counts
 from the start of each attempt (a crash retry starts its own clock), and it is checked every run-monitoring
-poll, so a run ends between N and N + poll interval seconds after it started (``deploy/instance-common.yaml``).
+poll, so a run ends between N and N + poll interval seconds after it started
+(``deploy/instance-common.yaml``).
 
 Dagster's own failure text is "Exceeded maximum runtime of N seconds."; offload's launcher records
 :func:`max_runtime_message` instead (``offload/launcher.py``), so the UI says "exceeded max runtime of N s".

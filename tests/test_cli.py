@@ -57,8 +57,8 @@ def test_offload_wrapper_warns_when_the_users_instance_lacks_crash_detection(tmp
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     done = subprocess.run(
-        [BIN / "offload", "instance", "info"], cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True,
-        timeout=120,
+        [BIN / "offload", "instance", "info"], cwd=ROOT, env=cli_env(tmp_path),
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "is not managed by offload and does not use its run launcher" in done.stderr

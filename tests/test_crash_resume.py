@@ -23,8 +23,8 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
-from offload.launcher import run_worker
-from tests.support.dagster_dev import DagsterDev, wait_for
+from offload.launcher import RunWorker, run_worker
+from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
 HERE = Path(__file__).parent
 DETECTION_TARGET = 30  # seconds, the issue's target
@@ -48,26 +48,10 @@ def instance(dev):
         yield opened
 
 
-def submit(dev: DagsterDev, scratch: Path, job: str, ops: dict) -> str:
-    scratch.mkdir(parents=True, exist_ok=True)
-    config = {"resources": {"scratch": {"config": {"root": str(scratch)}}}, "ops": ops}
-    return dev.client().submit_job_execution(job, repository_location_name="crash_tests", run_config=config)
-
-
 def run_of(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
     run = instance.get_run_by_id(run_id)
     assert run is not None
     return run
-
-
-def finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
-    run = run_of(instance, run_id)
-    return run if run.is_finished else None
-
-
-def step_log(scratch: Path) -> list[str]:
-    log = scratch / "steps.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def output(dev: DagsterDev, run_id: str, step: str = "third") -> object:
@@ -92,19 +76,21 @@ def uninterrupted(dev, instance, tmp_path_factory):
     return output(dev, run_id)
 
 
-def start_blocked_run(dev, instance, scratch: Path, step: str) -> tuple[str, int]:
-    """Submit ``three_steps`` with ``step`` waiting on the gate; return the run id and its worker's pid."""
+def start_blocked_run(dev, instance, scratch: Path, step: str) -> tuple[str, RunWorker]:
+    """Submit ``three_steps`` with ``step`` waiting on the gate; return the run id and its worker."""
     run_id = submit(dev, scratch, "three_steps", {step: {"config": {"block": True}}})
     wait_for(lambda: step_log(scratch)[-1:] == [step], 60, f"step {step} to start")
     worker = run_worker(instance, run_id)
     assert worker is not None and worker.is_alive()
-    return run_id, worker.pid
+    return run_id, worker
 
 
 def check_resumed(dev, instance, scratch: Path, run_id: str, step: str, uninterrupted: object) -> None:
     """A retry re-executes from failure: earlier steps once, ``step`` again, the same final output."""
     (scratch / "gate").touch()
-    retry_id = wait_for(lambda: run_of(instance, run_id).tags.get("dagster/auto_retry_run_id"), 30, "the retry")
+    retry_id = wait_for(
+        lambda: run_of(instance, run_id).tags.get("dagster/auto_retry_run_id"), 30, "the retry"
+    )
     retry = wait_for(lambda: finished(instance, retry_id), 60, "the retry to finish")
     assert retry.status == dg.DagsterRunStatus.SUCCESS
     assert retry.parent_run_id == run_id
@@ -115,8 +101,8 @@ def check_resumed(dev, instance, scratch: Path, run_id: str, step: str, uninterr
 
 @pytest.mark.parametrize("step", ["second", "third"])
 def test_killed_run_worker_is_retried_from_failure(dev, instance, uninterrupted, tmp_path, step):
-    run_id, pid = start_blocked_run(dev, instance, tmp_path, step)
-    os.kill(pid, signal.SIGKILL)
+    run_id, worker = start_blocked_run(dev, instance, tmp_path, step)
+    os.kill(worker.pid, signal.SIGKILL)
     killed_at = time.time()
     failed = wait_for(lambda: finished(instance, run_id), DETECTION_TARGET, "the dead run to be failed")
     assert failed.status == dg.DagsterRunStatus.FAILURE
@@ -127,9 +113,9 @@ def test_killed_run_worker_is_retried_from_failure(dev, instance, uninterrupted,
 
 
 def test_run_survives_kill_of_everything_and_restart(dev, instance, uninterrupted, tmp_path):
-    run_id, pid = start_blocked_run(dev, instance, tmp_path, "second")
+    run_id, worker = start_blocked_run(dev, instance, tmp_path, "second")
     dev.kill_everything()
-    wait_for(lambda: not run_worker(instance, run_id).is_alive(), 10, "the worker to die with the tree")  # type: ignore[union-attr]
+    wait_for(lambda: not worker.is_alive(), 10, "the worker to die with the tree")
     assert run_of(instance, run_id).status == dg.DagsterRunStatus.STARTED  # nobody left to notice
     restarted_at = dev.start()
     failed = wait_for(lambda: finished(instance, run_id), DETECTION_TARGET, "the dead run to be failed")
@@ -137,7 +123,7 @@ def test_run_survives_kill_of_everything_and_restart(dev, instance, uninterrupte
     record = instance.get_run_record_by_id(run_id)
     assert record is not None and record.end_time is not None
     assert record.end_time - restarted_at < DETECTION_TARGET
-    assert f"run worker (pid {pid}) is gone" in failure_message(instance, run_id)
+    assert f"run worker (pid {worker.pid}) is gone" in failure_message(instance, run_id)
     check_resumed(dev, instance, tmp_path, run_id, "second", uninterrupted)
 
 
@@ -153,7 +139,9 @@ def test_max_runtime_ends_the_run_and_its_worker(dev, instance, tmp_path, stubbo
     worker = run_worker(instance, run_id)
     assert worker is not None
     wait_for(lambda: not worker.is_alive(), 10, "the worker to be gone")  # stubborn: killed after 2 s grace
-    will_retry = wait_for(lambda: run_of(instance, run_id).tags.get("dagster/will_retry"), 10, "the retry verdict")
+    will_retry = wait_for(
+        lambda: run_of(instance, run_id).tags.get("dagster/will_retry"), 10, "the retry verdict"
+    )
     assert will_retry == "false"  # a timed-out run is final
     if stubborn:
         assert "ignored interrupt" in step_log(tmp_path)

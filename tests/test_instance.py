@@ -58,7 +58,10 @@ def test_managed_file_is_left_alone_when_current_and_rewritten_when_stale(tmp_pa
 def test_file_written_by_an_older_offload_is_upgraded(tmp_path, legacy):
     (tmp_path / "dagster.yaml").write_text(legacy)
     assert instance.ensure_config(tmp_path) == instance.UPDATED
-    assert yaml.safe_load((tmp_path / "dagster.yaml").read_text())["run_launcher"]["module"] == "offload.launcher"
+    assert (
+        yaml.safe_load((tmp_path / "dagster.yaml").read_text())["run_launcher"]["module"]
+        == "offload.launcher"
+    )
 
 
 def test_users_own_file_is_never_touched(tmp_path):

@@ -56,7 +56,9 @@ def test_worker_is_alive_until_killed_and_a_zombie_counts_as_dead(spawn):
 def test_a_recycled_pid_is_not_the_worker(spawn):
     process = spawn(SLEEPER)
     started = psutil.Process(process.pid).create_time()
-    assert not RunWorker(process.pid, reported_at=started - 60).is_alive()  # our worker reported a minute earlier
+    assert not RunWorker(
+        process.pid, reported_at=started - 60
+    ).is_alive()  # our worker reported a minute earlier
 
 
 def test_stop_interrupts_a_worker_that_listens(spawn):
@@ -89,7 +91,9 @@ def started_run(instance: dg.DagsterInstance, pid: int, **tags: str) -> dg.Dagst
     run = instance.add_run(dg.DagsterRun(job_name="job", status=dg.DagsterRunStatus.STARTED, tags=tags))
     # What the run worker logs before RUN_START (dagster/_grpc/impl.py), and a step subprocess's own pid.
     instance.report_engine_event("Started process for run", run, EngineEventData.in_process(pid))
-    instance.report_engine_event("Executing step in subprocess", run, EngineEventData.in_process(1), step_key="s")
+    instance.report_engine_event(
+        "Executing step in subprocess", run, EngineEventData.in_process(1), step_key="s"
+    )
     return run
 
 
@@ -98,7 +102,9 @@ def test_health_check_reads_the_recorded_worker_and_reports_it_gone(instance, sp
     run = started_run(instance, process.pid, **{WORKER_HOST_TAG: socket.gethostname()})
     launcher = instance.run_launcher
     assert isinstance(launcher, OffloadRunLauncher)
-    assert run_worker(instance, run.run_id) == RunWorker(process.pid, run_worker(instance, run.run_id).reported_at)
+    assert run_worker(instance, run.run_id) == RunWorker(
+        process.pid, run_worker(instance, run.run_id).reported_at
+    )
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
     process.kill()
     process.wait(timeout=5)
@@ -107,7 +113,9 @@ def test_health_check_reads_the_recorded_worker_and_reports_it_gone(instance, sp
     assert f"run worker (pid {process.pid}) is gone" in str(result.msg)
 
 
-@pytest.mark.parametrize("tags", [{}, {WORKER_HOST_TAG: "another-machine"}], ids=["not-launched-here", "remote"])
+@pytest.mark.parametrize(
+    "tags", [{}, {WORKER_HOST_TAG: "another-machine"}], ids=["not-launched-here", "remote"]
+)
 def test_runs_from_elsewhere_are_not_judged(instance, tags):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=10)
@@ -117,6 +125,8 @@ def test_runs_from_elsewhere_are_not_judged(instance, tags):
 
 def test_a_run_without_a_worker_yet_is_running(instance):
     run = instance.add_run(
-        dg.DagsterRun(job_name="job", status=dg.DagsterRunStatus.STARTED, tags={WORKER_HOST_TAG: socket.gethostname()})
+        dg.DagsterRun(
+            job_name="job", status=dg.DagsterRunStatus.STARTED, tags={WORKER_HOST_TAG: socket.gethostname()}
+        )
     )
     assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING

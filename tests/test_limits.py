@@ -47,14 +47,25 @@ def test_max_runtime_of_reads_tags_like_dagsters_monitor(tags, default, limit):
 
 @pytest.mark.parametrize(
     ("start", "limit", "now", "over"),
-    [(100.0, 10, 111.0, True), (100.0, 10, 110.0, False), (None, 10, 500.0, False), (100.0, None, 1e9, False)],
+    [
+        (100.0, 10, 111.0, True),
+        (100.0, 10, 110.0, False),
+        (None, 10, 500.0, False),
+        (100.0, None, 1e9, False),
+    ],
 )
 def test_is_over(start, limit, now, over):
     assert is_over(start, limit, now) is over
 
 
-@pytest.mark.parametrize(("limit", "text"), [(2, "exceeded max runtime of 2 s"), (2.0, "exceeded max runtime of 2 s"),
-                                             (2.5, "exceeded max runtime of 2.5 s"),
-                                             (86400, "exceeded max runtime of 86400 s")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("limit", "text"),
+    [
+        (2, "exceeded max runtime of 2 s"),
+        (2.0, "exceeded max runtime of 2 s"),
+        (2.5, "exceeded max runtime of 2.5 s"),
+        (86400, "exceeded max runtime of 86400 s"),
+    ],
+)
 def test_max_runtime_message(limit, text):
     assert max_runtime_message(limit) == text

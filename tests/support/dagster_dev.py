@@ -1,4 +1,4 @@
-"""A real ``offload dev`` (webserver, daemon, code server) for tests and benchmarks that need the whole system.
+"""A real ``offload dev`` (webserver, daemon, code server) for tests and benchmarks needing the whole system.
 
 ``DagsterDev(home, workspace)`` writes ``home/dagster.yaml`` from offload's own instance settings with
 short intervals (run monitoring and the run queue every second), starts ``offload dev`` on a free loopback
@@ -9,13 +9,14 @@ location is loaded and the daemons that crash-resume relies on report healthy. `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,24 +68,24 @@ def free_port() -> int:
 
 
 class DagsterDev:
-    def __init__(self, home: Path, workspace: Path, log: Path, **overrides: Any) -> None:
-        self.home, self.workspace, self.log = home, workspace, log
+    def __init__(self, home: Path, workspace: Path, log: Path, fast: bool = True, **overrides: Any) -> None:
+        """``fast=False`` keeps the product's intervals (deploy/instance-common.yaml, Dagster's defaults)."""
+        self.home, self.workspace, self.log, self.fast = home, workspace, log, fast
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         home.mkdir(parents=True, exist_ok=True)
-        (home / "dagster.yaml").write_text(yaml.safe_dump(instance.embedded_config(**instance.merge(FAST, overrides))))
+        overrides = instance.merge(FAST, overrides) if fast else overrides
+        (home / "dagster.yaml").write_text(yaml.safe_dump(instance.embedded_config(**overrides)))
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "DAGSTER_"))}
-        # Code-server sockets and temporary workspaces go next to the home: a killed tree leaves nothing in /tmp.
+        # Code-server sockets and temporary workspaces go beside the home: a killed tree litters no /tmp.
         scratch = self.home.parent / "tmp"
         scratch.mkdir(exist_ok=True)
-        return env | {
-            "DAGSTER_HOME": str(self.home),
-            "TMPDIR": str(scratch),
-            # The run-retry daemon's interval is only settable this way (default 5 s).
-            "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",
-        }
+        env |= {"DAGSTER_HOME": str(self.home), "TMPDIR": str(scratch)}
+        if self.fast:  # the run-retry daemon's interval is only settable this way (default 5 s)
+            env["DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS"] = "1"
+        return env
 
     def start(self, timeout: float = 120) -> float:
         """Start ``offload dev`` and wait until it can run jobs; returns the start time (epoch seconds)."""
@@ -103,9 +104,13 @@ class DagsterDev:
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"offload dev exited with {self.process.returncode}: {self.log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"offload dev exited with {self.process.returncode}: {self.log.read_text()[-3000:]}"
+            )
         try:
-            reply = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": READY_QUERY}, timeout=5)
+            reply = httpx.post(
+                f"http://127.0.0.1:{self.port}/graphql", json={"query": READY_QUERY}, timeout=5
+            )
             data = reply.json()["data"]
         except (httpx.HTTPError, ValueError, KeyError):
             return False
@@ -116,7 +121,7 @@ class DagsterDev:
         loaded = bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)
         statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
         healthy = {status["daemonType"] for status in statuses if status["healthy"]}
-        return loaded and NEEDED_DAEMONS <= healthy
+        return loaded and healthy >= NEEDED_DAEMONS
 
     def client(self) -> DagsterGraphQLClient:
         return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
@@ -124,22 +129,32 @@ class DagsterDev:
     def kill_everything(self) -> None:
         """``kill -9`` of the whole tree: CLI, webserver, daemon, code server and run workers."""
         assert self.process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill_everything()
         elif self.process is not None:  # the CLI is gone: make sure nothing else of its group lives on
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
-def runs(instance_: dg.DagsterInstance, run_ids: Iterable[str] | None = None) -> list[dg.DagsterRun]:
-    filters = dg.RunsFilter(run_ids=list(run_ids)) if run_ids is not None else None
-    return list(instance_.get_runs(filters=filters))
+def submit(dev: DagsterDev, scratch: Path, job: str, ops: dict[str, Any]) -> str:
+    """Launch a job of tests/crash_location.py through GraphQL with its scratch directory."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    config = {"resources": {"scratch": {"config": {"root": str(scratch)}}}, "ops": ops}
+    return dev.client().submit_job_execution(job, repository_location_name="crash_tests", run_config=config)
+
+
+def step_log(scratch: Path) -> list[str]:
+    """The steps that started, in order, as tests/crash_location.py records them."""
+    log = scratch / "steps.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def finished(instance_: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
+    run = instance_.get_run_by_id(run_id)
+    assert run is not None, run_id
+    return run if run.is_finished else None
