@@ -225,7 +225,7 @@ def _local_worker_host(context: LaunchRunContext) -> str | None:
     client = getattr(location, "client", None)
     if client is None:
         return None
-    if client.socket or client.host in _LOOPBACK or client.host in {socket.gethostname(), socket.getfqdn()}:
+    if client.socket or client.host in _LOOPBACK or client.host == socket.gethostname():
         return socket.gethostname()
     return None
 
