@@ -5,6 +5,9 @@ starts (the side-effect counter) and computing a value from its input, so the fi
 every step's stored output was reused correctly. A step configured with ``block: true`` waits for the file
 ``<scratch>/gate`` before returning: the test kills the run worker while it waits.
 
+``mapped_steps``: ``fan_out`` yields three mapped values (a, b, c), ``work[key]`` doubles each (the one
+named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every mapped step ran.
+
 ``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
 termination, so only a kill ends it; the job declares a max runtime of 2 s with ``offload.limits``.
 Not part of the product's definitions.
@@ -68,6 +71,37 @@ def three_steps() -> None:
     third(second(first()))
 
 
+class FanOutConfig(dg.Config):
+    block_key: str = ""  # the mapped step ``work[<block_key>]`` waits on the gate
+
+
+@dg.op(out=dg.DynamicOut(int))
+def fan_out(context: dg.OpExecutionContext, scratch: Scratch):
+    scratch.mark("fan_out")
+    for key, value in {"a": 1, "b": 10, "c": 100}.items():
+        yield dg.DynamicOutput(value, mapping_key=key)
+
+
+@dg.op
+def work(context: dg.OpExecutionContext, config: FanOutConfig, scratch: Scratch, value: int) -> int:
+    key = context.get_mapping_key()
+    scratch.mark(f"work[{key}]")
+    if key == config.block_key:
+        scratch.wait_for_gate()
+    return value * 2
+
+
+@dg.op
+def total(context: dg.OpExecutionContext, scratch: Scratch, values: list[int]) -> int:
+    scratch.mark("total")
+    return sum(values)
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def mapped_steps() -> None:
+    total(fan_out().map(work).collect())
+
+
 class SleepConfig(dg.Config):
     stubborn: bool = False
 
@@ -89,4 +123,11 @@ def overtime() -> None:
     sleep_forever()
 
 
-defs = dg.Definitions(jobs=[three_steps, overtime], resources={"scratch": Scratch.configure_at_launch()})
+defs = dg.Definitions(
+    jobs=[three_steps, mapped_steps, overtime], resources={"scratch": Scratch.configure_at_launch()}
+)
+
+
+def mapped_steps_job() -> dg.JobDefinition:
+    """``mapped_steps`` with its resources bound, for ``dg.reconstructable`` (tests/test_reexecution.py)."""
+    return defs.resolve_job_def("mapped_steps")

@@ -112,6 +112,23 @@ def test_killed_run_worker_is_retried_from_failure(dev, instance, uninterrupted,
     check_resumed(dev, instance, tmp_path, run_id, step, uninterrupted)
 
 
+def test_killed_mapped_step_resumes_with_every_mapped_step(dev, instance, tmp_path):
+    """Dagster's own from-failure selection drops mapped steps that had not started (dagster issue
+    #30248): the retry would sum one value of three. offload's instance completes the selection."""
+    run_id = submit(dev, tmp_path, "mapped_steps", {"work": {"config": {"block_key": "a"}}})
+    wait_for(lambda: step_log(tmp_path)[-1:] == ["work[a]"], 60, "work[a] to start")
+    worker = run_worker(instance, run_id)
+    assert worker is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    wait_for(lambda: finished(instance, run_id), DETECTION_TARGET, "the dead run to be failed")
+    (tmp_path / "gate").touch()
+    retry_id = wait_for(lambda: run_of(instance, run_id).tags.get("dagster/auto_retry_run_id"), 30, "retry")
+    retry = wait_for(lambda: finished(instance, retry_id), 60, "the retry to finish")
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert step_log(tmp_path) == ["fan_out", "work[a]", "work[a]", "work[b]", "work[c]", "total"]
+    assert output(dev, retry_id, "total") == 2 + 20 + 200
+
+
 def test_run_survives_kill_of_everything_and_restart(dev, instance, uninterrupted, tmp_path):
     run_id, worker = start_blocked_run(dev, instance, tmp_path, "second")
     dev.kill_everything()
