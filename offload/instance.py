@@ -1,9 +1,10 @@
 """The Dagster instance configuration (``dagster.yaml``) offload runs with, from one source.
 
-``deploy/instance-common.yaml`` holds the settings every deployment needs (the launcher, run monitoring,
-run retries). The embedded default's ``DAGSTER_HOME/dagster.yaml`` is that file plus telemetry off, written
-by :func:`ensure_config` (the ``offload`` command calls it). A production ``dagster.yaml`` is
-:func:`instance_config` with its storage block, so it cannot drift from the embedded one.
+``deploy/instance-common.yaml`` holds the settings every deployment needs (the instance class, the
+launcher, run monitoring, run retries). The embedded default's ``DAGSTER_HOME/dagster.yaml`` is that file
+plus telemetry off, written by :func:`ensure_config` (the ``offload`` command calls it). A production
+``dagster.yaml`` is :func:`instance_config` with its storage block, so it cannot drift from the embedded
+one.
 
 The embedded file starts with :data:`MARKER`: a file with the marker (or one an older offload wrote) is
 offload's and is rewritten whenever the settings change; remove the marker line to own the file, and

@@ -1,6 +1,7 @@
 """offload/instance.py and the ``offload`` CLI's instance handling: the embedded dagster.yaml comes from
-deploy/instance-common.yaml, loads into a real Dagster instance with offload's launcher, run monitoring and
-run retries, and is rewritten only when it is offload's (marker line, or what an older offload wrote)."""
+deploy/instance-common.yaml, loads into a real Dagster instance of offload's class with its launcher, run
+monitoring and run retries, and is rewritten only when it is offload's (marker line, or what an older
+offload wrote)."""
 
 import dagster as dg
 import pytest
@@ -8,6 +9,7 @@ import yaml
 
 from offload import instance
 from offload.launcher import OffloadRunLauncher
+from offload.reexecution import OffloadInstance
 
 
 def test_embedded_config_is_the_common_settings_plus_telemetry_off():
@@ -35,6 +37,7 @@ def test_merge_overrides_nested_keys_only():
 def test_written_config_loads_with_offloads_launcher_and_daemons(tmp_path):
     assert instance.ensure_config(tmp_path) == instance.CREATED
     with dg.DagsterInstance.from_config(str(tmp_path)) as loaded:
+        assert isinstance(loaded, OffloadInstance)
         assert isinstance(loaded.run_launcher, OffloadRunLauncher)
         assert loaded.run_launcher.supports_check_run_worker_health
         assert loaded.run_launcher.terminate_grace_seconds == 5
