@@ -14,6 +14,9 @@ server) and forgets about it. Two gaps follow:
   recycles them all) reads as dead. On a dead worker the monitor marks the run failed and the daemon's run
   retries re-execute it from failure: finished steps keep their stored outputs and are not run again; the
   step that was running starts again from its beginning (steps are the unit of checkpointing).
+  Fail-then-retry rather than ``resume_run``: a resumed worker skips finished steps only with Dagster's
+  step-delegating executors (Docker, Kubernetes), not with the in-process or multiprocess executors
+  offload uses, and the code server offers no "resume" call. Mapped steps: ``offload/reexecution.py``.
 * **A run over its max runtime is only asked to stop.** Dagster's monitor cancels it through the code
   server, which interrupts the worker; a step that ignores the interrupt (or a worker whose code server is
   gone) keeps running, and the failure reads "Exceeded maximum runtime of N seconds.". Here ``terminate``
@@ -99,15 +102,14 @@ def run_worker(instance: dg.DagsterInstance, run_id: str) -> RunWorker | None:
 
     The run worker logs its pid in an engine event before it reports RUN_START (``dagster/_grpc/impl.py``);
     the executor logs it again. Step subprocesses log their own pids on events that carry a step key, so
-    only run-level events are read.
+    only run-level events are read. One read of the run's engine events per check: no cache to outgrow.
     """
-    worker = None
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
         data = entry.dagster_event.engine_event_data if entry.dagster_event else None
         pid = data.metadata.get("pid") if data else None
         if pid is not None and entry.step_key is None:
-            worker = RunWorker(pid=int(str(pid.value)), reported_at=entry.timestamp)
-    return worker
+            return RunWorker(pid=int(str(pid.value)), reported_at=entry.timestamp)
+    return None
 
 
 class OffloadRunLauncher(dg.DefaultRunLauncher):
@@ -125,7 +127,6 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
     def __init__(self, inst_data: ConfigurableClassData | None = None, terminate_grace_seconds: int = 5):
         super().__init__(inst_data=inst_data)
         self.terminate_grace_seconds = terminate_grace_seconds
-        self._workers: dict[str, RunWorker] = {}  # a run's worker never changes: look it up once
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -158,7 +159,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         """RUNNING unless this machine launched the run and its worker process is gone."""
         if run.tags.get(WORKER_HOST_TAG) != socket.gethostname():
             return CheckRunHealthResult(WorkerStatus.RUNNING, "run worker not on this machine: not checked")
-        worker = self._worker(run.run_id)
+        worker = run_worker(self._instance, run.run_id)
         if worker is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "run worker has not reported its pid yet")
         if worker.is_alive():
@@ -187,7 +188,8 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         if not limits.is_over(record.start_time, limit):
             return super().terminate(run_id)
         assert limit is not None  # is_over is False without a limit
-        worker = self._worker(run_id) if run.tags.get(WORKER_HOST_TAG) == socket.gethostname() else None
+        local = run.tags.get(WORKER_HOST_TAG) == socket.gethostname()
+        worker = run_worker(self._instance, run_id) if local else None
         remote = None if worker else self._get_grpc_client_for_termination(run_id)  # needs an unfinished run
         self._instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0"})
         self._instance.report_run_failed(run, limits.max_runtime_message(limit))
@@ -204,14 +206,6 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
 
             remote.cancel_execution(CancelExecutionRequest(run_id=run_id))
         return False
-
-    def _worker(self, run_id: str) -> RunWorker | None:
-        if run_id not in self._workers:
-            worker = run_worker(self._instance, run_id)
-            if worker is None:
-                return None
-            self._workers[run_id] = worker
-        return self._workers[run_id]
 
 
 def _local_worker_host(context: LaunchRunContext) -> str | None:
