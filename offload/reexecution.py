@@ -1,19 +1,27 @@
-"""Re-execution from failure that keeps every mapped step: a fix for dagster issue #30248.
+"""Run retries that are not lost and re-executions from failure that keep every mapped step.
 
-Dagster chooses what a from-failure re-execution runs (``KnownExecutionState.build_resume_retry_reexecution``,
-``dagster/_core/execution/plan/state.py``) from the failed run's step events. For a mapped step
-(``.map()`` over a ``DynamicOut``) it looks at the mapped instances that left events and forgets the ones
-that never started: a run whose worker died in ``transcode[mp4]`` before ``transcode[webm]`` began is
-retried with ``transcode[mp4]``, ``upload`` and ``notify`` only, and "succeeds" without the WebM. With the
-in-process executor (steps one after another) that is the common case of a crash, so crash-resume would
-silently lose work.
+Offload's crash-resume is Dagster's run retries (re-execute from failure). Two Dagster bugs break it, and
+:class:`OffloadInstance` (``instance_class`` in ``deploy/instance-common.yaml``, so it is in place in every
+process that opens the instance: daemon, webserver, code server, run workers, CLI) fixes both:
 
-:func:`build_resume_retry_reexecution` is Dagster's selection plus those forgotten instances: every mapping
-key the dynamic output produced (known from the failed run and its ancestors) whose mapped step has no
-event in the failed run and was in its scope. :class:`OffloadInstance` (``instance_class`` in
-``deploy/instance-common.yaml``) puts it in place in every process that opens the instance: the daemon
-(automatic run retries), the webserver (Re-execute from failure), the CLI. Remove this module when the
-upstream issue is fixed: tests/test_reexecution.py fails then.
+* **Mapped steps that never started are dropped** (dagster issue #30248). Dagster chooses what a
+  from-failure re-execution runs (``KnownExecutionState.build_resume_retry_reexecution``,
+  ``dagster/_core/execution/plan/state.py``) from the failed run's step events. For a mapped step
+  (``.map()`` over a ``DynamicOut``) it looks at the instances that left events and forgets the ones that
+  never started: a run whose worker died in ``transcode[mp4]`` before ``transcode[webm]`` began is retried
+  with ``transcode[mp4]``, ``upload`` and ``notify`` only, and "succeeds" without the WebM. With the
+  in-process executor (steps one after another) that is the common case of a crash.
+  :func:`build_resume_retry_reexecution` is Dagster's selection plus those instances: every mapping key the
+  dynamic output produced (known from the failed run and its ancestors) whose mapped step has no event in
+  the failed run and was in its scope. It serves automatic retries, the UI's Re-execute from failure and
+  ``ReexecutionOptions.from_failure`` alike.
+* **A retry is skipped for good when the retry daemon reads at the wrong moment** (dagster issue #33741).
+  Dagster stores a RUN_FAILURE event, then marks the run failed; the retry daemon, reading in between,
+  sees the new event of a run still STARTED, decides not to retry and moves past it. The daemon's own run
+  monitor writing the failure while the retry daemon reads (both run first thing after a restart) made it
+  miss about one crash in ten. :meth:`OffloadInstance.handle_new_event` marks the run failed first.
+
+Remove a fix when upstream has one: tests/test_reexecution.py checks that each bug is still there.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
+from dagster._core.events import DagsterEventBatchMetadata, DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.execution.plan.handle import StepHandle, UnresolvedStepHandle
 from dagster._core.execution.plan.inputs import FromPendingDynamicStepOutput, FromUnresolvedStepOutput
 from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.execution.plan.step import StepKind
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
+from dagster._time import datetime_from_timestamp
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {
@@ -96,15 +106,33 @@ def install() -> None:
 
 
 class OffloadInstance(dg.DagsterInstance):
-    """Dagster's instance, with from-failure re-execution that keeps every mapped step (see module doc).
+    """Dagster's instance with the two run-retry fixes of this module in place.
 
-    Configured as ``instance_class`` so that the fix is in place wherever the instance is opened. It takes
-    no settings of its own; the two class methods are what Dagster asks a custom instance class for.
+    Configured as ``instance_class``. It takes no settings of its own; the two class methods are what
+    Dagster asks a custom instance class for.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         install()
         super().__init__(*args, **kwargs)
+
+    def handle_new_event(
+        self, event: EventLogEntry, *, batch_metadata: DagsterEventBatchMetadata | None = None
+    ) -> None:
+        """Mark a run failed before its RUN_FAILURE event becomes visible to the retry daemon.
+
+        Dagster then stores the event and repeats the same status write (same status, same end time).
+        """
+        dagster_event = event.dagster_event
+        if (
+            dagster_event is not None
+            and dagster_event.is_run_failure
+            and event.run_id
+            and not self.event_log_storage.handles_run_events_in_store_event
+        ):
+            updated_at = datetime_from_timestamp(event.timestamp)
+            self.run_storage.handle_run_event(event.run_id, dagster_event, updated_at)
+        super().handle_new_event(event, batch_metadata=batch_metadata)
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:

@@ -1,7 +1,12 @@
-"""offload/reexecution.py: a run whose process is killed in the first of three mapped steps. Dagster's own
-from-failure selection drops the two mapped steps that never started (dagster issue #30248; when this
-check fails, upstream has fixed it and the module can go); offload's instance adds them back, and the
-re-execution from failure computes the same total as an uninterrupted run while re-using fan_out's output."""
+"""offload/reexecution.py, the two run-retry fixes of offload's instance class.
+
+* A run whose process is killed in the first of three mapped steps: Dagster's own from-failure selection
+  drops the two mapped steps that never started (dagster issue #30248); offload's adds them back, and the
+  re-execution from failure computes the same total as an uninterrupted run, re-using fan_out's output.
+* A RUN_FAILURE event: Dagster makes it visible while the run is still STARTED (the retry daemon then
+  skips the run, dagster issue #33741); with offload's instance the run is already failed when it is stored.
+Each upstream bug is checked to still be there: when such a check fails, drop the fix.
+"""
 
 import os
 import signal
@@ -9,6 +14,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 from dagster._core.execution.plan.state import KnownExecutionState
 
 from offload import instance as offload_instance
@@ -76,3 +82,30 @@ def test_nothing_is_added_when_every_mapped_step_left_events(tmp_path):
         assert result.success
         run = instance.get_run_by_id(result.run_id)
         assert reexecution.unstarted_mapped_steps(instance, run, []) == []
+
+
+@pytest.mark.parametrize("offloads", [True, False], ids=["offload-instance", "dagster-instance"])
+def test_a_run_is_failed_before_its_failure_event_is_visible(tmp_path, offloads):
+    settings = offload_instance.embedded_config()
+    if not offloads:
+        del settings["instance_class"]
+    (tmp_path / "dagster.yaml").write_text(offload_instance.render(settings))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance, reexecution.OffloadInstance) is offloads
+        run = instance.add_run(dg.DagsterRun(job_name="job", status=dg.DagsterRunStatus.STARTED))
+        storage = instance.event_log_storage
+        seen_when_stored = []
+        store_event = storage.store_event
+
+        def spy(event):  # what the retry daemon would read the moment the event is visible
+            if event.dagster_event and event.dagster_event.is_run_failure:
+                seen_when_stored.append(instance.get_run_by_id(run.run_id).status)
+            store_event(event)
+
+        storage.store_event = spy
+        instance.report_run_failed(run, "worker gone")
+        expected = (
+            dg.DagsterRunStatus.FAILURE if offloads else dg.DagsterRunStatus.STARTED
+        )  # the upstream race
+        assert seen_when_stored == [expected]
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
