@@ -84,6 +84,7 @@ def main() -> None:
         worker_detect: list[float] = []
         worker_resume: list[float] = []
         tree_detect: list[float] = []
+        tree_boot: list[float] = []
         tree_resume: list[float] = []
         plain: list[float] = []
         crashed: list[float] = []
@@ -113,6 +114,7 @@ def main() -> None:
                     retry_id = _retry_of(instance, run_id)
                     failed, retry = Times(instance, run_id), Times(instance, retry_id)
                     tree_detect.append(failed.ended - restarted)
+                    tree_boot.append(dev.ready_at - restarted)
                     tree_resume.append(retry.started - failed.ended)
         finally:
             dev.stop()
@@ -127,7 +129,8 @@ def main() -> None:
         f"crash_resume, median of {args.trials}, {settings}: "
         f"worker kill -9 -> run failed {med(worker_detect):.1f} s, "
         f"failed -> retry started {med(worker_resume):.1f} s; "
-        f"kill -9 of everything + restart -> run failed {med(tree_detect):.1f} s after restart, "
+        f"kill -9 of everything + restart -> run failed {med(tree_detect):.1f} s after restart "
+        f"(offload dev ready after {med(tree_boot):.1f} s), "
         f"failed -> retry started {med(tree_resume):.1f} s; "
         f"3-step run submit -> success: uninterrupted {med(plain):.1f} s, killed mid-step and resumed "
         f"{med(crashed):.1f} s ({med(crashed) / med(plain):.1f}x)"

@@ -73,6 +73,7 @@ class DagsterDev:
         self.home, self.workspace, self.log, self.fast = home, workspace, log, fast
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.ready_at = 0.0  # when the last start() found it ready (epoch seconds)
         home.mkdir(parents=True, exist_ok=True)
         overrides = instance.merge(FAST, overrides) if fast else overrides
         (home / "dagster.yaml").write_text(yaml.safe_dump(instance.embedded_config(**overrides)))
@@ -99,6 +100,7 @@ class DagsterDev:
                 start_new_session=True,
             )  # fmt: skip
         wait_for(self._ready, timeout, f"offload dev to be ready (log: {self.log})", interval=0.5)
+        self.ready_at = time.time()
         return started
 
     def _ready(self) -> bool:
