@@ -2,8 +2,8 @@
 
 Dagster needs ``DAGSTER_HOME`` to keep runs between commands; without it every command gets a throwaway
 instance. ``offload <dagster args>`` defaults it to the project-local ``.dagster_home`` (created on first
-use, with telemetry off since the embedded default works offline, and offload's run queue: concurrency
-limits and retries on request) and runs ``dagster <dagster args>``.
+use), brings its ``dagster.yaml`` up to date (offload's launcher, run monitoring and retries, telemetry off:
+``offload/instance.py``) and runs ``dagster <dagster args>``.
 """
 
 from __future__ import annotations
@@ -15,30 +15,22 @@ from pathlib import Path
 
 import yaml
 
-from offload import concurrency, paths
-
-# Appended to the embedded default: the run queue of offload/concurrency.py (generated from its ``Queue``
-# rules, one line each), and run retries, which ``trigger(max_attempts=N)`` asks for per run.
-RUN_QUEUE_BLOCKS = {
-    "run_coordinator": concurrency.run_coordinator_config(),
-    "run_retries": {"enabled": True, "max_retries": 0},  # only runs that ask (dagster/max_retries tag)
-}
-
-EMBEDDED_INSTANCE = """\
-# Embedded default: SQLite run, event and schedule storage in this directory.
-telemetry:
-  enabled: false
-# The run queue and retries: offload/concurrency.py, offload/client.py (generated).
-""" + yaml.safe_dump(RUN_QUEUE_BLOCKS, sort_keys=False, default_flow_style=None, width=200)
+from offload import instance, paths
 
 
 def ensure_instance() -> Path:
-    """Create DAGSTER_HOME (and its dagster.yaml) on first use and export it for child processes."""
+    """Create DAGSTER_HOME on first use, keep offload's dagster.yaml current, export it to child processes."""
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(EMBEDDED_INSTANCE)
+    if instance.ensure_config(home) == instance.NOT_MANAGED:
+        settings = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+        if (settings.get("run_launcher") or {}).get("module") != "offload.launcher":
+            print(
+                f"offload: {home / 'dagster.yaml'} is not managed by offload and does not use its run"
+                " launcher: crashed runs will not be detected or resumed (settings:"
+                " deploy/instance-common.yaml)",
+                file=sys.stderr,
+            )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

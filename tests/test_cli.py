@@ -51,8 +51,24 @@ def test_offload_wrapper_creates_the_embedded_instance(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (home / "dagster.yaml").read_text().count("enabled: false") == 1
+    settings = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert settings["telemetry"] == {"enabled": False}
+    assert settings["run_launcher"]["class"] == "OffloadRunLauncher"
     assert "SqliteRunStorage" in done.stdout
+    assert "OffloadRunLauncher" in done.stdout
+
+
+def test_offload_wrapper_warns_when_the_users_instance_lacks_crash_detection(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    done = subprocess.run(
+        [BIN / "offload", "instance", "info"], cwd=ROOT, env=cli_env(tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "is not managed by offload and does not use its run launcher" in done.stderr
+    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
 def run_job(

@@ -2,10 +2,8 @@
 and the instance's generic rules cover every limit a Queue may declare."""
 
 import pytest
-import yaml
 
-from offload import concurrency
-from offload.cli import EMBEDDED_INSTANCE
+from offload import concurrency, instance
 from offload.concurrency import Queue, run_tags
 
 VIDEO = Queue("video", key_field="user_id", key_limit=2).job_tags()
@@ -60,7 +58,7 @@ def test_bad_declarations_fail_at_definition_time(kwargs, message):
 
 
 def test_embedded_instance_has_a_rule_for_every_supported_limit():
-    config = yaml.safe_load(EMBEDDED_INSTANCE)["run_coordinator"]["config"]
+    config = instance.embedded_config()["run_coordinator"]["config"]
     rules = {rule["key"]: rule["limit"] for rule in config["tag_concurrency_limits"]}
     assert rules["offload/depth"] == concurrency.LEVEL_SLOTS
     for limit in concurrency.LIMITS:

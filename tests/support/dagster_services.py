@@ -1,7 +1,7 @@
 """A real Dagster deployment for tests and benchmarks: ``dagster dev`` (webserver, daemon and code server)
 on a free loopback port, with its own DAGSTER_HOME.
 
-The instance config starts from offload's embedded one (``offload.cli.EMBEDDED_INSTANCE``, the one source
+The instance config starts from offload's embedded one (``offload.instance.embedded_config()``, the one source
 of truth) and may swap storage (Postgres) or shrink the per-level slots. The services run in their own
 process group (``start_new_session``: Dagster maps SIGTERM to SIGINT, which background processes started
 without job control ignore) and are stopped by that group's id. Ready means: the code location's jobs are
@@ -27,8 +27,7 @@ import httpx
 import psycopg2
 import yaml
 
-from offload import paths
-from offload.cli import EMBEDDED_INSTANCE
+from offload import instance, paths
 
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -47,7 +46,7 @@ def free_port() -> int:
 
 def instance_yaml(storage: Mapping[str, Any] | None = None, level_slots: int | None = None) -> str:
     """offload's embedded instance config, with ``storage`` (e.g. Postgres) and ``level_slots`` swapped in."""
-    config = yaml.safe_load(EMBEDDED_INSTANCE)
+    config = instance.embedded_config()
     if storage is not None:
         config["storage"] = dict(storage)
     if level_slots is not None:

@@ -1,0 +1,133 @@
+"""Test-only code location (tests/crash_workspace.yaml) for the crash-resume and max-runtime tests.
+
+``three_steps``: ``first -> second -> third``, each appending its name to ``<scratch>/steps.log`` when it
+starts (the side-effect counter) and computing a value from its input, so the final output tells whether
+every step's stored output was reused correctly. A step configured with ``block: true`` waits for the file
+``<scratch>/gate`` before returning: the test kills the run worker while it waits.
+
+``mapped_steps``: ``fan_out`` yields three mapped values (a, b, c), ``work[key]`` doubles each (the one
+named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every mapped step ran.
+
+``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
+termination, so only a kill ends it; the job declares a max runtime of 2 s with ``offload.limits``.
+Not part of the product's definitions.
+"""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from offload.limits import max_runtime
+
+
+class Scratch(dg.ConfigurableResource):
+    """A directory the test owns: the step log, the gate file."""
+
+    root: str
+
+    def mark(self, step: str) -> None:
+        with (Path(self.root) / "steps.log").open("a") as log:
+            log.write(f"{step}\n")
+
+    def wait_for_gate(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not (Path(self.root) / "gate").exists():
+            if time.monotonic() > deadline:
+                raise dg.Failure("the test never opened the gate")
+            time.sleep(0.05)
+
+
+class StepConfig(dg.Config):
+    block: bool = False
+
+
+def _step(context: dg.OpExecutionContext, config: StepConfig, scratch: Scratch) -> None:
+    scratch.mark(context.op.name)
+    if config.block:
+        scratch.wait_for_gate()
+
+
+@dg.op
+def first(context: dg.OpExecutionContext, config: StepConfig, scratch: Scratch) -> int:
+    _step(context, config, scratch)
+    return 6
+
+
+@dg.op
+def second(context: dg.OpExecutionContext, config: StepConfig, scratch: Scratch, value: int) -> int:
+    _step(context, config, scratch)
+    return value * 7
+
+
+@dg.op
+def third(context: dg.OpExecutionContext, config: StepConfig, scratch: Scratch, value: int) -> str:
+    _step(context, config, scratch)
+    return f"answer={value}"
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def three_steps() -> None:
+    third(second(first()))
+
+
+class FanOutConfig(dg.Config):
+    block_key: str = ""  # the mapped step ``work[<block_key>]`` waits on the gate
+
+
+@dg.op(out=dg.DynamicOut(int))
+def fan_out(context: dg.OpExecutionContext, scratch: Scratch):
+    scratch.mark("fan_out")
+    for key, value in {"a": 1, "b": 10, "c": 100}.items():
+        yield dg.DynamicOutput(value, mapping_key=key)
+
+
+@dg.op
+def work(context: dg.OpExecutionContext, config: FanOutConfig, scratch: Scratch, value: int) -> int:
+    key = context.get_mapping_key()
+    scratch.mark(f"work[{key}]")
+    if key == config.block_key:
+        scratch.wait_for_gate()
+    return value * 2
+
+
+@dg.op
+def total(context: dg.OpExecutionContext, scratch: Scratch, values: list[int]) -> int:
+    scratch.mark("total")
+    return sum(values)
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def mapped_steps() -> None:
+    total(fan_out().map(work).collect())
+
+
+class SleepConfig(dg.Config):
+    stubborn: bool = False
+
+
+@dg.op
+def sleep_forever(context: dg.OpExecutionContext, config: SleepConfig, scratch: Scratch) -> None:
+    scratch.mark("sleep_forever")
+    while True:
+        try:
+            time.sleep(0.2)
+        except BaseException:  # Dagster's interrupt: a stubborn step ignores it
+            if not config.stubborn:
+                raise
+            scratch.mark("ignored interrupt")
+
+
+@dg.job(executor_def=dg.in_process_executor, tags=max_runtime(2))
+def overtime() -> None:
+    sleep_forever()
+
+
+defs = dg.Definitions(
+    jobs=[three_steps, mapped_steps, overtime], resources={"scratch": Scratch.configure_at_launch()}
+)
+
+
+def mapped_steps_job() -> dg.JobDefinition:
+    """``mapped_steps`` with its resources bound, for ``dg.reconstructable`` (tests/test_reexecution.py)."""
+    return defs.resolve_job_def("mapped_steps")
