@@ -2,12 +2,17 @@
 
 import dagster as dg
 
+from pipelines.cleanup import cleanup
 from pipelines.content import content_workflow, generate_content
 from pipelines.email import send_email
+from pipelines.invoicing import invoicing
+from pipelines.reports import daily_report, daily_report_job
+from pipelines.sync import data_pipeline
 from pipelines.video import process_video, video_pipeline
 from pipelines.web import resilient_task, scrape_websites
 
 defs = dg.Definitions(
+    assets=[daily_report],
     jobs=[
         video_pipeline,
         process_video,
@@ -16,5 +21,9 @@ defs = dg.Definitions(
         generate_content,
         content_workflow,
         send_email,
-    ]
+        data_pipeline,
+        cleanup,
+        invoicing,
+        daily_report_job,
+    ],
 )
