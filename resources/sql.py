@@ -126,7 +126,9 @@ class SqlTable(dg.ConfigurableResource):
     def configured(self) -> bool:
         return bool(self.url and self.table)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+    def _require(self) -> tuple[str, str]:
+        """The URL and table, or a ``ConfigurationError`` naming the setting to set. Checked on first use,
+        not at setup: the ``frequent_sync`` schedule takes this resource to see whether it is configured."""
         if not self.url:
             raise ConfigurationError(f"{self.url_variable} is not set: set it to a SQLAlchemy database URL")
         if not self.table:
@@ -135,6 +137,7 @@ class SqlTable(dg.ConfigurableResource):
             check_identifier(self.table_variable, self.table)
         except ValueError as error:
             raise ConfigurationError(str(error)) from None
+        return self.url, self.table
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:
@@ -143,13 +146,11 @@ class SqlTable(dg.ConfigurableResource):
 
     @property
     def name(self) -> str:
-        assert self.table, "table is not set"
-        return self.table
+        return self._require()[1]
 
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            assert self.url, "url is not set"
-            self._engine = create_engine(self.url)
+            self._engine = create_engine(self._require()[0])
         return self._engine
 
     def reflect(self) -> sa.Table | None:

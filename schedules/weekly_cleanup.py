@@ -16,7 +16,7 @@ def weekly_cleanup_schedule(timezone: str) -> dg.ScheduleDefinition:
         job=cleanup,
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Mondays at 08:00: remove storage objects, outbox messages, work files, runs past their age.",
+        description="Mondays at 08:00: remove storage objects, outbox messages, work files, old runs.",
     )
     def weekly_cleanup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         return payload_request(ScheduledTime.of(context, CRON, timezone))

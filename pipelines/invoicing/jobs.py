@@ -1,4 +1,4 @@
-"""``invoicing``: the run config is the payload (``InvoicingPayload``); ``monthly_invoicing`` runs it monthly."""
+"""``invoicing``: the run config is the payload (``InvoicingPayload``); ``monthly_invoicing`` runs it."""
 
 from __future__ import annotations
 

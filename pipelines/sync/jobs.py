@@ -1,4 +1,4 @@
-"""``data_pipeline``: the run config is the payload (``SyncPayload``); ``frequent_sync`` runs it every 15 min."""
+"""``data_pipeline``: the run config is the payload (``SyncPayload``); ``frequent_sync`` runs it."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 ``extract`` reads up to ``max_rows`` rows after the destination's watermark; ``transform`` checks them (a key
 and a cursor on every row, each key once) and keeps the columns the destination has; ``load`` upserts them
 and moves the watermark in one transaction (``resources/sql.py``). A failure anywhere leaves the watermark
-where it was, so the next run reads the same rows again. Database errors that another attempt may clear (a dropped
-connection, a lock timeout) are retried; errors in the data or the schema fail the run at once.
+where it was, so the next run reads the same rows again. Database errors that another attempt may clear (a
+dropped connection, a lock timeout) are retried; errors in the data or the schema fail the run at once.
 """
 
 from dataclasses import dataclass
