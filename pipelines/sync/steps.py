@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from offload.errors import AbortTaskRunError
+from offload.errors import AbortTaskRunError, ConfigurationError
 from offload.log import StepLog
 from offload.retry import retrying
 from pipelines.sync.payload import SyncPayload
@@ -26,6 +26,7 @@ PERMANENT = (
     sa.exc.ProgrammingError,
     sa.exc.NoSuchTableError,
     LookupError,
+    ConfigurationError,
 )
 
 
@@ -66,8 +67,8 @@ def extract(
     """Rows of the source after the destination's watermark, oldest first."""
     log = StepLog(context)
     fields = {
-        "source": sync_source.name,
-        "destination": sync_destination.name,
+        "source": sync_source.table,
+        "destination": sync_destination.table,
         "scheduled_for": config.timestamp,
     }
     try:
@@ -118,7 +119,7 @@ def load(
 ) -> dg.Output[dict[str, Any]]:
     """Upsert the rows and move the watermark, together; the result says what changed."""
     log = StepLog(context)
-    fields = {"destination": sync_destination.name, **batch.summary()}
+    fields = {"destination": sync_destination.table, **batch.summary()}
     if batch.last is None:
         log.info("nothing new to load", fields)
         result = {
