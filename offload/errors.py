@@ -79,9 +79,10 @@ def is_retryable(error: BaseException) -> bool:
 
     False for errors known to be permanent: ``AbortTaskRunError`` and any ``dg.Failure(allow_retries=False)``,
     payload errors, configuration errors (a setting stays missing until someone sets it), Dagster's own usage
-    errors, errors that say so through a ``retryable`` flag (``FetchError``, ``EmailSendError``), and HTTP statuses other than 408, 409, 429 and 5xx. True for the
-    transient ones (connection reset or refused, timeouts, those statuses) and, as in Trigger.dev, for
-    any other exception: an unknown error gets the policy's attempts rather than none.
+    errors, errors that say so through a ``retryable`` flag (``FetchError``, ``EmailSendError``), and HTTP
+    statuses other than 408, 409, 429 and 5xx. True for the transient ones (connection reset or refused,
+    timeouts, those statuses) and, as in Trigger.dev, for any other exception: an unknown error gets the
+    policy's attempts rather than none.
     """
     if isinstance(error, dg.Failure):
         return error.allow_retries is not False
