@@ -95,7 +95,7 @@ class OutboxCleaner:
 
 
 class WorkCleaner:
-    """Work directories (one per run) that runs left behind, by the last write anywhere inside; never
+    """Work directories (one per run) that runs left behind, by the last write of a file inside; never
     the running run's own."""
 
     def __init__(self, root: Path, current_run_id: str):
@@ -109,7 +109,8 @@ class WorkCleaner:
                 continue
             files = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
             stats = [p.stat() for p in files]
-            newest = max([entry.stat().st_mtime, *(s.st_mtime for s in stats)])
+            # The newest file says when the run last worked here; an empty directory, when it was made.
+            newest = max(s.st_mtime for s in stats) if stats else entry.stat().st_mtime
             written = dt.datetime.fromtimestamp(newest, dt.UTC)
             if written < before:
                 yield Expired(entry.name, written, sum(s.st_size for s in stats))
