@@ -1,5 +1,5 @@
-"""``cleanup`` (the ``weekly_cleanup`` job) on a seeded data directory and a temporary Dagster instance: old and
-new storage objects (inside and outside the expiring prefixes), outbox emails and Slack messages, work
+"""``cleanup`` (the ``weekly_cleanup`` job) on a seeded data directory and a temporary Dagster instance: old
+and new storage objects (inside and outside the expiring prefixes), outbox emails and Slack messages, work
 directories and real runs moved back in time. A dry run removes nothing and reports what it would remove; a
 real run removes exactly the old items and reports them; the ages come from the payload; an unknown kind is
 refused in one line; a retention added to ``RETENTIONS`` (as the webhook inbox's will be) is applied."""
