@@ -10,10 +10,12 @@ from schedules.requests import payload_request
 CRON = "*/15 * * * *"
 
 
-def frequent_sync_schedule(timezone: str) -> dg.ScheduleDefinition:
+def frequent_sync_schedule(timezone: str, cron: str = CRON) -> dg.ScheduleDefinition:
+    """``cron`` is the seed's; a test may fire it sooner."""
+
     @dg.schedule(
         name="frequent_sync",
-        cron_schedule=CRON,
+        cron_schedule=cron,
         job=data_pipeline,
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -25,6 +27,6 @@ def frequent_sync_schedule(timezone: str) -> dg.ScheduleDefinition:
         if not sync_source.configured:
             # Not an error: a deployment without a source simply has nothing to sync (the tick says why).
             return dg.SkipReason("no source table: set OFFLOAD_SYNC_SOURCE_URL and OFFLOAD_SYNC_SOURCE_TABLE")
-        return payload_request(ScheduledTime.of(context, CRON, timezone))
+        return payload_request(ScheduledTime.of(context, cron, timezone))
 
     return frequent_sync
