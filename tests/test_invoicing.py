@@ -222,3 +222,27 @@ def test_payload_rules(fields, message):
 
     with pytest.raises(ValueError, match=message):
         InvoicingPayload(timestamp=PAYLOAD["timestamp"], **fields)
+
+
+def test_the_example_payload_from_the_cli(tmp_path):
+    """``offload job execute -j invoicing -c examples/invoicing.yaml``, as the README says, on the embedded
+    default: February 2026 is billed from the SQLite app database."""
+    import subprocess
+
+    from tests.test_cli import BIN, ROOT, cli_env
+
+    (tmp_path / "home").mkdir()
+    db = AppDatabase(url=f"sqlite:///{tmp_path / 'data' / 'offload.db'}")
+    db.migrate()
+    use(db, "u1", dt.datetime(2026, 2, 14, tzinfo=UTC), UsageItem("emails_sent", 10), email="u1@example.com")
+    db.engine().dispose()
+
+    done = subprocess.run(
+        [BIN / "offload", "job", "execute", "-f", "definitions.py", "-j", "invoicing", "-c", "examples/invoicing.yaml"],
+        cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert db.get_invoice("u1", "2026-02") is not None
+    assert (tmp_path / "data" / "storage" / "invoices" / "u1" / "2026-02.html").is_file()
+    assert len(list((tmp_path / "data" / "outbox").glob("*.eml"))) == 1

@@ -2,7 +2,7 @@
 US daylight-saving changes in America/New_York: the cron strings are the seed's and valid, the ticks fall
 exactly where they should (nothing in between, every 15 minutes of real time through the skipped and the
 repeated hour), and each run request names the right partition or payload, with the tick's scheduled time and
-the previous one as tags. Also: schedules are on by default, time zones come from ``OFFLOAD_TIMEZONE`` /
+the previous one as tags. Also: schedules are on by default, the example payloads are valid, time zones come from ``OFFLOAD_TIMEZONE`` /
 ``OFFLOAD_<SCHEDULE>_TIMEZONE``, and the payload's month boundaries follow the time zone."""
 
 import datetime as dt
@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
 
 from offload.errors import ConfigurationError
+from offload.paths import PROJECT_ROOT as ROOT
 from offload.scheduling import ScheduledPayload, previous_tick, schedule_timezone
 from pipelines.cleanup import cleanup
 from pipelines.invoicing import invoicing
@@ -259,3 +261,11 @@ def test_previous_tick_is_strictly_before():
 def test_scheduled_payload_rules(fields, message):
     with pytest.raises(ValueError, match=message):
         ScheduledPayload(**fields)
+
+
+@pytest.mark.parametrize(
+    ("example", "job"), [("data_pipeline", data_pipeline), ("cleanup", cleanup), ("invoicing", invoicing)]
+)
+def test_example_payloads_are_valid(example, job):
+    payload = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
+    assert dg.validate_run_config(job, payload)
