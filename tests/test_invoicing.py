@@ -238,7 +238,8 @@ def test_the_example_payload_from_the_cli(tmp_path):
     db.engine().dispose()
 
     done = subprocess.run(
-        [BIN / "offload", "job", "execute", "-f", "definitions.py", "-j", "invoicing", "-c", "examples/invoicing.yaml"],
+        [BIN / "offload", "job", "execute", "-f", "definitions.py", "-j", "invoicing",
+         "-c", "examples/invoicing.yaml"],
         cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 

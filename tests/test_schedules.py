@@ -1,9 +1,10 @@
 """The four schedules evaluated with ``dg.build_schedule_context`` at chosen instants, in UTC and across the
 US daylight-saving changes in America/New_York: the cron strings are the seed's and valid, the ticks fall
 exactly where they should (nothing in between, every 15 minutes of real time through the skipped and the
-repeated hour), and each run request names the right partition or payload, with the tick's scheduled time and
-the previous one as tags. Also: schedules are on by default, the example payloads are valid, time zones come from ``OFFLOAD_TIMEZONE`` /
-``OFFLOAD_<SCHEDULE>_TIMEZONE``, and the payload's month boundaries follow the time zone."""
+repeated hour), and each run request names the right partition or payload, with the tick's scheduled time
+and the previous one as tags. Also: schedules are on by default, the example payloads are valid, time zones
+come from ``OFFLOAD_TIMEZONE`` / ``OFFLOAD_<SCHEDULE>_TIMEZONE``, and the payload's month boundaries follow
+the time zone."""
 
 import datetime as dt
 from zoneinfo import ZoneInfo
