@@ -31,7 +31,7 @@ def chart_png(metrics: RunMetrics, title: str) -> bytes:
     runs_axis.invert_yaxis()
     runs_axis.set_xlabel("runs")
     runs_axis.set_title("Runs per job")
-    runs_axis.legend(loc="lower right", fontsize="small")
+    runs_axis.legend(loc="best", fontsize="small")
 
     width = 0.4
     p50 = [job.p50_seconds or 0 for job in metrics.jobs] or [0]
@@ -42,7 +42,7 @@ def chart_png(metrics: RunMetrics, title: str) -> bytes:
     time_axis.invert_yaxis()
     time_axis.set_xlabel("seconds")
     time_axis.set_title("Run duration")
-    time_axis.legend(loc="lower right", fontsize="small")
+    time_axis.legend(loc="best", fontsize="small")
     figure.suptitle(title)
 
     buffer = io.BytesIO()
