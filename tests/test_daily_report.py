@@ -3,8 +3,8 @@
 rates, p50/p95 durations and failures with their errors and links (``OFFLOAD_UI_URL``), and new users,
 payments and usage from the app database, leaving out what happened the days around it; the HTML report and
 the chart (a PNG that decodes) are stored, the report is emailed to each configured address once, the counts
-and the chart are metadata, and the failure-rate check fails over the threshold and passes under it. The
-percentile helper is checked on its own, and the backfill command works from the CLI."""
+and the chart are metadata, and the failure-rate check fails over the threshold and passes under it; days
+are days in the report's time zone. The percentile helper is checked on its own, and the backfill command works from the CLI."""
 
 import datetime as dt
 import email
@@ -261,3 +261,17 @@ def test_a_day_is_backfilled_from_the_cli(tmp_path):
         [record] = instance.get_run_records()
         assert record.dagster_run.tags["dagster/partition"] == DAY
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_days_are_days_in_the_reports_time_zone(instance, history, database, report_env):
+    """New York's 6 March runs from 05:00 UTC on the 6th to 05:00 UTC on the 7th: it holds the run just
+    before UTC midnight and the one at midnight, and none of the later ones."""
+    asset, _job = build_daily_report("America/New_York")
+
+    result = dg.materialize(
+        [asset], partition_key="2026-03-06", instance=instance, resources={"database": database, **report_env}
+    )
+
+    metadata = materialization_metadata(result)
+    assert (metadata["runs"], metadata["runs_failed"]) == (2, 1)
+    assert history["before"] in metadata["failures"]
