@@ -4,7 +4,8 @@ rates, p50/p95 durations and failures with their errors and links (``OFFLOAD_UI_
 payments and usage from the app database, leaving out what happened the days around it; the HTML report and
 the chart (a PNG that decodes) are stored, the report is emailed to each configured address once, the counts
 and the chart are metadata, and the failure-rate check fails over the threshold and passes under it; days
-are days in the report's time zone. The percentile helper is checked on its own, and the backfill command works from the CLI."""
+are days in the report's time zone. The percentile helper is checked on its own, and the backfill command
+works from the CLI."""
 
 import datetime as dt
 import email
