@@ -193,10 +193,6 @@ class SqlTable(dg.ConfigurableResource):
             )
         return Watermark.from_json(stored) if stored is not None else None
 
-    def count(self) -> int:
-        with self.engine().connect() as connection:
-            return int(connection.scalar(sa.select(sa.func.count()).select_from(sa.table(self.name))) or 0)
-
     # -- writing -------------------------------------------------------------------------------------------
 
     def load(

@@ -14,7 +14,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from offload.errors import AbortTaskRunError, ConfigurationError
-from offload.log import StepLog
+from offload.log import StepLog, redact
 from offload.retry import retrying
 from pipelines.sync.payload import SyncPayload
 from resources.sql import SqlTable, Watermark, WatermarkMoved
@@ -51,10 +51,10 @@ class Batch:
 
 
 def _fail(log: StepLog, step: str, error: Exception, fields: dict[str, Any]) -> AbortTaskRunError:
-    """The error path: log the failure with its context, and fail the step for good."""
-    message = f"{step}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(
-        ": "
-    )
+    """The error path: log the failure with its context, and fail the step for good. Only the error's first
+    line is kept: a database error goes on with the statement and the row's values."""
+    text = str(error).strip()
+    message = redact(f"{step}: {type(error).__name__}: {text.splitlines()[0] if text else 'no message'}")
     log.error(f"{step} failed", {**fields, "error": message})
     return AbortTaskRunError(message)
 
