@@ -21,6 +21,7 @@ from offload.errors import ConfigurationError
 from offload.keys import report_key
 from offload.log import StepLog
 from offload.payload import check_email
+from offload.retry import retrying
 from pipelines.reports.chart import chart_png
 from pipelines.reports.metrics import RunMetrics, run_metrics, run_summaries, with_failures
 from pipelines.reports.render import report_html
@@ -131,6 +132,7 @@ def build_daily_report(timezone: str) -> tuple[dg.AssetsDefinition, "UnresolvedA
             )
         ],
     )
+    @retrying()  # storage and email errors: the report is rewritten and the emails keep their keys
     def daily_report(
         context: dg.AssetExecutionContext, database: AppDatabase, storage: Storage, email: EmailSender
     ) -> dg.MaterializeResult:
