@@ -80,14 +80,15 @@ def is_retryable(error: BaseException) -> bool:
     """Whether another attempt could succeed where this one failed with ``error``.
 
     False for errors known to be permanent: ``AbortTaskRunError`` and any ``dg.Failure(allow_retries=False)``,
-    payload errors, Dagster's own usage errors, errors that say so through a ``retryable`` flag
-    (``FetchError``, ``EmailSendError``), and HTTP statuses other than 408, 409, 429 and 5xx. True for the
-    transient ones (connection reset or refused, timeouts, those statuses) and, as in Trigger.dev, for
-    any other exception: an unknown error gets the policy's attempts rather than none.
+    payload errors, configuration errors (a setting stays missing until someone sets it), Dagster's own usage
+    errors, errors that say so through a ``retryable`` flag (``FetchError``, ``EmailSendError``), and HTTP
+    statuses other than 408, 409, 429 and 5xx. True for the transient ones (connection reset or refused,
+    timeouts, those statuses) and, as in Trigger.dev, for any other exception: an unknown error gets the
+    policy's attempts rather than none.
     """
     if isinstance(error, dg.Failure):
         return error.allow_retries is not False
-    if isinstance(error, PayloadError | dg.DagsterError):
+    if isinstance(error, PayloadError | ConfigurationError | dg.DagsterError):
         return False
     flag = getattr(error, "retryable", None)
     if isinstance(flag, bool):

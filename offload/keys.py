@@ -38,3 +38,21 @@ def article_key(user_id: str, article_id: str) -> str:
 
 def image_key(user_id: str, image_id: str, extension: str) -> str:
     return f"images/{check_id('user_id', user_id)}/{check_id('image_id', image_id)}.{extension}"
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+
+
+def report_key(day: str, extension: str) -> str:
+    """``reports/daily/2026-03-07.html``: one report per day, written again by a re-run of that day."""
+    if not _DAY.fullmatch(day):
+        raise ValueError(f"day: {day!r} must be a date like 2026-03-07")
+    return f"reports/daily/{day}.{extension}"
+
+
+def invoice_key(user_id: str, month: str) -> str:
+    """``invoices/{user_id}/2026-02.html``: one document per user and month."""
+    if not _MONTH.fullmatch(month):
+        raise ValueError(f"month: {month!r} must be a month like 2026-02")
+    return f"invoices/{check_id('user_id', user_id)}/{month}.html"

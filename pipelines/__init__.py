@@ -3,15 +3,20 @@
 import dagster as dg
 
 from pipelines.batch import batch_processor
+from pipelines.cleanup import cleanup
 from pipelines.content import content_workflow, generate_content
 from pipelines.email import send_email
 from pipelines.hello_world import hello_world
+from pipelines.invoicing import invoicing
 from pipelines.onboarding import welcome_user
+from pipelines.reports import daily_report, daily_report_job
+from pipelines.sync import data_pipeline
 from pipelines.typed_task import typed_task
 from pipelines.video import process_video, video_pipeline
 from pipelines.web import resilient_task, scrape_websites
 
 defs = dg.Definitions(
+    assets=[daily_report],
     jobs=[
         video_pipeline,
         process_video,
@@ -24,5 +29,9 @@ defs = dg.Definitions(
         typed_task,
         batch_processor,
         welcome_user,
-    ]
+        data_pipeline,
+        cleanup,
+        invoicing,
+        daily_report_job,
+    ],
 )

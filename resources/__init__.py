@@ -22,9 +22,18 @@ from resources.ai import OpenAIResource
 from resources.database import AppDatabase, embedded_url
 from resources.email import EmailSender, OutboxEmail, ResendEmail
 from resources.slack import DEFAULT_CHANNEL, SLACK_DEFAULT_API_URL, OutboxSlack, SlackAPI, SlackNotifier
+from resources.sql import SqlTable
 from resources.storage import LocalStorage, S3Storage, Storage
 
-__all__ = ["AppDatabase", "EmailSender", "OpenAIResource", "SlackNotifier", "Storage", "resources_for"]
+__all__ = [
+    "AppDatabase",
+    "EmailSender",
+    "OpenAIResource",
+    "SlackNotifier",
+    "SqlTable",
+    "Storage",
+    "resources_for",
+]
 
 
 def _list(name: str) -> list[str]:
@@ -84,6 +93,28 @@ def _database(required: bool) -> AppDatabase:
     return AppDatabase(url=embedded_url())
 
 
+def _sync_tables(database: AppDatabase) -> dict[str, SqlTable]:
+    """The tables ``data_pipeline`` syncs: ``OFFLOAD_SYNC_SOURCE_URL`` / ``_TABLE`` (no source: the schedule
+    skips), into ``OFFLOAD_SYNC_DESTINATION_URL`` (default: the app database) / ``_TABLE`` (default: the
+    source table's name)."""
+    source_table = os.environ.get("OFFLOAD_SYNC_SOURCE_TABLE", "").strip() or None
+    destination_url = _env_if_set("OFFLOAD_SYNC_DESTINATION_URL") or database.url
+    return {
+        "sync_source": SqlTable(
+            url=_env_if_set("OFFLOAD_SYNC_SOURCE_URL"),
+            table=source_table,
+            url_variable="OFFLOAD_SYNC_SOURCE_URL",
+            table_variable="OFFLOAD_SYNC_SOURCE_TABLE",
+        ),
+        "sync_destination": SqlTable(
+            url=destination_url,
+            table=os.environ.get("OFFLOAD_SYNC_DESTINATION_TABLE", "").strip() or source_table,
+            url_variable="OFFLOAD_SYNC_DESTINATION_URL",
+            table_variable="OFFLOAD_SYNC_DESTINATION_TABLE",
+        ),
+    }
+
+
 def resources_for(environment: str) -> dict[str, Any]:
     """The resource set of ``local`` or ``production``."""
     if environment not in (paths.LOCAL, paths.PRODUCTION):
@@ -110,7 +141,8 @@ def resources_for(environment: str) -> dict[str, Any]:
                 base_url=os.environ.get("OFFLOAD_SLACK_API_URL", "").strip() or SLACK_DEFAULT_API_URL,
             ),
             "openai": _openai(),
-            "database": _database(required=True),
+            "database": (database := _database(required=True)),
+            **_sync_tables(database),
         }
     return {
         "storage": LocalStorage(root=str(paths.storage_dir())),
@@ -119,5 +151,6 @@ def resources_for(environment: str) -> dict[str, Any]:
         "http": _http(),
         "slack": OutboxSlack(directory=str(paths.outbox_dir() / "slack"), default_channel=_slack_channel()),
         "openai": _openai(),
-        "database": _database(required=False),
+        "database": (database := _database(required=False)),
+        **_sync_tables(database),
     }

@@ -7,6 +7,7 @@ that could escape their root or that two stores would read differently.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,15 @@ class StoredObject:
     key: str
     size: int
     url: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A listed object: its key, size in bytes and when it was last written (aware UTC)."""
+
+    key: str
+    size: int
+    modified: dt.datetime
 
 
 def key_problem(key: str) -> str | None:
@@ -91,6 +101,10 @@ class Storage(dg.ConfigurableResource):
         """Keys that start with ``prefix``, in lexicographic order."""
         raise NotImplementedError
 
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The objects whose keys start with ``prefix``, with size and last write, in key order."""
+        raise NotImplementedError
+
 
 class LocalStorage(Storage):
     """A directory on this machine: the embedded default, and a real store for single-machine deployments."""
@@ -136,6 +150,15 @@ class LocalStorage(Storage):
             return
         keys = (path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
         yield from sorted(k for k in keys if k.startswith(prefix) and not k.endswith(PARTIAL_SUFFIX))
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        root = Path(self.root).resolve()
+        for key in self.list_keys(prefix):
+            try:
+                stat = (root / key).stat()
+            except FileNotFoundError:  # removed since it was listed
+                continue
+            yield ObjectInfo(key, stat.st_size, dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC))
 
 
 class S3Storage(Storage):
@@ -231,6 +254,13 @@ class S3Storage(Storage):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", []):
                 yield item["Key"][len(self.prefix) :]
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self._client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                modified = item["LastModified"]
+                yield ObjectInfo(item["Key"][len(self.prefix) :], item["Size"], modified.astimezone(dt.UTC))
 
 
 def _is_not_found(error: Exception) -> bool:

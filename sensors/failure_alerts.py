@@ -11,25 +11,17 @@ the alert by email (one per run: the run id is the idempotency key).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from html import escape
 
 import dagster as dg
 
 from offload.log import redact
+from offload.run_summary import run_url, step_error_line
 from resources.email import Email, EmailSender
 from resources.slack import SlackNotifier
 
 WILL_RETRY_TAG = "dagster/will_retry"
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
 MAX_SUMMARY_CHARS = 1500
-
-
-def run_url(run_id: str, environ: Mapping[str, str] | None = None) -> str:
-    """The run's page in the Dagster UI."""
-    env = os.environ if environ is None else environ
-    base = (env.get("OFFLOAD_UI_URL") or DEFAULT_UI_URL).rstrip("/")
-    return f"{base}/runs/{run_id}"
 
 
 def will_be_retried(run: dg.DagsterRun) -> bool:
@@ -37,29 +29,9 @@ def will_be_retried(run: dg.DagsterRun) -> bool:
     return run.tags.get(WILL_RETRY_TAG, "").strip().lower() == "true"
 
 
-_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError", "RetryRequested")
-
-
-def _error_line(event: dg.DagsterEvent) -> str:
-    """The step's own error: a ``Failure``'s description, else the innermost cause past Dagster's wrappers
-    ("Error occurred while executing op ...", "Exceeded max_retries of 2"), first line only."""
-    data = event.step_failure_data
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return data.user_failure_data.description
-    error = data.error
-    if error is None:
-        return "unknown error"
-    while error.cause is not None and (
-        error.cls_name in _WRAPPERS or error.message.startswith("Exceeded max_retries")
-    ):
-        error = error.cause
-    lines = error.message.strip().splitlines()
-    return lines[0] if lines else error.cls_name or "unknown error"
-
-
 def error_summary(context: dg.RunFailureSensorContext) -> str:
     """One line per failed step (``step: error``), or the run's failure message; secrets redacted."""
-    lines = [f"{event.step_key}: {_error_line(event)}" for event in context.get_step_failure_events()]
+    lines = [f"{event.step_key}: {step_error_line(event)}" for event in context.get_step_failure_events()]
     if not lines:
         lines = [context.failure_event.message or "run failed"]
     text = redact("\n".join(lines))

@@ -31,7 +31,10 @@ def test_definitions_are_loadable():
 
     dg.Definitions.validate_loadable(defs)
     assert {job.name for job in defs.resolve_all_job_defs()} >= {
-        "video_pipeline", "process_video", "generate_content", "content_workflow", "send_email"}  # fmt: skip
+        "video_pipeline", "process_video", "generate_content", "content_workflow", "send_email",
+        "data_pipeline", "cleanup", "invoicing", "daily_report_job"}  # fmt: skip
+    assert {schedule.name for schedule in defs.schedules or []} == {
+        "daily_report", "frequent_sync", "weekly_cleanup", "monthly_invoicing"}  # fmt: skip
 
 
 def test_cli_loads_workspace_yaml(tmp_path):

@@ -1,10 +1,12 @@
 """Storage resources: ``check_key``'s rules, ``LocalStorage`` on a temp directory, and ``S3Storage`` against
 moto's S3 server over real HTTP on 127.0.0.1 (small and multipart uploads, presigned URLs, the key prefix,
-exists/delete/list_keys). Every request goes to loopback; AWS is never contacted.
+exists/delete/list_keys, list_objects with sizes and times). Every request goes to loopback; AWS is never
+contacted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -121,6 +123,9 @@ def test_local_round_trip(tmp_path: Path) -> None:
     assert not storage.exists("videos/u1/missing.mp4")
     assert list(storage.list_keys()) == ["thumbnails/u1/v1.jpg", "videos/u1/v1.mp4", "videos/u1/v2.mp4"]
     assert list(storage.list_keys("videos/")) == ["videos/u1/v1.mp4", "videos/u1/v2.mp4"]
+    listed = list(storage.list_objects("videos/"))
+    assert [(o.key, o.size) for o in listed] == [("videos/u1/v1.mp4", 300_000), ("videos/u1/v2.mp4", 300_000)]
+    assert all(abs((dt.datetime.now(dt.UTC) - o.modified).total_seconds()) < 300 for o in listed)
 
     storage.delete("videos/u1/v1.mp4")
     storage.delete("videos/u1/v1.mp4")  # deleting twice is fine: a retried cleanup
@@ -299,6 +304,9 @@ def test_s3_exists_delete_list_keys(s3_endpoint: str, bucket: str, tmp_path: Pat
 
     assert list(storage.list_keys("videos/u1/")) == ["videos/u1/v1.mp4", "videos/u1/v2.mp4"]
     assert len(list(storage.list_keys())) == 4
+    listed = list(storage.list_objects("videos/u1/"))
+    assert [(o.key, o.size) for o in listed] == [("videos/u1/v1.mp4", 1), ("videos/u1/v2.mp4", 1)]
+    assert all(o.modified.tzinfo is not None for o in listed)
     assert storage.exists("videos/u1/v1.mp4")
     assert not storage.exists("videos/u1/v3.mp4")
 

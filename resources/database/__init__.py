@@ -20,10 +20,34 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from offload import paths
 from resources.database import engine as engines
-from resources.database.records import UNITS, Article, Payment, UsageItem, UsageRow
-from resources.database.schema import articles, payments, usage, users
+from resources.database.records import (
+    UNITS,
+    Activity,
+    Article,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    UsageItem,
+    UsageRow,
+)
+from resources.database.schema import articles, invoices, payments, usage, users
 
-__all__ = ["UNITS", "AppDatabase", "Article", "Payment", "UsageItem", "UsageRow", "embedded_url"]
+__all__ = [
+    "PAID_STATUSES",
+    "UNITS",
+    "Activity",
+    "AppDatabase",
+    "Article",
+    "Invoice",
+    "InvoiceLine",
+    "Payment",
+    "UsageItem",
+    "UsageRow",
+    "embedded_url",
+]
+
+# Payment statuses that mean the money arrived, as providers spell them (Stripe: succeeded, paid).
+PAID_STATUSES = ("succeeded", "paid")
 
 # Migrated in this process already: later runs skip even the version check.
 _MIGRATED: set[str] = set()
@@ -178,6 +202,122 @@ class AppDatabase(dg.ConfigurableResource):
         if row is None:
             return None
         return Payment(**{k: v for k, v in row._mapping.items() if k != "updated_at"})
+
+    # -- reporting -----------------------------------------------------------------------------------------
+
+    def activity(self, start: dt.datetime, end: dt.datetime) -> Activity:
+        """New users, payments and usage in ``[start, end)``: the app half of the daily report."""
+        with self.engine().connect() as connection:
+            new_users = connection.scalar(
+                sa.select(sa.func.count()).select_from(users).where(_between(users.c.created_at, start, end))
+            )
+            by_status: dict[str, int] = {
+                status: count
+                for status, count in connection.execute(
+                    sa.select(payments.c.status, sa.func.count())
+                    .where(_between(payments.c.occurred_at, start, end))
+                    .group_by(payments.c.status)
+                )
+            }
+            revenue: dict[str, int] = {
+                currency: amount
+                for currency, amount in connection.execute(
+                    sa.select(payments.c.currency, sa.func.sum(payments.c.amount))
+                    .where(_between(payments.c.occurred_at, start, end))
+                    .where(payments.c.status.in_(PAID_STATUSES))
+                    .group_by(payments.c.currency)
+                )
+            }
+            used = connection.execute(
+                sa.select(usage.c.kind, usage.c.unit, sa.func.sum(usage.c.quantity))
+                .where(_between(usage.c.occurred_at, start, end))
+                .group_by(usage.c.kind, usage.c.unit)
+            ).all()
+            active = connection.scalar(
+                sa.select(sa.func.count(sa.distinct(usage.c.user_id))).where(
+                    _between(usage.c.occurred_at, start, end)
+                )
+            )
+        return Activity(
+            new_users=int(new_users or 0),
+            payments=sum(by_status.values()),
+            payments_by_status={str(k): int(v) for k, v in sorted(by_status.items())},
+            revenue={str(k): int(v) for k, v in sorted(revenue.items())},
+            usage={str(kind): (int(total), str(unit)) for kind, unit, total in sorted(used)},
+            active_users=int(active or 0),
+        )
+
+    def usage_totals(self, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
+        """Usage in ``[start, end)`` summed per user and kind: ``{user_id: {kind: quantity}}``."""
+        query = (
+            sa.select(usage.c.user_id, usage.c.kind, sa.func.sum(usage.c.quantity))
+            .where(_between(usage.c.occurred_at, start, end))
+            .group_by(usage.c.user_id, usage.c.kind)
+            .order_by(usage.c.user_id, usage.c.kind)
+        )
+        totals: dict[str, dict[str, int]] = {}
+        with self.engine().connect() as connection:
+            for user_id, kind, quantity in connection.execute(query):
+                totals.setdefault(user_id, {})[kind] = int(quantity)
+        return totals
+
+    # -- invoices ------------------------------------------------------------------------------------------
+
+    def save_invoice(self, invoice: Invoice) -> tuple[Invoice, bool]:
+        """Store ``invoice`` unless the user has one for its month; returns the stored invoice and whether
+        this call created it. An existing invoice is kept as it was: a month is billed once."""
+        values = asdict(invoice)  # its fields are the table's columns; lines become JSON
+        with self.engine().begin() as connection:
+            self._ensure_user(connection, invoice.user_id, None)
+            result = connection.execute(
+                _insert(connection, invoices)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["user_id", "month"])
+            )
+            row = connection.execute(
+                sa.select(invoices).where(
+                    invoices.c.user_id == invoice.user_id, invoices.c.month == invoice.month
+                )
+            ).one()
+        return _invoice(row), result.rowcount == 1
+
+    def get_invoice(self, user_id: str, month: str) -> Invoice | None:
+        with self.engine().connect() as connection:
+            row = connection.execute(
+                sa.select(invoices).where(invoices.c.user_id == user_id, invoices.c.month == month)
+            ).first()
+        return _invoice(row) if row is not None else None
+
+    def invoices_for_month(self, month: str) -> list[Invoice]:
+        with self.engine().connect() as connection:
+            rows = connection.execute(
+                sa.select(invoices).where(invoices.c.month == month).order_by(invoices.c.user_id)
+            ).all()
+        return [_invoice(row) for row in rows]
+
+    def set_invoice_document(self, number: str, document_key: str) -> None:
+        with self.engine().begin() as connection:
+            connection.execute(
+                sa.update(invoices).where(invoices.c.number == number).values(document_key=document_key)
+            )
+
+    def mark_invoice_emailed(self, number: str, email_id: str, at: dt.datetime | None = None) -> None:
+        with self.engine().begin() as connection:
+            connection.execute(
+                sa.update(invoices)
+                .where(invoices.c.number == number)
+                .values(email_id=email_id, emailed_at=at or _now())
+            )
+
+
+def _between(column: sa.ColumnElement[dt.datetime], start: dt.datetime, end: dt.datetime) -> Any:
+    return sa.and_(column >= start, column < end)
+
+
+def _invoice(row: sa.Row[Any]) -> Invoice:
+    values = {k: v for k, v in row._mapping.items() if k != "id"}
+    values["lines"] = [InvoiceLine(**line) for line in values["lines"]]
+    return Invoice(**values)
 
 
 def _insert(connection: sa.Connection, table: sa.Table) -> Any:

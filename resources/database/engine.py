@@ -12,10 +12,12 @@ starting at once on a fresh database migrate it once.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import tenacity
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -50,11 +52,18 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+_SQLITE_TIMEOUT = 30  # seconds a connection waits for another's write lock
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
 def _sqlite_engine(url: str) -> sa.Engine:
     database = sa.make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
+    engine = sa.create_engine(url, connect_args={"timeout": _SQLITE_TIMEOUT})
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, record: Any) -> None:
@@ -63,7 +72,17 @@ def _sqlite_engine(url: str) -> sa.Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+        # Readers do not wait for the writer. Switching a fresh file to WAL needs the file to itself for a
+        # moment, and SQLite answers "database is locked" at once (its busy timeout does not apply) while
+        # another connection holds it: runs starting together on a new database retry for a while.
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_locked),
+            stop=tenacity.stop_after_delay(_SQLITE_TIMEOUT),
+            wait=tenacity.wait_random(0.01, 0.1),
+            reraise=True,
+        ):
+            with attempt:
+                cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

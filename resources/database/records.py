@@ -77,3 +77,46 @@ class Payment:
     user_id: str | None = None
     description: str | None = None
     data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One usage kind on an invoice: what was used, in the unit it is priced in, and what it costs."""
+
+    kind: str
+    quantity: int  # in the usage unit (seconds, tokens, ...)
+    unit: str
+    billed_quantity: str  # in the priced unit (minutes, thousands of tokens), a decimal as text
+    billed_unit: str
+    unit_price: str  # minor units per priced unit, a decimal as text
+    amount: int  # minor units, rounded half up
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """A user's invoice for one calendar month (``month`` = ``YYYY-MM``)."""
+
+    number: str
+    user_id: str
+    month: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    currency: str
+    total: int  # minor units
+    lines: list[InvoiceLine]
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    document_key: str | None = None
+    email_id: str | None = None
+    emailed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What happened in the app in a time range, for the daily report."""
+
+    new_users: int
+    payments: int
+    payments_by_status: dict[str, int]
+    revenue: dict[str, int]  # currency -> minor units of succeeded payments
+    usage: dict[str, tuple[int, str]]  # kind -> (quantity, unit)
+    active_users: int  # users with any usage

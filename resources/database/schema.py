@@ -109,3 +109,23 @@ usage = sa.Table(
     # The monthly invoice reads one user's rows in a time range.
     sa.Index(None, "user_id", "occurred_at"),
 )
+
+invoices = sa.Table(
+    "invoices",
+    metadata,
+    sa.Column("id", BIGSERIAL, primary_key=True, autoincrement=True),
+    sa.Column("number", sa.String(96), nullable=False, unique=True),  # INV-202602-<user_id>
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("month", sa.String(7), nullable=False),  # the billed calendar month, YYYY-MM
+    sa.Column("period_start", UTCDateTime, nullable=False),
+    sa.Column("period_end", UTCDateTime, nullable=False),  # exclusive
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),  # minor units (cents)
+    sa.Column("lines", JSON, nullable=False),
+    sa.Column("document_key", KEY),
+    sa.Column("email_id", sa.String(255)),
+    sa.Column("emailed_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # One invoice per user and month: the monthly run, rerun or retried, bills once.
+    sa.UniqueConstraint("user_id", "month"),
+)
