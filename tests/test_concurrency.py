@@ -75,4 +75,6 @@ def test_every_job_declares_a_queue():
     from definitions import defs
 
     for job in defs.resolve_all_job_defs():
+        if job.name.startswith("__ASSET_JOB"):  # Dagster's implicit job for materializing from the UI
+            continue
         assert job.tags.get("offload/depth") == "0", f"{job.name}: put a Queue's job_tags() in its tags"
