@@ -1,10 +1,7 @@
-"""``python -m benchmarks``: run every benchmark, each beside its baseline."""
+"""``python -m benchmarks [name ...]``: run every benchmark, or the named ones."""
 
 import sys
 
-from benchmarks import trigger_to_start
+from benchmarks.run import main
 
-BENCHMARKS = [trigger_to_start]
-
-if __name__ == "__main__":
-    sys.exit(max(benchmark.main([]) for benchmark in BENCHMARKS))
+sys.exit(main())
