@@ -105,8 +105,8 @@ def run_breakdown(home: Path, run: PipelineRun) -> dict[str, float]:
     """Where a run's time went, from its event log: the run itself and each step (seconds)."""
     with dg.DagsterInstance.from_config(str(home)) as dagster_instance:
         run_id = dagster_instance.get_runs(filters=dg.RunsFilter(tags={TAG: run.tag}), limit=1)[0].run_id
-        stats = instance.get_run_stats(run_id)
+        stats = dagster_instance.get_run_stats(run_id)
         breakdown = {"run": (stats.end_time or 0.0) - (stats.start_time or 0.0)}
-        for step in instance.get_run_step_stats(run_id):
+        for step in dagster_instance.get_run_step_stats(run_id):
             breakdown[step.step_key] = (step.end_time or 0.0) - (step.start_time or 0.0)
     return {key: round(seconds, 3) for key, seconds in breakdown.items()}
