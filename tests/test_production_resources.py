@@ -31,6 +31,7 @@ from resources.email import OutboxEmail, ResendEmail
 from resources.storage import LocalStorage, S3Storage
 from tests.support.moto_s3 import moto_s3_endpoint
 from tests.support.resend_server import FakeResend, fake_resend_server
+from tests.support.runs import failure_text
 
 EMAIL_FROM = "Offload <noreply@offload.test>"
 
@@ -120,16 +121,6 @@ def production(
 def payload(video_url: str, **extra: Any) -> dict[str, Any]:
     return {"video_id": "v1", "video_url": video_url, "user_id": "u1",
             "user_email": "ada@example.com"} | extra  # fmt: skip
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    texts = []
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        texts.append(data.error.message if data.error else "")
-        if data.user_failure_data and data.user_failure_data.description:
-            texts.append(data.user_failure_data.description)
-    return " ".join(texts)
 
 
 # --- the whole pipeline on production resources ------------------------------------------------------------

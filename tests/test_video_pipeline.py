@@ -20,6 +20,7 @@ from pipelines.video.jobs import process_video, process_video_graph, video_pipel
 from resources.database import AppDatabase
 from resources.email import OutboxEmail
 from resources.storage import LocalStorage
+from tests.support.runs import failure_text, started_steps
 
 
 def local_resources(data_dir: Path, roots: list[Path], **downloader: Any) -> dict[str, Any]:
@@ -40,16 +41,6 @@ def usage_of(data_dir: Path, user_id: str = "u1") -> dict[str, tuple[int, str, s
 def payload(clip: Path, video_id: str = "v1", **extra: Any) -> dict[str, Any]:
     return {"video_id": video_id, "video_url": clip.as_uri(), "user_id": "u1",
             "user_email": "ada@example.com"} | extra  # fmt: skip
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    texts = []
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        texts.append(data.error.message if data.error else "")
-        if data.user_failure_data and data.user_failure_data.description:
-            texts.append(data.user_failure_data.description)
-    return " ".join(texts)
 
 
 def result_of(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
@@ -222,11 +213,6 @@ def flaky_upload_job() -> dg.JobDefinition:
             "database": AppDatabase(url=f"sqlite:///{data / 'app.db'}"),
         },
     )
-
-
-def started_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
-    return {record.event_log_entry.step_key or "" for record in records}
 
 
 def test_reexecution_after_failed_upload_skips_download_and_transcodes(
