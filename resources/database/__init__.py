@@ -16,9 +16,9 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
-from sqlalchemy.dialects import postgresql, sqlite
 
 from offload import paths
+from offload.sql import insert as _insert
 from resources.database import engine as engines
 from resources.database.records import UNITS, Article, Payment, UsageItem, UsageRow
 from resources.database.schema import articles, payments, usage, users
@@ -178,10 +178,3 @@ class AppDatabase(dg.ConfigurableResource):
         if row is None:
             return None
         return Payment(**{k: v for k, v in row._mapping.items() if k != "updated_at"})
-
-
-def _insert(connection: sa.Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)

@@ -6,11 +6,10 @@ database with this module on SQLite and on Postgres, so the two cannot drift apa
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+from offload.sql import UTCDateTime
 
 # Constraint names fixed by convention, so a later migration can name the constraint it changes.
 metadata = sa.MetaData(
@@ -29,26 +28,6 @@ ID = sa.String(64)  # ids that also become storage keys: offload.keys.ID_PATTERN
 KEY = sa.String(1024)  # storage keys (S3's limit)
 # BIGINT on Postgres; SQLite only auto-increments a column declared INTEGER.
 BIGSERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """Aware UTC datetimes in and out, on every database: SQLite keeps no time zone, so a naive value read
-    back is UTC by construction, and a naive value written is refused rather than guessed."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass an aware one (datetime.now(datetime.UTC))")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 users = sa.Table(
