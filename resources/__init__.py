@@ -18,6 +18,8 @@ import dagster as dg
 from offload import paths
 from offload.download import Downloader
 from offload.http import HttpClient
+from offload.webhooks.inbox import InboxResource
+from offload.webhooks.inbox import default_url as inbox_url
 from resources.ai import OpenAIResource
 from resources.database import AppDatabase, embedded_url
 from resources.email import EmailSender, OutboxEmail, ResendEmail
@@ -84,6 +86,15 @@ def _database(required: bool) -> AppDatabase:
     return AppDatabase(url=embedded_url())
 
 
+def _webhook_inbox() -> InboxResource:
+    """The gateway's inbox, for the ``webhook_inbox`` sensor: ``OFFLOAD_WEBHOOK_INBOX_URL``, else
+    ``DATABASE_URL`` (both may hold a password: bound as secrets), else the SQLite file."""
+    for name in ("OFFLOAD_WEBHOOK_INBOX_URL", "DATABASE_URL"):
+        if os.environ.get(name, "").strip():
+            return InboxResource(url=dg.EnvVar(name))
+    return InboxResource(url=inbox_url())
+
+
 def resources_for(environment: str) -> dict[str, Any]:
     """The resource set of ``local`` or ``production``."""
     if environment not in (paths.LOCAL, paths.PRODUCTION):
@@ -111,6 +122,7 @@ def resources_for(environment: str) -> dict[str, Any]:
             ),
             "openai": _openai(),
             "database": _database(required=True),
+            "webhook_inbox": _webhook_inbox(),
         }
     return {
         "storage": LocalStorage(root=str(paths.storage_dir())),
@@ -120,4 +132,5 @@ def resources_for(environment: str) -> dict[str, Any]:
         "slack": OutboxSlack(directory=str(paths.outbox_dir() / "slack"), default_channel=_slack_channel()),
         "openai": _openai(),
         "database": _database(required=False),
+        "webhook_inbox": _webhook_inbox(),
     }

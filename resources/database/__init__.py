@@ -1,4 +1,4 @@
-"""The app database: users, articles, payments and usage, on SQLAlchemy Core.
+"""The app database: users, articles, payments, usage and GitHub events, on SQLAlchemy Core.
 
 One resource, ``AppDatabase``, for SQLite (the embedded default, a file under the data directory) and
 Postgres (production; a Supabase connection string works). Setting it up for a run brings the schema to
@@ -20,10 +20,12 @@ from pydantic import Field, PrivateAttr
 from offload import paths
 from offload.sql import insert as _insert
 from resources.database import engine as engines
-from resources.database.records import UNITS, Article, Payment, UsageItem, UsageRow
-from resources.database.schema import articles, payments, usage, users
+from resources.database.records import UNITS, Article, GithubEvent, Payment, UsageItem, UsageRow
+from resources.database.schema import articles, github_events, payments, usage, users
 
-__all__ = ["UNITS", "AppDatabase", "Article", "Payment", "UsageItem", "UsageRow", "embedded_url"]
+__all__ = [
+    "UNITS", "AppDatabase", "Article", "GithubEvent", "Payment", "UsageItem", "UsageRow", "embedded_url",
+]  # fmt: skip
 
 # Migrated in this process already: later runs skip even the version check.
 _MIGRATED: set[str] = set()
@@ -178,3 +180,34 @@ class AppDatabase(dg.ConfigurableResource):
         if row is None:
             return None
         return Payment(**{k: v for k, v in row._mapping.items() if k != "updated_at"})
+
+    # -- GitHub events -------------------------------------------------------------------------------------
+
+    def record_github_event(self, event: GithubEvent) -> GithubEvent:
+        """Insert the delivery unless it is there already; returns the stored row (which says whether Slack
+        has been told)."""
+        values = {k: v for k, v in asdict(event).items() if k not in ("notified_at", "slack_ts")}
+        with self.engine().begin() as connection:
+            connection.execute(
+                _insert(connection, github_events)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["delivery_id"])
+            )
+        stored = self.github_event(event.delivery_id)
+        assert stored is not None
+        return stored
+
+    def github_event(self, delivery_id: str) -> GithubEvent | None:
+        with self.engine().connect() as connection:
+            row = connection.execute(
+                sa.select(github_events).where(github_events.c.delivery_id == delivery_id)
+            ).first()
+        return GithubEvent(**row._mapping) if row is not None else None
+
+    def mark_github_notified(self, delivery_id: str, slack_ts: str) -> None:
+        with self.engine().begin() as connection:
+            connection.execute(
+                sa.update(github_events)
+                .where(github_events.c.delivery_id == delivery_id, github_events.c.notified_at.is_(None))
+                .values(notified_at=_now(), slack_ts=slack_ts)
+            )

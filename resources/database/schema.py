@@ -88,3 +88,21 @@ usage = sa.Table(
     # The monthly invoice reads one user's rows in a time range.
     sa.Index(None, "user_id", "occurred_at"),
 )
+
+github_events = sa.Table(
+    "github_events",
+    metadata,
+    sa.Column("delivery_id", sa.String(255), primary_key=True),  # X-GitHub-Delivery
+    sa.Column("event", sa.String(64), nullable=False),  # X-GitHub-Event: push, pull_request
+    sa.Column("action", sa.String(64)),  # pull_request: opened, closed, ...
+    sa.Column("repository", sa.String(255), nullable=False),  # owner/name
+    sa.Column("sender", sa.String(255)),
+    sa.Column("summary", sa.Text, nullable=False),  # the line posted to Slack
+    sa.Column("url", sa.Text),
+    sa.Column("data", JSON),  # the fields the summary came from (ref, commits, PR number, ...)
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("notified_at", UTCDateTime),  # posted to Slack; set once, so a retried step posts once
+    sa.Column("slack_ts", sa.String(64)),
+    # Activity of one repository, newest first.
+    sa.Index(None, "repository", "received_at"),
+)
