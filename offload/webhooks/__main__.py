@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         help="log every request (off by default: it costs throughput)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Our own log at the chosen level; the libraries' (Dagster's storage, Alembic) at warnings only.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("offload").setLevel(args.log_level.upper())
     try:
         settings = GatewaySettings.from_env()
     except ConfigurationError as error:

@@ -97,8 +97,8 @@ def verify_stripe(body: bytes, headers: Mapping[str, str], secret: str) -> Verif
     if timestamp > time.time() + STRIPE_TOLERANCE_SECONDS:
         raise Rejected(400, "Stripe-Signature: timestamp outside the 300 s tolerance")
     return Verified(
-        _identifier(event.get("id"), "id", MAX_EVENT_ID),
-        _identifier(event.get("type"), "type", MAX_EVENT_TYPE),
+        _identifier(getattr(event, "id", None), "id", MAX_EVENT_ID),
+        _identifier(getattr(event, "type", None), "type", MAX_EVENT_TYPE),
     )
 
 
