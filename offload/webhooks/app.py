@@ -41,7 +41,10 @@ log = logging.getLogger("offload.webhooks")
 
 
 def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
+    # After a 413 the rest of the body is unread: closing the connection stops the sender (uvicorn would
+    # otherwise read and drop the remainder to keep the connection alive).
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
