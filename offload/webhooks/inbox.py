@@ -185,17 +185,18 @@ class Inbox:
 
     # -- claiming and launching ---------------------------------------------------------------------------
 
-    def claim(self, row_id: int, token: str, stale_before: dt.datetime) -> bool:
+    def claim(self, row_id: int, token: str, stale_before: dt.datetime | None = None) -> bool:
         """Take the row for launching: True for exactly one caller while it is unlaunched and its claim is
-        free or older than ``stale_before``."""
+        free, or (when ``stale_before`` is given) older than that."""
         table = inbox_table
+        free = table.c.claimed_at.is_(None)
         statement = (
             sa.update(table)
             .where(
                 table.c.id == row_id,
                 table.c.run_id.is_(None),
                 table.c.status == RECEIVED,
-                sa.or_(table.c.claimed_at.is_(None), table.c.claimed_at < stale_before),
+                free if stale_before is None else sa.or_(free, table.c.claimed_at < stale_before),
             )
             .values(claim_token=token, claimed_at=now(), attempts=table.c.attempts + 1)
         )

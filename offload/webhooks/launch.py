@@ -5,9 +5,12 @@ Two launchers work on the inbox: the gateway, right after it commits an event (t
 runs:
 
 1. **One claimer at a time.** A launcher first claims the row with a conditional UPDATE
-   (``Inbox.claim``: unlaunched, and the claim free or older than the claim timeout). The database
-   serialises the UPDATEs, so exactly one launcher gets ``rowcount == 1``. The sensor leaves fresh rows
-   alone for a grace period, so the gateway normally wins.
+   (``Inbox.claim``: unlaunched and unclaimed). The database serialises the UPDATEs, so exactly one
+   launcher gets ``rowcount == 1``. The sensor leaves fresh rows alone for a grace period, so the gateway
+   normally wins. Only the sensor takes over a claim, and only one older than the claim timeout: the
+   gateway never does, because a sensor's run is made by the daemon after the tick, possibly many
+   seconds after its claim (measured: a tick of 100 requests), and Dagster's run_key already keeps the
+   sensor from asking twice.
 2. **Look before creating.** The claimer looks for a run tagged ``offload/webhook_event=<key>``; if one
    exists (a launcher died after creating it, before recording it) it records that run and stops.
 3. **Run storage refuses a second gateway run.** The gateway creates the run with an id derived from the
@@ -16,7 +19,7 @@ runs:
 4. **Claims are renewed just before the run is made** (``Inbox.still_claimed``): a launcher whose claim
    went stale and was taken over gives up instead of creating.
 
-The one interleaving left is a launcher that renews its claim and then stalls, between that and creating
+The one interleaving left is a gateway that renews its claim and then stalls, between that and creating
 the run, for longer than the claim timeout (``OFFLOAD_WEBHOOK_CLAIM_TIMEOUT``, 120 s) while the sensor
 takes the row over. The run storage would then hold two runs tagged with the same event; the handlers'
 writes are idempotent on the event id, so the effect is still once.
@@ -220,8 +223,7 @@ class GatewayLauncher:
     def launch(self, row_id: int) -> str | None:
         """Claim the row and make its run; the run id, or None when another launcher holds the row."""
         token = f"gateway-{uuid.uuid4().hex[:20]}"
-        stale_before = now() - dt.timedelta(seconds=self.claim_timeout)
-        if not self.inbox.claim(row_id, token, stale_before):
+        if not self.inbox.claim(row_id, token):  # free claims only: a stale one is the sensor's to take
             return None
         row = self.inbox.get(row_id)
         assert row is not None
