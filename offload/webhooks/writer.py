@@ -11,9 +11,10 @@ sends again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from concurrent.futures import Future
+from typing import Any
 
 from offload.webhooks.inbox import Inbox, Incoming, Stored
 
@@ -24,15 +25,16 @@ class InboxWriter:
     def __init__(self, inbox: Inbox, max_batch: int = MAX_BATCH):
         self.inbox = inbox
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Incoming, Future[Stored]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._thread.start()
 
     async def store(self, event: Incoming) -> Stored:
         """Store ``event``; returns once it is committed (or raises the transaction's error)."""
-        future: Future[Stored] = Future()
-        self._queue.put((event, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+        self._queue.put((event, loop, future))
+        return await future
 
     def close(self) -> None:
         self._queue.put(None)
@@ -58,17 +60,32 @@ class InboxWriter:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[Incoming, Future[Stored]]]) -> None:
-        # A request whose client hung up has a cancelled future: its event is stored all the same (the
-        # sender got no 2xx and will send it again, as a duplicate), it just gets no answer.
-        waiting = [future.set_running_or_notify_cancel() for _, future in batch]
+    def _commit(self, batch: list[_Item]) -> None:
         try:
-            results = self.inbox.store([event for event, _ in batch])
+            outcomes: list[Stored | BaseException] = list(self.inbox.store([event for event, _, _ in batch]))
         except Exception as error:
-            for (_, future), wanted in zip(batch, waiting, strict=True):
-                if wanted:
-                    future.set_exception(error)
-            return
-        for (_, future), wanted, result in zip(batch, waiting, results, strict=True):
-            if wanted:
-                future.set_result(result)
+            outcomes = [error] * len(batch)
+        # One wake-up per event loop for the whole batch (not one per request).
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Stored], Any]]] = {}
+        for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, results in by_loop.items():
+            # RuntimeError: that loop has closed, nobody waits for these answers any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, results)
+
+
+_Item = tuple[Incoming, asyncio.AbstractEventLoop, "asyncio.Future[Stored]"]
+
+
+def _resolve(results: list[tuple[asyncio.Future[Stored], Any]]) -> None:
+    """On the event loop: hand each request its result. A request whose client hung up has a cancelled
+    future: its event is stored all the same (the sender got no 2xx and will send it again, as a
+    duplicate), it just gets no answer."""
+    for future, outcome in results:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
