@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ hello_app = Starlette(routes=[Route("/hello", _hello, methods=["POST"])])
 """The baseline: ``python -m uvicorn benchmarks.webhook_ingest:hello_app``."""
 
 
-# -- load generation -----------------------------------------------------------------------------------------
+# -- load generation -------------------------------------------------------------------------------------
 
 
 def _request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -158,21 +159,34 @@ async def open_loop(port: int, load: Load, rate: float, seconds: float, connecti
 
 def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-# -- 1. ingest ---------------------------------------------------------------------------------------------------
+# -- 1. ingest -------------------------------------------------------------------------------------------
 
 
 def uvicorn_server(
     app: str, port: int, env: dict[str, str], log: Path, factory: bool = False
 ) -> services.Service:
-    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     return services.Service(app, [*args, "--factory"] if factory else args, env, log)
 
 
@@ -185,8 +199,14 @@ def stripe_requests(count: int) -> list[bytes]:
 
 
 def ingest(root: Path, seconds: float, rounds: int, connections: int) -> dict[str, Any]:
-    env = {**os.environ, **SECRETS_ENV, "OFFLOAD_WEBHOOK_LAUNCH": "sensor", "DAGSTER_HOME": str(root / "home"),
-           "OFFLOAD_WEBHOOK_INBOX_URL": f"sqlite:///{root / 'inbox.db'}", "OFFLOAD_DATA_DIR": str(root)}  # fmt: skip
+    env = {
+        **os.environ,
+        **SECRETS_ENV,
+        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
+        "DAGSTER_HOME": str(root / "home"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": f"sqlite:///{root / 'inbox.db'}",
+        "OFFLOAD_DATA_DIR": str(root),
+    }
     hello_port, gateway_port = services.free_port(), services.free_port()
     hello = uvicorn_server("benchmarks.webhook_ingest:hello_app", hello_port, env, root / "hello.log").start()
     gateway = uvicorn_server(
@@ -223,17 +243,20 @@ def ingest(root: Path, seconds: float, rounds: int, connections: int) -> dict[st
         inbox.dispose()
         assert stored == sent, f"{sent} answered 200 but {stored} stored"
         return {
-            "hello_rps": results["hello"], "gateway_rps": results["gateway"],
-            "ratio": best_gateway / max(results["hello"]), "half_rate": half,
-            "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+            "hello_rps": results["hello"],
+            "gateway_rps": results["gateway"],
+            "ratio": best_gateway / max(results["hello"]),
+            "half_rate": half,
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
             "stored": stored,
-        }  # fmt: skip
+        }
     finally:
         gateway.stop()
         hello.stop()
 
 
-# -- 2. received -> run started ----------------------------------------------------------------------------
+# -- 2. received -> run started --------------------------------------------------------------------------
 
 
 def run_latency(root: Path, events: int) -> dict[str, list[float]]:
@@ -245,8 +268,14 @@ def run_latency(root: Path, events: int) -> dict[str, list[float]]:
 
     home = services.write_instance(root / "runs-home")
     inbox_url = f"sqlite:///{root / 'runs-inbox.db'}"
-    env = {**os.environ, **SECRETS_ENV, "DAGSTER_HOME": str(home), "OFFLOAD_DATA_DIR": str(root / "runs-data"),
-           "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url, "OFFLOAD_WEBHOOK_LAUNCH": "immediate"}  # fmt: skip
+    env = {
+        **os.environ,
+        **SECRETS_ENV,
+        "DAGSTER_HOME": str(home),
+        "OFFLOAD_DATA_DIR": str(root / "runs-data"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
+        "OFFLOAD_WEBHOOK_LAUNCH": "immediate",
+    }
     port = services.free_port()
     daemon = services.daemon(env, root / "daemon.log").start()
     gateway = services.gateway(env, port, root / "gateway-runs.log").start()
@@ -260,21 +289,24 @@ def run_latency(root: Path, events: int) -> dict[str, list[float]]:
         for _ in range(events):
             delivery = str(uuid.uuid4())
             body = body_of(github_push())
-            assert httpx.post(f"http://127.0.0.1:{port}/webhooks/github", content=body,
-                              headers=github_headers(body, delivery=delivery), timeout=30).status_code == 200  # fmt: skip
+            assert (
+                httpx.post(
+                    f"http://127.0.0.1:{port}/webhooks/github",
+                    content=body,
+                    headers=github_headers(body, delivery=delivery),
+                    timeout=30,
+                ).status_code
+                == 200
+            )
             run_id = run_id_for("github", delivery)
 
-            def started(run_id: str = run_id) -> Any:
-                record = instance.get_run_record_by_id(run_id)
-                return record if record is not None and record.start_time is not None else None
-
-            record = services.wait_for(started, 120, "the run to start")
+            record = services.wait_for(partial(_started, instance, run_id), 120, "the run to start")
             row = inbox.find("github", delivery)
             assert row is not None
             received = row.received_at.timestamp()
             found["created"].append(record.create_timestamp.timestamp() - received)
             found["started"].append(record.start_time - received)
-            services.wait_for(lambda run_id=run_id: _finished(instance, run_id), 120, "the run to finish")
+            services.wait_for(partial(_finished, instance, run_id), 120, "the run to finish")
         return found
     finally:
         inbox.dispose()
@@ -283,7 +315,7 @@ def run_latency(root: Path, events: int) -> dict[str, list[float]]:
         instance.dispose()
 
 
-# -- 3. launch path --------------------------------------------------------------------------------------------
+# -- 3. launch path --------------------------------------------------------------------------------------
 
 
 def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
@@ -299,9 +331,11 @@ def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
     port = services.free_port()
     executable = str(Path(sys.executable).with_name("dagster-webserver"))
     webserver = services.Service(
-        "webserver", [executable, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], env,
+        "webserver",
+        [executable, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        env,
         root / "webserver.log",
-    ).start()  # fmt: skip
+    ).start()
     os.environ["DAGSTER_HOME"] = str(home)
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     workspace = Workspace(instance, Path("workspace.yaml").resolve())
@@ -311,17 +345,29 @@ def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
         services.wait_for(lambda: _up(port), 180, "the webserver")
         context = workspace.request_context(timeout=180)
         for index in range(repeat + 1):  # the first of each warms caches and is not counted
-            event = WebhookEvent(provider="github", event_id=str(uuid.uuid4()), event_type="push",
-                                 received_at="2026-01-01T00:00:00+00:00", body=body_of(github_push()).decode())  # fmt: skip
+            event = WebhookEvent(
+                provider="github",
+                event_id=str(uuid.uuid4()),
+                event_type="push",
+                received_at="2026-01-01T00:00:00+00:00",
+                body=body_of(github_push()).decode(),
+            )
             started = time.perf_counter()
-            create_run(instance, context, "github_webhook", run_config(event), run_tags("github", event.event_id),
-                       str(uuid.uuid4()))  # fmt: skip
+            create_run(
+                instance,
+                context,
+                "github_webhook",
+                run_config(event),
+                run_tags("github", event.event_id),
+                str(uuid.uuid4()),
+            )
             elapsed = time.perf_counter() - started
             if index:
                 timings["instance API"].append(elapsed)
             started = time.perf_counter()
-            client.submit_job_execution("github_webhook", run_config=run_config(event),
-                                        tags=run_tags("github", event.event_id))  # fmt: skip
+            client.submit_job_execution(
+                "github_webhook", run_config=run_config(event), tags=run_tags("github", event.event_id)
+            )
             elapsed = time.perf_counter() - started
             if index:
                 timings["GraphQL"].append(elapsed)
@@ -330,6 +376,11 @@ def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
         workspace.close()
         webserver.stop()
         instance.dispose()
+
+
+def _started(instance: Any, run_id: str) -> Any:
+    record = instance.get_run_record_by_id(run_id)
+    return record if record is not None and record.start_time is not None else None
 
 
 def _finished(instance: Any, run_id: str) -> bool:
@@ -360,23 +411,31 @@ def main() -> None:
         root = Path(tmp)
         result = ingest(root, seconds, rounds, args.connections)
         print(f"bare Starlette /hello      : {', '.join(f'{r:,.0f}' for r in result['hello_rps'])} req/s")
-        print(f"gateway, verified + stored : {', '.join(f'{r:,.0f}' for r in result['gateway_rps'])} req/s"
-              f" ({result['stored']:,} events committed, all answered 200)")  # fmt: skip
+        print(
+            f"gateway, verified + stored : {', '.join(f'{r:,.0f}' for r in result['gateway_rps'])} req/s"
+            f" ({result['stored']:,} events committed, all answered 200)"
+        )
         print(f"ratio gateway / hello      : {result['ratio']:.2f}  (target >= 0.5)")
-        print(f"at {result['half_rate']:,.0f} req/s (half the max): p50 {result['p50_ms']:.1f} ms, "
-              f"p99 {result['p99_ms']:.1f} ms  (target p99 < 50 ms)")  # fmt: skip
+        print(
+            f"at {result['half_rate']:,.0f} req/s (half the max): p50 {result['p50_ms']:.1f} ms, "
+            f"p99 {result['p99_ms']:.1f} ms  (target p99 < 50 ms)"
+        )
         print(f"load average after ingest: {load_average()}")
         if args.skip_runs:
             return
         paths = launch_paths(root, repeat=8)
         for name, values in paths.items():
-            print(f"launch path {name:13}: median {statistics.median(values) * 1000:.0f} ms, "
-                  f"max {max(values) * 1000:.0f} ms (create + submit, n={len(values)})")  # fmt: skip
+            print(
+                f"launch path {name:13}: median {statistics.median(values) * 1000:.0f} ms, "
+                f"max {max(values) * 1000:.0f} ms (create + submit, n={len(values)})"
+            )
         latency = run_latency(root, events)
         for name, values in latency.items():
-            print(f"received -> run {name:8}: median {statistics.median(values):.2f} s, "
-                  f"p90 {percentile(values, 90):.2f} s, min {min(values):.2f} s, max {max(values):.2f} s "
-                  f"(n={len(values)})")  # fmt: skip
+            print(
+                f"received -> run {name:8}: median {statistics.median(values):.2f} s, "
+                f"p90 {percentile(values, 90):.2f} s, min {min(values):.2f} s, max {max(values):.2f} s "
+                f"(n={len(values)})"
+            )
         print(f"load average after runs: {load_average()}")
 
 
