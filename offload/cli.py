@@ -18,6 +18,10 @@ EMBEDDED_INSTANCE = """\
 # Embedded default: SQLite run, event and schedule storage in this directory.
 telemetry:
   enabled: false
+# Queued runs start within a second (Dagster's default checks the queue every 5 s): webhook runs are
+# launched the moment they arrive, and the queue should not add seconds to that.
+run_queue:
+  dequeue_interval_seconds: 1
 """
 
 
