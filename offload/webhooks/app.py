@@ -21,7 +21,7 @@ import contextlib
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import dagster as dg
@@ -104,8 +104,7 @@ class Gateway:
             self.launcher.close()
         self.inbox.dispose()
 
-    async def receive(self, request: Request) -> Response:
-        name = request.url.path.rsplit("/", 1)[-1]
+    async def receive(self, name: str, request: Request) -> Response:
         provider = PROVIDERS[name]
         secret = self.settings.secrets.get(name)
         try:
@@ -150,8 +149,11 @@ def create_app(
     def gateway() -> Gateway:
         return state["gateway"]
 
-    async def receive(request: Request) -> Response:
-        return await gateway().receive(request)
+    def receiver(name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def receive(request: Request) -> Response:
+            return await gateway().receive(name, request)
+
+        return receive
 
     async def health(request: Request) -> Response:
         return await gateway().health(request)
@@ -167,6 +169,6 @@ def create_app(
         finally:
             state.pop("gateway").close()
 
-    routes = [Route(f"/webhooks/{name}", receive, methods=["POST"]) for name in PROVIDERS]
+    routes = [Route(f"/webhooks/{name}", receiver(name), methods=["POST"]) for name in PROVIDERS]
     routes.append(Route("/healthz", health, methods=["GET"]))
     return Starlette(routes=routes, lifespan=lifespan)

@@ -220,9 +220,15 @@ class Inbox:
 
     @staticmethod
     def _by_keys(keys: list[tuple[str, str]]) -> sa.Select:
+        """The rows of ``keys``, as ``provider = ? AND event_id IN (...)`` per provider: the unique index
+        answers that, whereas SQLite scans the whole table for a row-value ``(provider, event_id) IN``
+        (measured: 4 ms per query at 10,000 rows, growing with the table)."""
         table = inbox_table
+        ids: dict[str, list[str]] = {}
+        for provider, event_id in keys:
+            ids.setdefault(provider, []).append(event_id)
         return sa.select(table.c.id, table.c.provider, table.c.event_id, table.c.run_id).where(
-            sa.tuple_(table.c.provider, table.c.event_id).in_(keys)
+            sa.or_(*(sa.and_(table.c.provider == p, table.c.event_id.in_(e)) for p, e in ids.items()))
         )
 
     # -- claiming and launching ---------------------------------------------------------------------------
