@@ -46,11 +46,13 @@ def free_port() -> int:
 
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
-    """A DAGSTER_HOME with telemetry off and a run queue that dequeues every second."""
+    """A DAGSTER_HOME like the one ``offload`` makes: telemetry off, a run queue that dequeues every second,
+    run workers forked from a preloaded server (``offload.launcher``)."""
     home.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "telemetry": {"enabled": False},
         "run_queue": {"dequeue_interval_seconds": 1, **(run_queue or {})},
+        "run_launcher": {"module": "offload.launcher", "class": "ForkServerRunLauncher"},
     }
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return home
