@@ -119,6 +119,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     started: list[services.Service] = []
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    stack: Stack | None = None
     try:
         daemon = services.daemon(env, root / "daemon.log").start()
         started.append(daemon)
@@ -126,9 +127,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         started.append(start_gateway(env, root, store_only_port, "sensor"))
         started.append(start_gateway(env, root, port, "immediate"))
         inbox = Inbox(inbox_url)
-        yield Stack(root, env, instance, inbox, daemon, port, store_only_port)
+        stack = Stack(root, env, instance, inbox, daemon, port, store_only_port)
+        yield stack
         inbox.dispose()
     finally:
+        if stack is not None:
+            stack.daemon.stop()  # the one running now: a test may have restarted it
         for service in reversed(started):
             service.stop()
         instance.dispose()
