@@ -23,8 +23,8 @@ from resources.database import engine as engines
 from resources.database.records import (
     UNITS,
     Activity,
-    GithubEvent,
     Article,
+    GithubEvent,
     Invoice,
     InvoiceLine,
     Payment,
@@ -37,9 +37,9 @@ __all__ = [
     "PAID_STATUSES",
     "UNITS",
     "Activity",
-    "GithubEvent",
     "AppDatabase",
     "Article",
+    "GithubEvent",
     "Invoice",
     "InvoiceLine",
     "Payment",
@@ -310,7 +310,6 @@ class AppDatabase(dg.ConfigurableResource):
                 .where(invoices.c.number == number)
                 .values(email_id=email_id, emailed_at=at or _now())
             )
-
 
     # -- GitHub events -------------------------------------------------------------------------------------
 
