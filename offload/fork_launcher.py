@@ -16,8 +16,12 @@ Select it in ``dagster.yaml`` (the daemon's run queue is what calls it)::
         working_directory: /srv/app        # where definitions.py lives (default: this project's root)
         preload_modules: [dagster, definitions]
 
-Runs still go through the queue and its limits. The fork server belongs to the process that launches (the
-daemon); when that process stops, the server stops too, and runs already started go on. Workers are
+Opt-in: ``deploy/instance-common.yaml`` configures ``offload.launcher.OffloadRunLauncher`` (its pid check
+guards against recycled pids with the start time, and it kills a worker over its max runtime); this
+launcher has neither. Runs still go through the queue and its limits.
+
+The fork server belongs to the process that launches (the daemon); when that process stops, the server
+stops too, and runs already started go on. Workers are
 tracked by pid (tag ``offload/run_worker_pid``): ``terminate`` interrupts one, and
 ``check_run_worker_health`` lets Dagster's run monitoring notice a worker that died (``kill -9``), which
 the default launcher cannot. One machine only: the pid means nothing elsewhere.
