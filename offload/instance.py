@@ -31,6 +31,15 @@ EMBEDDED_ONLY = {"telemetry": {"enabled": False}}  # the embedded default works 
 LEGACY_FILES = (
     "# Embedded default: SQLite run, event and schedule storage in this directory.\n"
     "telemetry:\n  enabled: false\n",
+    # The webhooks branch's embedded file, which named the fork-server launcher by its old module path.
+    "# Embedded default: SQLite run, event and schedule storage in this directory.\n"
+    "telemetry:\n  enabled: false\n"
+    "# Queued runs start within a second (Dagster's default checks the queue every 5 s), in a worker forked\n"
+    "# from a process that has the code imported already (offload/launcher.py): about 1 s from a webhook"
+    " to its\n"
+    "# run starting, instead of 5-15 s.\n"
+    "run_queue:\n  dequeue_interval_seconds: 1\n"
+    "run_launcher:\n  module: offload.launcher\n  class: ForkServerRunLauncher\n",
 )
 
 CREATED, UPDATED, UNCHANGED, NOT_MANAGED = "created", "updated", "unchanged", "not managed"

@@ -14,6 +14,7 @@ from pipelines.sync import data_pipeline
 from pipelines.typed_task import typed_task
 from pipelines.video import process_video, video_pipeline
 from pipelines.web import resilient_task, scrape_websites
+from pipelines.webhooks import clerk_webhook, github_webhook, stripe_webhook
 
 defs = dg.Definitions(
     assets=[daily_report],
@@ -33,5 +34,8 @@ defs = dg.Definitions(
         cleanup,
         invoicing,
         daily_report_job,
+        stripe_webhook,
+        github_webhook,
+        clerk_webhook,
     ],
 )

@@ -18,6 +18,8 @@ import dagster as dg
 from offload import paths
 from offload.download import Downloader
 from offload.http import HttpClient
+from offload.webhooks.inbox import InboxResource
+from offload.webhooks.inbox import default_url as inbox_url
 from resources.ai import OpenAIResource
 from resources.database import AppDatabase, embedded_url
 from resources.email import EmailSender, OutboxEmail, ResendEmail
@@ -115,6 +117,15 @@ def _sync_tables(database: AppDatabase) -> dict[str, SqlTable]:
     }
 
 
+def _webhook_inbox() -> InboxResource:
+    """The gateway's inbox, for the ``webhook_inbox`` sensor: ``OFFLOAD_WEBHOOK_INBOX_URL``, else
+    ``DATABASE_URL`` (both may hold a password: bound as secrets), else the SQLite file."""
+    for name in ("OFFLOAD_WEBHOOK_INBOX_URL", "DATABASE_URL"):
+        if os.environ.get(name, "").strip():
+            return InboxResource(url=dg.EnvVar(name))
+    return InboxResource(url=inbox_url())
+
+
 def resources_for(environment: str) -> dict[str, Any]:
     """The resource set of ``local`` or ``production``."""
     if environment not in (paths.LOCAL, paths.PRODUCTION):
@@ -143,6 +154,7 @@ def resources_for(environment: str) -> dict[str, Any]:
             "openai": _openai(),
             "database": (database := _database(required=True)),
             **_sync_tables(database),
+            "webhook_inbox": _webhook_inbox(),
         }
     return {
         "storage": LocalStorage(root=str(paths.storage_dir())),
@@ -153,4 +165,5 @@ def resources_for(environment: str) -> dict[str, Any]:
         "openai": _openai(),
         "database": (database := _database(required=False)),
         **_sync_tables(database),
+        "webhook_inbox": _webhook_inbox(),
     }

@@ -57,7 +57,7 @@ def test_migrations_create_the_schema_the_code_queries(database_url):
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         assert compare_metadata(context, metadata) == []  # tables, columns, types, indexes, constraints
         tables = set(sa.inspect(connection).get_table_names())
-    assert tables == {"users", "articles", "payments", "usage", "invoices", VERSION_TABLE}
+    assert tables == {"users", "articles", "payments", "usage", "invoices", "github_events", VERSION_TABLE}
     database.engine().dispose()
 
 

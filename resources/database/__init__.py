@@ -1,4 +1,4 @@
-"""The app database: users, articles, payments and usage, on SQLAlchemy Core.
+"""The app database: users, articles, payments, usage and GitHub events, on SQLAlchemy Core.
 
 One resource, ``AppDatabase``, for SQLite (the embedded default, a file under the data directory) and
 Postgres (production; a Supabase connection string works). Setting it up for a run brings the schema to
@@ -16,21 +16,22 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
-from sqlalchemy.dialects import postgresql, sqlite
 
 from offload import paths
+from offload.sql import insert as _insert
 from resources.database import engine as engines
 from resources.database.records import (
     UNITS,
     Activity,
     Article,
+    GithubEvent,
     Invoice,
     InvoiceLine,
     Payment,
     UsageItem,
     UsageRow,
 )
-from resources.database.schema import articles, invoices, payments, usage, users
+from resources.database.schema import articles, github_events, invoices, payments, usage, users
 
 __all__ = [
     "PAID_STATUSES",
@@ -38,6 +39,7 @@ __all__ = [
     "Activity",
     "AppDatabase",
     "Article",
+    "GithubEvent",
     "Invoice",
     "InvoiceLine",
     "Payment",
@@ -309,6 +311,37 @@ class AppDatabase(dg.ConfigurableResource):
                 .values(email_id=email_id, emailed_at=at or _now())
             )
 
+    # -- GitHub events -------------------------------------------------------------------------------------
+
+    def record_github_event(self, event: GithubEvent) -> GithubEvent:
+        """Insert the delivery unless it is there already; returns the stored row (which says whether Slack
+        has been told)."""
+        values = {k: v for k, v in asdict(event).items() if k not in ("notified_at", "slack_ts")}
+        with self.engine().begin() as connection:
+            connection.execute(
+                _insert(connection, github_events)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["delivery_id"])
+            )
+        stored = self.github_event(event.delivery_id)
+        assert stored is not None
+        return stored
+
+    def github_event(self, delivery_id: str) -> GithubEvent | None:
+        with self.engine().connect() as connection:
+            row = connection.execute(
+                sa.select(github_events).where(github_events.c.delivery_id == delivery_id)
+            ).first()
+        return GithubEvent(**row._mapping) if row is not None else None
+
+    def mark_github_notified(self, delivery_id: str, slack_ts: str) -> None:
+        with self.engine().begin() as connection:
+            connection.execute(
+                sa.update(github_events)
+                .where(github_events.c.delivery_id == delivery_id, github_events.c.notified_at.is_(None))
+                .values(notified_at=_now(), slack_ts=slack_ts)
+            )
+
 
 def _between(column: sa.ColumnElement[dt.datetime], start: dt.datetime, end: dt.datetime) -> Any:
     return sa.and_(column >= start, column < end)
@@ -318,10 +351,3 @@ def _invoice(row: sa.Row[Any]) -> Invoice:
     values = {k: v for k, v in row._mapping.items() if k != "id"}
     values["lines"] = [InvoiceLine(**line) for line in values["lines"]]
     return Invoice(**values)
-
-
-def _insert(connection: sa.Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)

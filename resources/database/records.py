@@ -120,3 +120,20 @@ class Activity:
     revenue: dict[str, int]  # currency -> minor units of succeeded payments
     usage: dict[str, tuple[int, str]]  # kind -> (quantity, unit)
     active_users: int  # users with any usage
+
+
+@dataclass(frozen=True)
+class GithubEvent:
+    """A GitHub delivery as the ``github_webhook`` job records it (the id is ``X-GitHub-Delivery``)."""
+
+    delivery_id: str
+    event: str
+    repository: str
+    summary: str
+    received_at: dt.datetime
+    action: str | None = None
+    sender: str | None = None
+    url: str | None = None
+    data: dict[str, Any] | None = None
+    notified_at: dt.datetime | None = None
+    slack_ts: str | None = None

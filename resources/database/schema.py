@@ -6,11 +6,10 @@ database with this module on SQLite and on Postgres, so the two cannot drift apa
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+from offload.sql import UTCDateTime
 
 # Constraint names fixed by convention, so a later migration can name the constraint it changes.
 metadata = sa.MetaData(
@@ -29,26 +28,6 @@ ID = sa.String(64)  # ids that also become storage keys: offload.keys.ID_PATTERN
 KEY = sa.String(1024)  # storage keys (S3's limit)
 # BIGINT on Postgres; SQLite only auto-increments a column declared INTEGER.
 BIGSERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """Aware UTC datetimes in and out, on every database: SQLite keeps no time zone, so a naive value read
-    back is UTC by construction, and a naive value written is refused rather than guessed."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass an aware one (datetime.now(datetime.UTC))")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 users = sa.Table(
@@ -128,4 +107,22 @@ invoices = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # One invoice per user and month: the monthly run, rerun or retried, bills once.
     sa.UniqueConstraint("user_id", "month"),
+)
+
+github_events = sa.Table(
+    "github_events",
+    metadata,
+    sa.Column("delivery_id", sa.String(255), primary_key=True),  # X-GitHub-Delivery
+    sa.Column("event", sa.String(64), nullable=False),  # X-GitHub-Event: push, pull_request
+    sa.Column("action", sa.String(64)),  # pull_request: opened, closed, ...
+    sa.Column("repository", sa.String(255), nullable=False),  # owner/name
+    sa.Column("sender", sa.String(255)),
+    sa.Column("summary", sa.Text, nullable=False),  # the line posted to Slack
+    sa.Column("url", sa.Text),
+    sa.Column("data", JSON),  # the fields the summary came from (ref, commits, PR number, ...)
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("notified_at", UTCDateTime),  # posted to Slack; set once, so a retried step posts once
+    sa.Column("slack_ts", sa.String(64)),
+    # Activity of one repository, newest first.
+    sa.Index(None, "repository", "received_at"),
 )

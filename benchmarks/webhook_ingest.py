@@ -1,0 +1,443 @@
+"""Webhook gateway: verified ingest throughput against a bare Starlette endpoint, latency at half load,
+and how long an event takes from being received to its run starting.
+
+1. **Ingest** (same run, same server settings: one uvicorn worker each, ``python -m uvicorn ...
+   --no-access-log --log-level warning``, whatever event loop and HTTP parser uvicorn picks for both):
+   - baseline: a Starlette ``POST /hello`` that reads the body and answers ``{"ok": true}``;
+   - gateway: ``POST /webhooks/stripe`` with real Stripe events (distinct ids, signed up front with
+     Stripe's library): signature check with ``stripe.Webhook.construct_event``, insert committed to the
+     SQLite inbox (WAL, synchronous FULL: an fsync per commit, shared by the requests of a group commit),
+     then 200. The gateway stores only (``OFFLOAD_WEBHOOK_LAUNCH=sensor``): launching is not part of
+     ingest, and thousands of runs would swamp the machine.
+   Closed loop (``--connections`` keep-alive connections, each sending its next request on the answer)
+   for ``--seconds``, baseline and gateway alternated ``--rounds`` times; the best round of each is the
+   maximum. Then an open loop at half the gateway's maximum: requests go out on a fixed schedule and
+   latency counts from the scheduled time, so a stall is not hidden (no coordinated omission).
+   The load generator is a few lines of asyncio on raw sockets, so that it spends far less CPU per
+   request than the servers it measures (httpx's client costs about as much as the server here).
+2. **Received -> run started**: a Dagster daemon and the gateway launching at once; ``--events`` GitHub
+   pushes sent one by one; for each: received (the inbox row) -> run created -> run started
+   (``RUN_START``), read from the run storage.
+3. **Launch path**: the gateway's ``create_run`` (Dagster instance API) against
+   ``DagsterGraphQLClient.submit_job_execution`` through a webserver, alternated, same job and config.
+
+Every request goes to 127.0.0.1; counts and durations are bounded. Run:
+``.venv/bin/python -m benchmarks.webhook_ingest [--seconds 5] [--rounds 2] [--events 15] [--skip-runs]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.support import services
+from tests.support.webhooks import (
+    SECRETS_ENV,
+    body_of,
+    github_headers,
+    github_push,
+    stripe_event,
+    stripe_headers,
+)
+
+MAX_REQUESTS = 300_000  # per measurement, whatever the rate
+
+
+async def _hello(request: Request) -> JSONResponse:
+    await request.body()
+    return JSONResponse({"ok": True})
+
+
+hello_app = Starlette(routes=[Route("/hello", _hello, methods=["POST"])])
+"""The baseline: ``python -m uvicorn benchmarks.webhook_ingest:hello_app``."""
+
+
+# -- load generation -------------------------------------------------------------------------------------
+
+
+def _request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items() if name.lower() != "content-length"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+class Load:
+    """Pre-built requests handed out in order, each at most once."""
+
+    def __init__(self, requests: Sequence[bytes]):
+        self.requests = requests
+        self.next = 0
+
+    def take(self) -> bytes | None:
+        if self.next >= len(self.requests):
+            return None
+        self.next += 1
+        return self.requests[self.next - 1]
+
+
+async def closed_loop(port: int, load: Load, connections: int, seconds: float) -> tuple[float, int, int]:
+    """Requests per second, answers 200 and others, with ``connections`` connections sending back to back."""
+    ok = bad = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal ok, bad
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline and (request := load.take()) is not None:
+                if await _exchange(reader, writer, request) == 200:
+                    ok += 1
+                else:
+                    bad += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return (ok + bad) / (time.perf_counter() - started), ok, bad
+
+
+async def open_loop(port: int, load: Load, rate: float, seconds: float, connections: int) -> list[float]:
+    """Latencies (s) of requests sent at ``rate`` per second on a fixed schedule, from the scheduled time."""
+    total = min(int(rate * seconds), len(load.requests) - load.next)
+    interval = 1.0 / rate
+    start = time.perf_counter() + 0.2
+    latencies: list[float] = []
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+
+    async def one(index: int, request: bytes) -> None:
+        scheduled = start + index * interval
+        connection = await pool.get()  # more connections than in flight: no waiting here at half load
+        try:
+            assert await _exchange(*connection, request) == 200
+        finally:
+            pool.put_nowait(connection)
+        latencies.append(time.perf_counter() - scheduled)
+
+    tasks = []
+    for index in range(total):
+        delay = start + index * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        request = load.take()
+        assert request is not None
+        tasks.append(asyncio.create_task(one(index, request)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return latencies
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+# -- 1. ingest -------------------------------------------------------------------------------------------
+
+
+def uvicorn_server(
+    app: str, port: int, env: dict[str, str], log: Path, factory: bool = False
+) -> services.Service:
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return services.Service(app, [*args, "--factory"] if factory else args, env, log)
+
+
+def stripe_requests(count: int) -> list[bytes]:
+    requests = []
+    for _ in range(count):
+        body = body_of(stripe_event())
+        requests.append(_request("/webhooks/stripe", body, stripe_headers(body)))
+    return requests
+
+
+def ingest(root: Path, seconds: float, rounds: int, connections: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        **SECRETS_ENV,
+        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
+        "DAGSTER_HOME": str(root / "home"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": f"sqlite:///{root / 'inbox.db'}",
+        "OFFLOAD_DATA_DIR": str(root),
+    }
+    hello_port, gateway_port = services.free_port(), services.free_port()
+    hello = uvicorn_server("benchmarks.webhook_ingest:hello_app", hello_port, env, root / "hello.log").start()
+    gateway = uvicorn_server(
+        "offload.webhooks.app:create_app", gateway_port, env, root / "gateway.log", factory=True
+    ).start()
+    try:
+        services.wait_for(lambda: services.gateway_ready(gateway_port, "off"), 60, "the gateway")
+        hello_body = body_of(stripe_event())
+        results: dict[str, list[float]] = {"hello": [], "gateway": []}
+        sent = 0
+        for _ in range(rounds):
+            hello_load = Load(
+                [_request("/hello", hello_body, {"Content-Type": "application/json"})] * MAX_REQUESTS
+            )
+            rate, _, bad = asyncio.run(closed_loop(hello_port, hello_load, connections, seconds))
+            assert bad == 0
+            results["hello"].append(rate)
+            gateway_load = Load(
+                stripe_requests(min(MAX_REQUESTS, int(max(results["hello"]) * seconds * 1.2)))
+            )
+            rate, ok, bad = asyncio.run(closed_loop(gateway_port, gateway_load, connections, seconds))
+            assert bad == 0, f"{bad} requests not answered 200"
+            sent += ok
+            results["gateway"].append(rate)
+        best_gateway = max(results["gateway"])
+        half = best_gateway / 2
+        latency_load = Load(stripe_requests(int(half * seconds) + 10))
+        latencies = asyncio.run(open_loop(gateway_port, latency_load, half, seconds, connections=64))
+        sent += len(latencies)
+        from offload.webhooks.inbox import Inbox
+
+        inbox = Inbox(f"sqlite:///{root / 'inbox.db'}")
+        stored = sum(inbox.counts().values())
+        inbox.dispose()
+        assert stored == sent, f"{sent} answered 200 but {stored} stored"
+        return {
+            "hello_rps": results["hello"],
+            "gateway_rps": results["gateway"],
+            "ratio": best_gateway / max(results["hello"]),
+            "half_rate": half,
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "stored": stored,
+        }
+    finally:
+        gateway.stop()
+        hello.stop()
+
+
+# -- 2. received -> run started --------------------------------------------------------------------------
+
+
+def run_latency(root: Path, events: int) -> dict[str, list[float]]:
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from offload.webhooks.event import run_id_for
+    from offload.webhooks.inbox import Inbox
+
+    home = services.write_instance(root / "runs-home")
+    inbox_url = f"sqlite:///{root / 'runs-inbox.db'}"
+    env = {
+        **os.environ,
+        **SECRETS_ENV,
+        "DAGSTER_HOME": str(home),
+        "OFFLOAD_DATA_DIR": str(root / "runs-data"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
+        "OFFLOAD_WEBHOOK_LAUNCH": "immediate",
+    }
+    port = services.free_port()
+    daemon = services.daemon(env, root / "daemon.log").start()
+    gateway = services.gateway(env, port, root / "gateway-runs.log").start()
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    inbox = Inbox(inbox_url)
+    found: dict[str, list[float]] = {"created": [], "started": []}
+    try:
+        services.wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's workspace")
+        import httpx
+
+        for _ in range(events):
+            delivery = str(uuid.uuid4())
+            body = body_of(github_push())
+            assert (
+                httpx.post(
+                    f"http://127.0.0.1:{port}/webhooks/github",
+                    content=body,
+                    headers=github_headers(body, delivery=delivery),
+                    timeout=30,
+                ).status_code
+                == 200
+            )
+            run_id = run_id_for("github", delivery)
+
+            record = services.wait_for(partial(_started, instance, run_id), 120, "the run to start")
+            row = inbox.find("github", delivery)
+            assert row is not None
+            received = row.received_at.timestamp()
+            found["created"].append(record.create_timestamp.timestamp() - received)
+            found["started"].append(record.start_time - received)
+            services.wait_for(partial(_finished, instance, run_id), 120, "the run to finish")
+        return found
+    finally:
+        inbox.dispose()
+        gateway.stop()
+        daemon.stop()
+        instance.dispose()
+
+
+# -- 3. launch path --------------------------------------------------------------------------------------
+
+
+def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+    from dagster_graphql import DagsterGraphQLClient
+
+    from offload.webhooks.event import WebhookEvent, run_tags
+    from offload.webhooks.launch import Workspace, create_run, run_config
+
+    home = services.write_instance(root / "paths-home", run_queue={"max_concurrent_runs": 0})  # queued only
+    env = {**os.environ, "DAGSTER_HOME": str(home), "OFFLOAD_DATA_DIR": str(root / "paths-data")}
+    port = services.free_port()
+    executable = str(Path(sys.executable).with_name("dagster-webserver"))
+    webserver = services.Service(
+        "webserver",
+        [executable, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        env,
+        root / "webserver.log",
+    ).start()
+    os.environ["DAGSTER_HOME"] = str(home)
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    workspace = Workspace(instance, Path("workspace.yaml").resolve())
+    timings: dict[str, list[float]] = {"instance API": [], "GraphQL": []}
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        services.wait_for(lambda: _up(port), 180, "the webserver")
+        context = workspace.request_context(timeout=180)
+        for index in range(repeat + 1):  # the first of each warms caches and is not counted
+            event = WebhookEvent(
+                provider="github",
+                event_id=str(uuid.uuid4()),
+                event_type="push",
+                received_at="2026-01-01T00:00:00+00:00",
+                body=body_of(github_push()).decode(),
+            )
+            started = time.perf_counter()
+            create_run(
+                instance,
+                context,
+                "github_webhook",
+                run_config(event),
+                run_tags("github", event.event_id),
+                str(uuid.uuid4()),
+            )
+            elapsed = time.perf_counter() - started
+            if index:
+                timings["instance API"].append(elapsed)
+            started = time.perf_counter()
+            client.submit_job_execution(
+                "github_webhook", run_config=run_config(event), tags=run_tags("github", event.event_id)
+            )
+            elapsed = time.perf_counter() - started
+            if index:
+                timings["GraphQL"].append(elapsed)
+        return timings
+    finally:
+        workspace.close()
+        webserver.stop()
+        instance.dispose()
+
+
+def _started(instance: Any, run_id: str) -> Any:
+    record = instance.get_run_record_by_id(run_id)
+    return record if record is not None and record.start_time is not None else None
+
+
+def _finished(instance: Any, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.is_finished
+
+
+def _up(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each load phase (max 30)")
+    parser.add_argument("--rounds", type=int, default=2, help="baseline/gateway alternations (max 5)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--events", type=int, default=15, help="events timed to run start (max 50)")
+    parser.add_argument("--skip-runs", action="store_true", help="ingest only (no daemon, no runs)")
+    args = parser.parse_args()
+    seconds, rounds, events = min(args.seconds, 30.0), min(args.rounds, 5), min(args.events, 50)
+    print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
+    with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp:
+        root = Path(tmp)
+        result = ingest(root, seconds, rounds, args.connections)
+        print(f"bare Starlette /hello      : {', '.join(f'{r:,.0f}' for r in result['hello_rps'])} req/s")
+        print(
+            f"gateway, verified + stored : {', '.join(f'{r:,.0f}' for r in result['gateway_rps'])} req/s"
+            f" ({result['stored']:,} events committed, all answered 200)"
+        )
+        print(f"ratio gateway / hello      : {result['ratio']:.2f}  (target >= 0.5)")
+        print(
+            f"at {result['half_rate']:,.0f} req/s (half the max): p50 {result['p50_ms']:.1f} ms, "
+            f"p99 {result['p99_ms']:.1f} ms  (target p99 < 50 ms)"
+        )
+        print(f"load average after ingest: {load_average()}")
+        if args.skip_runs:
+            return
+        paths = launch_paths(root, repeat=8)
+        for name, values in paths.items():
+            print(
+                f"launch path {name:13}: median {statistics.median(values) * 1000:.0f} ms, "
+                f"max {max(values) * 1000:.0f} ms (create + submit, n={len(values)})"
+            )
+        latency = run_latency(root, events)
+        for name, values in latency.items():
+            print(
+                f"received -> run {name:8}: median {statistics.median(values):.2f} s, "
+                f"p90 {percentile(values, 90):.2f} s, min {min(values):.2f} s, max {max(values):.2f} s "
+                f"(n={len(values)})"
+            )
+        print(f"load average after runs: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()

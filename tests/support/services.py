@@ -1,0 +1,147 @@
+"""Real Dagster services for tests: an instance directory, the daemon and the webhook gateway, each started
+as its own process group (``start_new_session=True``: Dagster maps SIGTERM to SIGINT, which background
+processes of a non-interactive shell ignore) and stopped by that group's id, never by name.
+
+``wait_for(condition, timeout)`` is the one way tests wait: it polls a condition until a deadline and
+fails with what it last saw.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+
+from offload import paths
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """``condition()``'s first truthy value; ``AssertionError`` naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
+    """A DAGSTER_HOME like the one ``offload`` makes: telemetry off, a run queue that dequeues every second,
+    run workers forked from a preloaded server (``offload.fork_launcher``, opt-in: set here explicitly)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "telemetry": {"enabled": False},
+        "run_queue": {"dequeue_interval_seconds": 1, **(run_queue or {})},
+        "run_launcher": {"module": "offload.fork_launcher", "class": "ForkServerRunLauncher"},
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return home
+
+
+class Service:
+    """A process group started for a test; ``stop()`` ends it (SIGTERM, then SIGKILL after a deadline)."""
+
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log: Path):
+        self.name, self.args, self.env, self.log = name, args, dict(env), log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.args, cwd=paths.PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill_hard(self) -> None:
+        """``kill -9`` of the service's own process (a crash); its children are left as a crash leaves them
+        (the stop at the end takes the whole group)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 20) -> None:
+        """End the whole process group: SIGTERM, then SIGKILL if it is still there after ``timeout``."""
+        if self.process is None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(self.process.pid):
+                self.process.poll()
+                time.sleep(0.1)
+            if not _group_alive(self.process.pid):
+                break
+        self.process.poll()
+        self.process = None
+
+    def tail(self, lines: int = 40) -> str:
+        return (
+            "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Zombies of the group still count for killpg(0): look for a live member.
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def daemon(env: Mapping[str, str], log: Path) -> Service:
+    executable = str(Path(sys.executable).with_name("dagster-daemon"))
+    args = [executable, "run", "-w", str(paths.PROJECT_ROOT / "workspace.yaml")]
+    return Service("dagster-daemon", args, env, log)
+
+
+def gateway(env: Mapping[str, str], port: int, log: Path) -> Service:
+    args = [sys.executable, "-m", "offload.webhooks", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Service("gateway", args, env, log)
+
+
+def gateway_ready(port: int, launcher: str) -> bool:
+    """The gateway answers /healthz with its launcher in state ``launcher`` (``ready`` or ``off``)."""
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and answer.json().get("launcher") == launcher
