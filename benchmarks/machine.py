@@ -3,13 +3,14 @@
 On a 2-core machine anything else running (an install, a test suite) slows an encode that already uses
 both cores, so every run first waits (at most 2 min) for the machine to go quiet, and a run during which
 other processes still took more than 10% of the cores is done again, at most 3 more times, keeping the
-attempt they disturbed least. CPU seconds (this process and its waited-for descendants) barely depend on
-contention and back up the wall-time ratios.
+attempt they disturbed least. CPU seconds (this process and every descendant, orphans included) barely
+depend on contention and back up the wall-time ratios.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import time
@@ -24,6 +25,8 @@ QUIET_SECONDS = 3
 MAX_WAIT_SECONDS = 120
 BUSY_SHARE = 0.10  # other processes' CPU over a run, as a share of all cores, that voids the run
 RETRIES = 3
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+REAP_SECONDS = 10.0
 
 T = TypeVar("T")
 
@@ -50,6 +53,25 @@ def _machine_cpu() -> tuple[float, float]:
     """Busy CPU seconds of every process since boot (guest time is already inside user), and steal."""
     t = psutil.cpu_times()
     return t.user + t.nice + t.system + t.irq + t.softirq, t.steal
+
+
+def _adopt_orphans() -> None:
+    """Have orphaned descendants (the multiprocess executor's forkserver and the step processes it forks,
+    Dagster's log tailers) re-parented to this process instead of init, so their CPU counts as the run's."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _reap_orphans() -> None:
+    """Wait (at most 10 s) for adopted descendants to exit, which adds their CPU time to ours."""
+    deadline = time.monotonic() + REAP_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children left
+            return
+        if pid == 0:
+            time.sleep(0.05)
 
 
 def wait_for_quiet() -> None:
@@ -85,11 +107,13 @@ def measure(run: Callable[[], T], retries: int = RETRIES) -> tuple[Timing, T]:
 @contextlib.contextmanager
 def _measured() -> Iterator[Timing]:
     """Wait for quiet, then time the block; the yielded ``Timing`` is filled in when it ends."""
+    _adopt_orphans()
     wait_for_quiet()
     timing = Timing()
     wall, cpu, (busy, steal) = time.perf_counter(), _own_cpu(), _machine_cpu()
     yield timing
     timing.wall = time.perf_counter() - wall
+    _reap_orphans()
     timing.cpu = _own_cpu() - cpu
     busy_now, steal_now = _machine_cpu()
     timing.other_cpu = max(0.0, busy_now - busy - timing.cpu)

@@ -26,9 +26,9 @@ RUNS = 3
 TARGET = 1.05
 
 
-def _step_path(args: list[str], seconds: float) -> None:
+def _step_path(context: dg.OpExecutionContext, args: list[str], seconds: float) -> None:
     """The step's own call: ``run_ffmpeg`` with the step's progress logger as the callback."""
-    progress = Progress(StepLog(dg.build_op_context()), "mp4")  # logs "mp4 10%"... to the console
+    progress = Progress(StepLog(context), "mp4")  # logs "mp4 10%"... to the console
     media.run_ffmpeg(args, seconds, on_progress=progress.update)
 
 
@@ -42,6 +42,9 @@ def run() -> dict[str, Any]:
     clip = inputs.clip_720p(30)
     info = media.probe(clip)
     seconds = media.output_seconds("mp4", info)
+    context = (
+        dg.build_op_context()
+    )  # made before timing: a step is handed its context (the first costs ~0.6 s)
     work = scratch_dir("transcode-")
     targets = {"step": work / "step.mp4", "bare": work / "bare.mp4"}
     timings: dict[str, list[Timing]] = {"step": [], "bare": []}
@@ -51,7 +54,7 @@ def run() -> dict[str, Any]:
             for which in ("step", "bare") if number % 2 else ("bare", "step"):
                 args = media.encode_args("mp4", info, clip, targets[which])
                 timing, _ = measure(
-                    partial(_step_path, args, seconds) if which == "step" else partial(_bare, args)
+                    partial(_step_path, context, args, seconds) if which == "step" else partial(_bare, args)
                 )
                 timings[which].append(timing)
                 report.run_line(number, which, timing)
