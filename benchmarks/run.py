@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    environment = report.environment()
     summaries = {}
     for name in names:
         print(f"\n== {name}", flush=True)
+        environment = report.environment()  # per benchmark: the commit can move while others run
         started = time.perf_counter()
         data = BENCHMARKS[name]()
         data = {
