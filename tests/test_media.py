@@ -95,3 +95,23 @@ def test_unknown_format_is_refused():
     )
     with pytest.raises(ValueError, match="format: 'avi' must be one of mp4, webm, gif"):
         media.encode_args("avi", info, Path("a"), Path("b"))
+
+
+def test_ffmpeg_writing_more_than_a_pipe_holds_to_stderr_does_not_hang():
+    """stderr is drained while stdout is read: here ffmpeg logs every frame (about 170 KB, more than the
+    64 KiB a pipe holds, as a corrupt upload does at error level), which used to block both processes."""
+    import threading
+
+    source = ["-f", "lavfi", "-i", "testsrc=duration=20:rate=25"]
+    args = ["-loglevel", "info", "-hide_banner", "-nostdin", "-y", *source]
+    args += ["-vf", "showinfo", "-f", "null", "-"]
+    finished = threading.Event()
+
+    def transcode() -> None:
+        media.run_ffmpeg(args, 20.0)
+        finished.set()
+
+    worker = threading.Thread(target=transcode, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert finished.is_set()

@@ -10,6 +10,7 @@ frame rate (resampled to a constant rate) and a missing audio track (the audio m
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,14 +147,18 @@ def run_ffmpeg(args: list[str], seconds: float, on_progress: Callable[[float], N
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
     ) as process:
         assert process.stdout is not None and process.stderr is not None
+        # Drain stderr beside stdout: a corrupt input can make ffmpeg write more than a pipe buffer of
+        # errors, and reading one pipe to its end before the other would then block both processes.
+        drain = threading.Thread(target=errors.extend, args=(process.stderr,), daemon=True)
+        drain.start()
         for line in process.stdout:
             key, _, value = line.strip().partition("=")
             if key == "out_time_us" and on_progress and seconds > 0 and value.isdigit():
                 on_progress(min(1.0, int(value) / 1e6 / seconds))
             elif key == "progress" and value == "end" and on_progress:
                 on_progress(1.0)
-        errors.extend(process.stderr.read().splitlines())
         code = process.wait()
+        drain.join()
     if code != 0:
-        detail = " | ".join(line for line in errors if line.strip())[-500:]
+        detail = " | ".join(line.strip() for line in errors if line.strip())[-500:]
         raise FFmpegFailed(f"ffmpeg exited with {code}: {detail}")
