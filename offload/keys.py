@@ -17,6 +17,14 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID.fullmatch(value))
 
 
+def id_rule(value: str) -> str:
+    """The body of a payload field validator: ``value`` if it is a safe id, else ``ValueError`` with the
+    rule alone (``offload.payload`` names the field and the value in the line it prints)."""
+    if not is_valid_id(value):
+        raise ValueError(ID_RULE)
+    return value
+
+
 def check_id(field: str, value: str) -> str:
     """Return ``value`` if it is a safe id, else raise ``ValueError`` naming the field and the rule."""
     if not isinstance(value, str) or not is_valid_id(value):

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from offload.children import run_children
 from offload.concurrency import Queue
-from offload.keys import ID_RULE, is_valid_id
+from offload.keys import id_rule
 from offload.payload import check_email, payload_mapping
 from offload.result import job_result
 
@@ -28,9 +28,7 @@ class WelcomePayload(dg.Config):
     @field_validator("user_id")
     @classmethod
     def _user_id(cls, value: str) -> str:
-        if not is_valid_id(value):
-            raise ValueError(ID_RULE)
-        return value
+        return id_rule(value)
 
     @field_validator("email")
     @classmethod

@@ -14,7 +14,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from offload.concurrency import Queue
-from offload.keys import ID_RULE, check_id, is_valid_id
+from offload.keys import check_id, id_rule
 from offload.log import StepLog
 from offload.payload import check_email, payload_mapping
 from offload.result import job_result
@@ -34,9 +34,7 @@ class TypedPayload(dg.Config):
     @field_validator("user_id")
     @classmethod
     def _user_id(cls, value: str) -> str:
-        if not is_valid_id(value):
-            raise ValueError(ID_RULE)
-        return value
+        return id_rule(value)
 
     @field_validator("email")
     @classmethod

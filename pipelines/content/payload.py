@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.keys import ID_RULE, is_valid_id
+from offload.keys import id_rule
 
 TONES = ("professional", "casual", "technical")
 LENGTHS = {"short": 150, "medium": 500, "long": 1000}  # target words
@@ -57,9 +57,7 @@ class _Writing(dg.Config):
 
 
 def _user_id(value: str | None) -> str | None:
-    if value is not None and not is_valid_id(value):
-        raise ValueError(ID_RULE)
-    return value
+    return value if value is None else id_rule(value)
 
 
 class GenerateContentPayload(_Writing):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.keys import ID_RULE, is_valid_id
+from offload.keys import id_rule
 from offload.payload import check_email, check_url
 from pipelines.video.media import FORMATS
 
@@ -23,9 +23,7 @@ class _VideoSource(dg.Config):
     @field_validator("video_id", "user_id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
-        if not is_valid_id(value):
-            raise ValueError(ID_RULE)
-        return value
+        return id_rule(value)
 
     @field_validator("video_url")
     @classmethod
