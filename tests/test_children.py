@@ -3,6 +3,7 @@ every child it started, and a child that ends without output fails the parent's 
 runs the same code against a real deployment, where whether a child finishes before the cancel lands is a
 race; here the interruption is certain.)"""
 
+import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -75,8 +76,6 @@ def test_a_child_that_ends_without_output_fails_the_parent():
 @pytest.mark.parametrize("error", [TimeoutError, KeyboardInterrupt])
 def test_any_interruption_cancels_the_children(error):
     client = RecordingClient(wait_error=error())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run_parent(client)
-    except KeyboardInterrupt:
-        pass
     assert client.canceled == ["child-1", "child-2"]
