@@ -19,12 +19,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import boto3
-import botocore.config
-import botocore.exceptions
 import dagster as dg
 import httpx
 
@@ -33,6 +30,9 @@ from offload.http import FetchRetry, fetch, safe_url
 from offload.log import StepLog, redact
 from offload.netguard import guarded_client
 from offload.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    import botocore.exceptions
 
 SCHEMES = ("http", "https", "file", "s3")
 CHUNK_BYTES = 1024 * 1024
@@ -168,6 +168,11 @@ class Downloader(dg.ConfigurableResource):
         if not bucket or not key:
             raise FetchError("invalid URL: expected s3://bucket/key")
         where = f"s3://{bucket}/{key}"
+        # Imported here: boto3 takes half a second to import, and most runs never read from S3.
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
         # botocore retries a request that fails (throttling, 5xx, connection errors) itself, with backoff;
         # a failure while the body streams is reported retryable, for the step's retry policy.
         config = botocore.config.Config(

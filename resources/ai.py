@@ -18,15 +18,17 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import dagster as dg
-import openai
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from offload.errors import ConfigurationError
 from offload.log import StepLog, redact
+
+if TYPE_CHECKING:  # imported when the first client is made: the SDK takes seconds to import
+    import openai
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local model servers ignore the key, but the SDK refuses to start without one.
@@ -113,7 +115,7 @@ class OpenAIResource(dg.ConfigurableResource):
     connect_timeout_seconds: float = Field(default=10.0, description="Connect timeout of one request.")
     max_retries: int = Field(default=3, description="SDK retries of 408/409/429/5xx and connection errors.")
 
-    _client: openai.OpenAI | None = PrivateAttr(default=None)
+    _client: Any = PrivateAttr(default=None)  # openai.OpenAI, made by client()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.client()
@@ -135,15 +137,19 @@ class OpenAIResource(dg.ConfigurableResource):
 
     def client(self) -> openai.OpenAI:
         """The SDK client, made once, with the settings checked first."""
-        if self._client is None:
+        client: openai.OpenAI | None = self._client
+        if client is None:
             self.check()
-            self._client = openai.OpenAI(
+            import openai
+
+            client = openai.OpenAI(
                 api_key=self.api_key or KEY_NOT_NEEDED,
                 base_url=self.base_url or DEFAULT_BASE_URL,
                 timeout=openai.Timeout(self.timeout_seconds, connect=self.connect_timeout_seconds),
                 max_retries=self.max_retries,
             )
-        return self._client
+            self._client = client
+        return client
 
     # -- calls ---------------------------------------------------------------------------------------------
 
@@ -255,6 +261,8 @@ class OpenAIResource(dg.ConfigurableResource):
     @contextmanager
     def _errors(self, call: str) -> Iterator[None]:
         """The SDK's exceptions (raised after its retries) as one-line ``AIError``s without the key."""
+        import openai
+
         where = urlsplit(self.base_url or DEFAULT_BASE_URL).netloc
         try:
             yield

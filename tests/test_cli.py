@@ -37,6 +37,20 @@ def test_definitions_are_loadable():
         "daily_report", "frequent_sync", "weekly_cleanup", "monthly_invoicing"}  # fmt: skip
 
 
+# Each costs 0.5-2 s to import and only some jobs use it: loading the code location (every `dagster job
+# execute`, every run worker) must not pay for them (issue 2's overhead budget against bare ffmpeg).
+LAZY_IMPORTS = ("openai", "matplotlib", "jinja2", "boto3", "numpy", "resend", "slack_sdk", "stripe", "svix")
+
+
+def test_loading_the_code_location_leaves_heavy_sdks_unimported(tmp_path):
+    probe = f"import sys, definitions; print(' '.join(m for m in {LAZY_IMPORTS!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []
+
+
 def test_cli_loads_workspace_yaml(tmp_path):
     (tmp_path / "home").mkdir()
     done = subprocess.run(

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-import jinja2
-
+from offload.templates import HtmlTemplate
 from resources.database import Invoice
 
-_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-
-TEMPLATE = _ENVIRONMENT.from_string(
+TEMPLATE = HtmlTemplate(
     """<!doctype html>
 <html><head><meta charset="utf-8"><title>Invoice {{ invoice.number }}</title>
 <style>

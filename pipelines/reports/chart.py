@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import io
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from pipelines.reports.metrics import RunMetrics
 
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "canceled": "#9e9e9e", "in_progress": "#1565c0"}
 
 
 def chart_png(metrics: RunMetrics, title: str) -> bytes:
+    # Imported here: matplotlib costs about a second to import, paid by the report run, not by every
+    # process that loads the code location.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     runs_axis, time_axis = figure.subplots(1, 2)

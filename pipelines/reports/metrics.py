@@ -13,7 +13,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import dagster as dg
-import numpy as np
 
 from offload.run_summary import run_error_lines, run_url
 
@@ -92,6 +91,8 @@ def run_summaries(
 
 
 def _percentile(values: list[float], q: float) -> float | None:
+    import numpy as np  # here: half a second to import, for the report run only
+
     return round(float(np.percentile(values, q)), 3) if values else None
 
 

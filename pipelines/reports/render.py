@@ -5,14 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 
-import jinja2
-
+from offload.templates import HtmlTemplate
 from pipelines.reports.metrics import RunMetrics
 from resources.database import Activity
 
-_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-
-TEMPLATE = _ENVIRONMENT.from_string(
+TEMPLATE = HtmlTemplate(
     """<!doctype html>
 <html><head><meta charset="utf-8"><title>offload daily report {{ day }}</title>
 <style>
