@@ -7,6 +7,7 @@ created once per benchmark and initialised before any timing, as a deployed inst
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -42,9 +43,21 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
 
 
+def compile_project() -> None:
+    """Write the project's bytecode, as installing it does: with ``PYTHONDONTWRITEBYTECODE`` set (as in
+    some shells and CI images) every run would otherwise compile the code location's ~100 modules again,
+    about 0.4 s a run that no deployment pays."""
+    for entry in sorted(PROJECT_ROOT.iterdir()):
+        if entry.suffix == ".py":
+            compileall.compile_file(entry, quiet=1)
+        elif (entry / "__init__.py").exists():
+            compileall.compile_dir(entry, quiet=1)
+
+
 @contextlib.contextmanager
 def dagster_home() -> Iterator[Path]:
     """A throwaway instance with the embedded default's config, its storages created up front."""
+    compile_project()
     home = scratch_dir("dagster-home-")
     instance.ensure_config(home)
     try:

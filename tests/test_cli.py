@@ -37,9 +37,12 @@ def test_definitions_are_loadable():
         "daily_report", "frequent_sync", "weekly_cleanup", "monthly_invoicing"}  # fmt: skip
 
 
-# Each costs 0.5-2 s to import and only some jobs use it: loading the code location (every `dagster job
+# Each costs 0.25-2 s to import and only some jobs use it: loading the code location (every `dagster job
 # execute`, every run worker) must not pay for them (issue 2's overhead budget against bare ffmpeg).
-LAZY_IMPORTS = ("openai", "matplotlib", "jinja2", "boto3", "numpy", "resend", "slack_sdk", "stripe", "svix")
+LAZY_IMPORTS = (
+    *("openai", "matplotlib", "jinja2", "boto3", "numpy", "PIL"),
+    *("resend", "slack_sdk", "stripe", "svix"),
+)
 
 
 def test_loading_the_code_location_leaves_heavy_sdks_unimported(tmp_path):

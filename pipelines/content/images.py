@@ -12,8 +12,6 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 PREVIEW_WIDTH = 320
 
@@ -31,6 +29,8 @@ class ImageInfo:
 
 
 def inspect(path: Path) -> ImageInfo:
+    from PIL import Image, UnidentifiedImageError  # here: Pillow's plugins take a quarter second to load
+
     try:
         with Image.open(path) as image:
             image.load()
@@ -46,6 +46,8 @@ def inspect(path: Path) -> ImageInfo:
 
 def preview_markdown(path: Path, alt: str) -> str:
     """A small JPEG of the image inlined as Markdown, for run metadata (the original may be megabytes)."""
+    from PIL import Image
+
     with Image.open(path) as image:
         small = image.convert("RGB")
         small.thumbnail((PREVIEW_WIDTH, PREVIEW_WIDTH))
