@@ -284,6 +284,25 @@ class Inbox:
         with self.engine.begin() as connection:
             connection.execute(statement)
 
+    def finished_before(self, before: dt.datetime) -> list[InboxRow]:
+        """Rows received before ``before`` whose run has finished, oldest first: what retention may remove.
+        A row still to launch, or whose run is going, is never among them."""
+        table = inbox_table
+        query = (
+            sa.select(table)
+            .where(table.c.status.in_(FINISHED), table.c.received_at < before)
+            .order_by(table.c.received_at)
+        )
+        return self._many(query)
+
+    def delete_finished(self, row_id: int) -> None:
+        """Remove a finished row (a row that is not finished, or is gone already, is left as it is). Its
+        event id is then forgotten: a redelivery after this becomes a new run."""
+        table = inbox_table
+        statement = sa.delete(table).where(table.c.id == row_id, table.c.status.in_(FINISHED))
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
     def finish(self, row_id: int, status: str) -> None:
         """Copy the run's outcome onto a launched row."""
         if status not in FINISHED:

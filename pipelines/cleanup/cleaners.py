@@ -2,9 +2,7 @@
 
 A cleaner finds the items last written before a cutoff and removes one item at a time (removing an item
 already gone is fine, so a retried step or two cleanups at once do no harm). Adding a kind is one line in
-``RETENTIONS``; the webhook inbox (processed rows) joins it when the inbox lands:
-
-    Retention("webhook_inbox", 14, "processed webhook inbox rows", lambda s: InboxCleaner(s.database)),
+``RETENTIONS``.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from typing import Protocol
 import dagster as dg
 
 from offload import paths
+from offload.webhooks.inbox import Inbox
 from resources.database import AppDatabase
 from resources.storage import Storage
 
@@ -44,6 +43,7 @@ class Sources:
 
     storage: Storage
     database: AppDatabase
+    inbox: Inbox
     instance: dg.DagsterInstance
     storage_prefixes: tuple[str, ...]
     current_run_id: str
@@ -55,6 +55,8 @@ class Retention:
     default_days: int
     description: str
     make: Callable[[Sources], Cleaner]
+    min_days: int = 1  # the payload may not ask for less
+    min_days_reason: str = ""
 
 
 class StorageCleaner:
@@ -123,6 +125,25 @@ class WorkCleaner:
             path.unlink(missing_ok=True)
 
 
+class InboxCleaner:
+    """Webhook inbox rows whose run finished, by when the event arrived. The row is what makes a
+    redelivered event a duplicate, so it must outlive the providers' redelivery window (Stripe retries for
+    up to 3 days): ``INBOX_MIN_DAYS``."""
+
+    def __init__(self, inbox: Inbox):
+        self.inbox = inbox
+
+    def expired(self, before: dt.datetime) -> Iterator[Expired]:
+        for row in self.inbox.finished_before(before):
+            yield Expired(f"{row.provider}/{row.event_id}#{row.id}", row.received_at, len(row.body))
+
+    def remove(self, item: Expired) -> None:
+        self.inbox.delete_finished(int(item.id.rsplit("#", 1)[1]))
+
+
+INBOX_MIN_DAYS = 4
+
+
 class RunCleaner:
     """Finished runs (succeeded, failed, canceled) created before the cutoff, with their event logs,
     through the instance's ``delete_run``. Runs still queued or in progress are never touched."""
@@ -155,4 +176,7 @@ RETENTIONS: tuple[Retention, ...] = (
               lambda s: WorkCleaner(paths.work_dir(), s.current_run_id)),
     Retention("runs", 90, "finished run records and their event logs",
               lambda s: RunCleaner(s.instance, s.current_run_id)),
+    Retention("webhook_inbox", 14, "webhook inbox rows whose run finished",
+              lambda s: InboxCleaner(s.inbox), INBOX_MIN_DAYS,
+              "a younger row could still be redelivered (Stripe retries for 3 days)"),
 )  # fmt: skip

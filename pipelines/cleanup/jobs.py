@@ -1,4 +1,5 @@
-"""``cleanup``: retention for storage objects, outbox messages, work files and run records.
+"""``cleanup``: retention for storage objects, outbox messages, work files, run records and webhook inbox
+rows.
 
 One step goes through ``RETENTIONS`` in order; for each it finds what was last written before
 ``timestamp - days`` and removes it (or, with ``dry_run``, only counts it). A removal that fails is
@@ -14,6 +15,7 @@ from offload.concurrency import Queue
 from offload.log import StepLog
 from offload.payload import payload_mapping
 from offload.retry import retrying
+from offload.webhooks.inbox import InboxResource
 from pipelines.cleanup.cleaners import RETENTIONS, Sources
 from pipelines.cleanup.payload import CleanupPayload
 from resources.database import AppDatabase
@@ -38,12 +40,23 @@ def _table(report: dict[str, dict[str, Any]]) -> str:
 @dg.op
 @retrying()
 def apply_retention(
-    context: dg.OpExecutionContext, config: CleanupPayload, storage: Storage, database: AppDatabase
+    context: dg.OpExecutionContext,
+    config: CleanupPayload,
+    storage: Storage,
+    database: AppDatabase,
+    webhook_inbox: InboxResource,
 ) -> dg.Output[dict[str, Any]]:
     """Remove (or with ``dry_run`` list) what outlived its retention; the result reports each kind."""
     log = StepLog(context)
     now = config.scheduled_at
-    sources = Sources(storage, database, context.instance, tuple(config.storage_prefixes), context.run_id)
+    sources = Sources(
+        storage,
+        database,
+        webhook_inbox.inbox(),
+        context.instance,
+        tuple(config.storage_prefixes),
+        context.run_id,
+    )
     report: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     for retention in RETENTIONS:
@@ -90,8 +103,8 @@ def _run_config(payload: CleanupPayload) -> dict[str, Any]:
 
 
 @dg.job(
-    description="Retention: remove storage objects, outbox messages, work files and run records older than "
-    "their configured ages (dry_run: only report them).",
+    description="Retention: remove storage objects, outbox messages, work files, run records and finished "
+    "webhook inbox rows older than their configured ages (dry_run: only report them).",
     config=payload_mapping(CleanupPayload, _run_config),
     tags={"offload/kind": "maintenance", **QUEUE.job_tags()},
 )

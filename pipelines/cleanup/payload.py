@@ -28,12 +28,14 @@ class CleanupPayload(ScheduledPayload):
     @field_validator("retention_days")
     @classmethod
     def _days(cls, value: dict[str, int]) -> dict[str, int]:
-        names = [r.name for r in RETENTIONS]
+        kinds = {r.name: r for r in RETENTIONS}
         for name, days in value.items():
-            if name not in names:
-                raise ValueError(f"{name!r} is not one of {', '.join(names)}")
-            if not 1 <= days <= MAX_DAYS:
-                raise ValueError(f"{name}: must be 1-{MAX_DAYS} days, got {days}")
+            if name not in kinds:
+                raise ValueError(f"{name!r} is not one of {', '.join(kinds)}")
+            least = kinds[name].min_days
+            if not least <= days <= MAX_DAYS:
+                why = f": {kinds[name].min_days_reason}" if kinds[name].min_days_reason else ""
+                raise ValueError(f"{name}: must be {least}-{MAX_DAYS} days, got {days}{why}")
         return value
 
     @field_validator("storage_prefixes")
