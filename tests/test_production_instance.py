@@ -4,15 +4,16 @@ setting offload relies on, a missing variable named in the error, and a whole de
 daemon, code server: ``dagster dev`` with that file) whose runs, event logs, schedule ticks and sensor
 cursors are rows in Postgres."""
 
-import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.scheduler.instigation import InstigatorState
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
@@ -116,22 +117,34 @@ SCHEDULE_WORKSPACE = """load_from:
       location_name: every_minute
 """
 DEADLINE = 150.0  # the daemon fires an every-minute schedule at the first minute it has seen: <= ~2 min
+RUN_TIMEOUT = 300.0  # welcome_user and its two child runs, each a run worker started on a loaded machine
 
 
-def wait_for_rows(url: str, sql: str, what: str, log: Path, **params) -> list[tuple]:
+def wait_for(condition: Callable[[], Any], what: str, log: Path) -> Any:
     give_up = time.monotonic() + DEADLINE
     while time.monotonic() < give_up:
-        found = dagster_services.rows(url, sql, **params)
+        found = condition()
         if found:
             return found
         time.sleep(1)  # polling Postgres for the condition, with a deadline
     raise AssertionError(f"no {what} in Postgres after {DEADLINE:.0f} s: {log.read_text()[-3000:]}")
 
 
+def sensor_cursor(url: str, name: str) -> str | None:
+    """The cursor the daemon stored for sensor ``name``: its instigator row, read as Dagster wrote it."""
+    for (body,) in dagster_services.rows(
+        url, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'"
+    ):
+        state = dg.deserialize_value(body, InstigatorState)
+        if state.instigator_name == name and state.sensor_instigator_data is not None:
+            return state.sensor_instigator_data.cursor
+    return None
+
+
 def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_path):
     """webserver + daemon + code servers on deploy/dagster.yaml: welcome_user (the job that needs the
     webserver for its child runs), the schedule of tests/support/daemon_defs.py (every minute) and
-    offload's sensors (on by default) all write to the Postgres database, and nowhere else."""
+    offload's sensors (on by default) all write to the Postgres database."""
     (tmp_path / "workspace.yaml").write_text(SCHEDULE_WORKSPACE.format(root=paths.PROJECT_ROOT))
     with dagster_services.postgres_database() as url:
         services = dagster_services.start(
@@ -145,7 +158,7 @@ def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_
             try:
                 handle = client.trigger("welcome_user", {"user_id": "pg_user", "email": "pg@example.com",
                                                          "name": "Ada"})  # fmt: skip
-                run = client.wait(handle.id, timeout=120)
+                run = client.wait(handle.id, timeout=RUN_TIMEOUT)
             finally:
                 client.close()
             assert run.status == Status.COMPLETED, services.log.read_text()[-3000:]
@@ -153,26 +166,23 @@ def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_
             jobs = dict(dagster_services.rows(url, "SELECT run_id, pipeline_name FROM runs"))
             assert jobs[handle.id] == "welcome_user"
             assert {"hello_world", "typed_task"} <= set(jobs.values())  # its child runs
-            events = dagster_services.rows(
+            [(events,)] = dagster_services.rows(
                 url, "SELECT count(*) FROM event_logs WHERE run_id = %(run)s", run=handle.id
             )
-            assert events[0][0] > 5
+            assert events > 5
 
-            schedule_ticks = wait_for_rows(
-                url, "SELECT status FROM job_ticks WHERE type = 'SCHEDULE' AND status = 'SUCCESS'",
-                "successful schedule tick", services.log,
-            )  # fmt: skip
-            assert schedule_ticks
-            sensor_ticks = wait_for_rows(
-                url, "SELECT tick_body FROM job_ticks WHERE type = 'SENSOR'", "sensor tick", services.log
+            ticks = "SELECT count(*) FROM job_ticks WHERE type = %(kind)s AND status = 'SUCCESS'"
+            wait_for(lambda: dagster_services.rows(url, ticks, kind="SCHEDULE")[0][0], "schedule tick",
+                     services.log)  # fmt: skip
+            scheduled = dagster_services.rows(
+                url,
+                "SELECT pipeline_name FROM runs WHERE run_id IN (SELECT run_id FROM run_tags"
+                " WHERE key = 'dagster/schedule_name')",
             )
-            assert sensor_ticks
-            cursors = wait_for_rows(
-                url, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'"
-                " AND instigator_body LIKE %(name)s AND instigator_body LIKE %(cursor)s",
-                "failure_alerts cursor", services.log, name='%"failure_alerts"%', cursor='%"cursor": "%',
-            )  # fmt: skip
-            body = json.loads(cursors[0][0])
-            assert body["origin"]["instigator_name"] == "failure_alerts"
+            assert ("cleanup",) in scheduled  # the tick's run, in the same database
+            sensor_ticks = "SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'"
+            wait_for(lambda: dagster_services.rows(url, sensor_ticks)[0][0], "sensor tick", services.log)
+            cursor = wait_for(lambda: sensor_cursor(url, "ops_failure_alert"), "sensor cursor", services.log)
+            assert "record_id" in cursor  # a run status sensor's cursor: where it is in the event log
         finally:
             services.stop()
