@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
@@ -24,6 +25,9 @@ DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 IMAGE_ROOT = "/opt/offload"  # the Dockerfile's WORKDIR: the repository's root inside the image
 OFFLOAD_SERVICES = {"code-server", "webserver", "daemon", "webhooks"}
+# Where each console script's click command lives, to check subcommands and options without running them.
+CLICK_COMMANDS = {"dagster": "dagster._cli", "dagster-webserver": "dagster_webserver.cli",
+                  "dagster-daemon": "dagster._daemon.cli"}  # fmt: skip
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -65,8 +69,19 @@ def check_command(argv: list[str]) -> None:
         if flag in ("-f", "-w", "--python-file", "--workspace"):
             path = Path(value.replace(IMAGE_ROOT, str(ROOT)))
             assert (path if path.is_absolute() else ROOT / path).is_file(), f"no file {value}"
-    if executable == "dagster" and argv[1:3] == ["code-server", "start"]:
-        assert argv[argv.index("-p") + 1] == "4000"
+    if executable in CLICK_COMMANDS:
+        check_click_command(argv)
+
+
+def check_click_command(argv: list[str]) -> None:
+    """Every subcommand in ``argv`` exists, and every option it passes is one the command takes."""
+    command = importlib.import_module(CLICK_COMMANDS[argv[0]]).cli
+    words = argv[1:]
+    while isinstance(command, click.Group):
+        assert words and words[0] in command.commands, f"{argv[0]}: no subcommand {words[:1]}"
+        command, words = command.commands[words[0]], words[1:]
+    options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    assert {word for word in words if word.startswith("-")} <= options, f"{argv}: unknown option"
 
 
 def check_configurable(block: dict[str, Any]) -> None:
@@ -95,6 +110,7 @@ def test_dockerfile_serves_the_code_location_on_4000():
     command = image_command()
     assert command[:3] == ["dagster", "code-server", "start"]
     check_command(command)
+    assert command[command.index("-p") + 1] == "4000"
     assert ("EXPOSE", "4000") in dockerfile()
 
 
@@ -111,6 +127,7 @@ def test_compose_runs_postgres_and_offloads_services_from_the_image():
         assert service["env_file"] == ".env"
         check_command(service.get("command") or image_command())
     assert services["webhooks"]["command"][:3] == ["python", "-m", "offload.webhooks"]
+    check_command(services["code-server"]["healthcheck"]["test"][1:])
     # No authentication in Dagster's webserver: published on the host's loopback only.
     assert all(port.startswith("127.0.0.1:") for port in services["webserver"]["ports"])
 
