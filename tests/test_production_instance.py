@@ -32,9 +32,10 @@ PG_VARIABLES = (
 )
 
 
-def test_committed_file_is_what_the_generator_writes():
+def test_committed_file_is_what_the_generator_writes(capsys):
     """Regenerate with `python -m offload.instance --production > deploy/dagster.yaml`."""
-    assert instance.PRODUCTION_FILE.read_text() == instance.render_production()
+    instance.main(["--production"])
+    assert capsys.readouterr().out == instance.PRODUCTION_FILE.read_text()
 
 
 def test_production_file_is_the_common_settings_with_postgres_from_the_environment():
