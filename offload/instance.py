@@ -3,8 +3,10 @@
 ``deploy/instance-common.yaml`` holds the settings every deployment needs (the instance class, the
 launcher, run monitoring, run retries); ``offload.concurrency`` adds the run queue. The embedded default's
 ``DAGSTER_HOME/dagster.yaml`` is those plus telemetry off, written by :func:`ensure_config` (the
-``offload`` command calls it). A production ``dagster.yaml`` is :func:`instance_config` with its storage
-block, so it cannot drift from the embedded one.
+``offload`` command calls it). The production ``deploy/dagster.yaml`` is :func:`production_config`: the
+same settings with Postgres storage and a compute log directory, both read from environment variables
+when Dagster loads the file. It is generated (``python -m offload.instance --production``) and a test
+checks that the committed file is current, so the two cannot drift.
 
 The embedded file starts with :data:`MARKER`: a file with the marker (or one an older offload wrote) is
 offload's and is rewritten whenever the settings change; remove the marker line to own the file, and
@@ -13,6 +15,8 @@ offload will leave it alone.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,44 @@ MARKER = (
     "# Managed by offload: rewritten from deploy/instance-common.yaml. Delete this line to edit it yourself."
 )
 EMBEDDED_ONLY = {"telemetry": {"enabled": False}}  # the embedded default works offline
+
+PRODUCTION_FILE = paths.PROJECT_ROOT / "deploy" / "dagster.yaml"
+PRODUCTION_HEADER = (
+    "# Production Dagster instance for offload. Generated: edit deploy/instance-common.yaml or\n"
+    "# offload/instance.py, then run `python -m offload.instance --production > deploy/dagster.yaml`.\n"
+    "# Every `env:` value is read from the environment when a Dagster process loads this file (README,\n"
+    '# "Running in production").\n'
+)
+
+
+def env(name: str) -> dict[str, str]:
+    """A value Dagster reads from the environment variable ``name`` when it loads the instance."""
+    return {"env": name}
+
+
+# Run, event log and schedule storage in one Postgres database. The psycopg2 scheme is explicit: on
+# SQLAlchemy 2.1 dagster-postgres would reach for psycopg v3, which is not installed (shared/REFERENCE.md).
+POSTGRES_STORAGE = {
+    "postgres": {
+        "postgres_db": {
+            "hostname": env("DAGSTER_PG_HOST"),
+            "port": env("DAGSTER_PG_PORT"),
+            "username": env("DAGSTER_PG_USER"),
+            "password": env("DAGSTER_PG_PASSWORD"),
+            "db_name": env("DAGSTER_PG_DB"),
+            "scheme": "postgresql+psycopg2",
+        }
+    }
+}
+# Step stdout/stderr, written by run workers on the code server's machine and read by the webserver: a
+# directory both mount (compose: the `compute-logs` volume).
+PRODUCTION_ONLY = {
+    "compute_logs": {
+        "module": "dagster._core.storage.local_compute_log_manager",
+        "class": "LocalComputeLogManager",
+        "config": {"base_dir": env("DAGSTER_COMPUTE_LOG_DIR")},
+    }
+}
 
 # What earlier versions of offload wrote, before the marker existed: still ours to upgrade.
 LEGACY_FILES = (
@@ -72,6 +114,16 @@ def embedded_config(**overrides: Any) -> dict[str, Any]:
     return instance_config(**merge(EMBEDDED_ONLY, overrides))
 
 
+def production_config() -> dict[str, Any]:
+    """``deploy/dagster.yaml``: the common settings and run queue, Postgres storage, compute log directory."""
+    return instance_config(POSTGRES_STORAGE, **PRODUCTION_ONLY)
+
+
+def render_production() -> str:
+    body = yaml.safe_dump(production_config(), sort_keys=False, default_flow_style=False)
+    return f"{PRODUCTION_HEADER}{body}"
+
+
 def render(config: Mapping[str, Any]) -> str:
     """The managed file's text: the marker, then the settings."""
     body = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
@@ -96,3 +148,16 @@ def ensure_config(home: Path) -> str:
         return UNCHANGED
     config.write_text(wanted)
     return UPDATED
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m offload.instance", description="Print a dagster.yaml offload runs with."
+    )
+    parser.add_argument("--production", action="store_true", help="the production file (deploy/dagster.yaml)")
+    args = parser.parse_args(argv)
+    sys.stdout.write(render_production() if args.production else render(embedded_config()))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg2
@@ -76,6 +77,37 @@ def postgres_storage(url: str) -> dict[str, Any]:
     return {"postgres": {"postgres_url": url}}
 
 
+def production_env(url: str, root: Path) -> dict[str, str]:
+    """What deploy/dagster.yaml reads from the environment, for the database at ``url`` (a
+    :func:`postgres_database` URL) and compute logs under ``root``. The local server trusts loopback, so
+    the password is never checked; it is set because production sets it."""
+    parts = urlsplit(url)
+    return {
+        "DAGSTER_PG_HOST": parts.hostname or "",
+        "DAGSTER_PG_PORT": str(parts.port),
+        "DAGSTER_PG_USER": parts.username or "",
+        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_PG_DB": parts.path.lstrip("/"),
+        "DAGSTER_COMPUTE_LOG_DIR": str(root / "compute_logs"),
+    }
+
+
+def production_home(root: Path) -> Path:
+    """A DAGSTER_HOME under ``root`` holding the committed production instance file, unchanged."""
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(instance.PRODUCTION_FILE.read_text())
+    return home
+
+
+def rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of one query against the database at ``url``: what Dagster stored, read behind its back."""
+    dsn = url.replace("postgresql+psycopg2", "postgresql")
+    with contextlib.closing(psycopg2.connect(dsn)) as db, db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
 @dataclass
 class DagsterServices:
     url: str
@@ -104,8 +136,10 @@ def start(
     instance: str | None = None,
     env: Mapping[str, str] | None = None,
     deadline: float = 120.0,
+    workspace: Path | None = None,
 ) -> DagsterServices:
-    """Start ``dagster dev`` for this project with DAGSTER_HOME and OFFLOAD_DATA_DIR under ``root``."""
+    """Start ``dagster dev`` for this project with DAGSTER_HOME and OFFLOAD_DATA_DIR under ``root``, on the
+    project's workspace.yaml unless another ``workspace`` file is given."""
     home, data = root / "home", root / "data"
     home.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
@@ -122,7 +156,8 @@ def start(
     log = root / "dagster-dev.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [str(BIN / "dagster"), "dev", "-w", str(workspace or "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(port)],
             cwd=paths.PROJECT_ROOT, env=service_env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
