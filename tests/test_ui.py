@@ -71,7 +71,7 @@ class UI:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory) -> Iterator[UI]:
     expect.set_options(timeout=UI_DEADLINE_MS)
-    services = dagster_services.start(tmp_path_factory.mktemp("ui"))
+    services = dagster_services.start(tmp_path_factory.mktemp("ui"), deadline=300)  # a shared machine
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -132,17 +132,27 @@ def test_start_a_schedule_from_the_automation_page(ui, tmp_path):
 
     page = ui.page()
     page.goto(f"{ui.services.url}/automation")
-    row = page.locator("div[data-index]").filter(has=page.locator(f'a[href$="/schedules/{SCHEDULE}"]'))
-    # A row's first box selects it for bulk actions; the second, the on/off toggle, renders once the
-    # schedule's state has loaded.
-    expect(row.locator("input[type=checkbox]")).to_have_count(2)
-    toggle = row.locator("input[type=checkbox]").last
-    expect(toggle).not_to_be_checked()
-    row.locator("label").last.click()
-    expect(toggle).to_be_checked()
 
-    wait_for(lambda: status() == "RUNNING", 30, f"{SCHEDULE} to be running in GraphQL")
+    def row(name: str):
+        return page.locator("div[data-index]").filter(has=page.locator(f'a[href$="/schedules/{name}"]'))
+
+    # A row has two checkboxes: one selects it for bulk actions, the other (drawn as a switch, with a
+    # handle) turns the schedule on or off. Both inputs are hidden behind their drawings, and the UI's
+    # element ids are counters that can repeat after a re-render, so a click on the switch's label may
+    # reach the selection box named by the same id (seen here). The click goes to the switch's input.
+    switch = "label:has(#handle) input[type=checkbox]"
+    toggle = row(SCHEDULE).locator(switch)
+    # The switches are drawn before the schedules' states arrive, and ignore clicks until then: wait for a
+    # schedule that is on (daily_report, on by default) to show as on.
+    expect(row("daily_report").locator(switch)).to_be_checked()
+    expect(toggle).not_to_be_checked()
+    toggle.dispatch_event("click")
+    expect(toggle).to_be_checked()
+    page.screenshot(path=str(tmp_path / "automation-clicked.png"))
+
+    wait_for(lambda: status() == "RUNNING", 60, f"{SCHEDULE} to be running in GraphQL")
     page.reload()  # listed as running from the server's state, not the click's
     expect(toggle).to_be_checked()
     page.screenshot(path=str(tmp_path / "automation.png"))
+    print(f"screenshot of the Automation page: {tmp_path / 'automation.png'}")
     page.close()
