@@ -1,6 +1,6 @@
-"""Real Dagster services for tests: an instance directory, the daemon and the webhook gateway, each started
-as its own process group (``start_new_session=True``: Dagster maps SIGTERM to SIGINT, which background
-processes of a non-interactive shell ignore) and stopped by that group's id, never by name.
+"""Real services for tests: an instance directory, the daemon, the webhook gateway and Celery workers, each
+started as its own process group (``start_new_session=True``: Dagster maps SIGTERM to SIGINT, which
+background processes of a non-interactive shell ignore) and stopped by that group's id, never by name.
 
 ``wait_for(condition, timeout)`` is the one way tests wait: it polls a condition until a deadline and
 fails with what it last saw.
@@ -85,6 +85,19 @@ class Service:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM to the service's own process only, for a service that ends its children itself (Celery's
+        warm shutdown stops its pool); waits up to ``timeout`` for it to exit and returns its exit code.
+        ``stop()`` stays the cleanup for whatever it left."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def group_alive(self) -> bool:
+        """Whether any process of the service's group still runs (its children included)."""
+        assert self.process is not None
+        return _group_alive(self.process.pid)
+
     def stop(self, timeout: float = 20) -> None:
         """End the whole process group: SIGTERM, then SIGKILL if it is still there after ``timeout``."""
         if self.process is None:
@@ -131,6 +144,16 @@ def daemon(env: Mapping[str, str], log: Path) -> Service:
     executable = str(Path(sys.executable).with_name("dagster-daemon"))
     args = [executable, "run", "-w", str(paths.PROJECT_ROOT / "workspace.yaml")]
     return Service("dagster-daemon", args, env, log)
+
+
+def celery_worker(env: Mapping[str, str], name: str, log: Path, concurrency: int = 2) -> Service:
+    """A step worker as README runs it (``offload/celery_worker.py``), with ``definitions`` imported before
+    the pool forks; no gossip or mingle, so it neither waits for nor talks to other workers on the broker."""
+    executable = str(Path(sys.executable).with_name("celery"))
+    args = [executable, "-A", "offload.celery_worker", "worker", "-I", "definitions", "-n", name,
+            "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle"]  # fmt: skip
+    return Service("celery worker", args, env, log)
 
 
 def gateway(env: Mapping[str, str], port: int, log: Path) -> Service:

@@ -1,0 +1,147 @@
+"""Distributed steps: ``OFFLOAD_EXECUTOR=celery`` sends each step of a run to Celery workers over a broker.
+
+The settings the executor and the workers share (``offload.executors.celery_settings``) as pure functions;
+then the real thing: a Celery worker process (``offload/celery_worker.py``) on the local Redis, on a queue
+of this test run's own, and ``offload job execute`` of ``video_pipeline`` on a 1 s clip with a persistent
+instance (SQLite in a temporary DAGSTER_HOME) the worker shares. The run succeeds, and the event log shows
+that the steps ran in the worker's pool processes (their pids are its children, not the CLI's or this
+test's), under the worker's name. The worker is stopped by its own pid and must exit, pool and all.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import celery
+import dagster as dg
+import psutil
+import pytest
+import redis
+
+from offload import paths
+from offload.errors import ConfigurationError
+from offload.executors import BACKEND_VAR, BROKER_VAR, LOCAL_BROKER, QUEUE_VAR, celery_settings
+from pipelines.video.samples import make_clip
+from tests.support import services
+from tests.test_cli import cli_env
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+STEPS_IN_PARALLEL = ("thumbnail", "transcode[mp4]", "transcode[webm]")
+
+
+# -- settings -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in (BROKER_VAR, BACKEND_VAR, QUEUE_VAR, "OFFLOAD_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_the_embedded_default_uses_the_local_redis_for_both(clean_env):
+    settings = celery_settings()
+    assert (settings.broker, settings.backend, settings.queue) == (LOCAL_BROKER, LOCAL_BROKER, "dagster")
+    assert settings.executor_config()["broker"] == LOCAL_BROKER
+
+
+def test_urls_from_variables_reach_dagster_as_variables_not_values(clean_env):
+    clean_env.setenv(BROKER_VAR, "redis://:s3cret@redis.internal:6379/2")
+    config = celery_settings().executor_config()
+    assert config["broker"] == {"env": BROKER_VAR}
+    assert config["backend"] == {"env": BROKER_VAR}  # a Redis broker keeps the results too
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("broker", "backend", "expected"),
+    [
+        ("amqp://guest@rabbit:5672//", None, "rpc://"),  # results answered over RabbitMQ itself
+        ("amqp://guest@rabbit:5672//", "redis://cache:6379/1", "redis://cache:6379/1"),
+        ("rediss://cache:6380/0", None, "rediss://cache:6380/0"),
+    ],
+)
+def test_the_backend_follows_the_broker_unless_set(clean_env, broker, backend, expected):
+    clean_env.setenv(BROKER_VAR, broker)
+    if backend:
+        clean_env.setenv(BACKEND_VAR, backend)
+    assert celery_settings().backend == expected
+
+
+def test_production_names_its_broker(clean_env):
+    clean_env.setenv("OFFLOAD_ENV", "production")
+    with pytest.raises(ConfigurationError, match=f"^{BROKER_VAR} is not set"):
+        celery_settings()
+
+
+@pytest.mark.parametrize("queue", ["a b", "q/1", "x" * 101])
+def test_a_bad_queue_name_is_one_line_naming_the_variable(clean_env, queue):
+    clean_env.setenv(QUEUE_VAR, queue)
+    with pytest.raises(ConfigurationError, match=f"^{QUEUE_VAR} = .*: must be 1-100 characters"):
+        celery_settings()
+
+
+# -- a real worker --------------------------------------------------------------------------------------
+
+
+def worker_answers(name: str) -> bool:
+    app = celery.Celery(broker=REDIS_URL)
+    try:
+        return bool(app.control.ping(destination=[name], timeout=1.0))
+    finally:
+        app.close()
+
+
+def test_video_steps_run_in_a_celery_worker(tmp_path):
+    queue = f"offload-test-{uuid.uuid4().hex[:12]}"  # this run's own: other runs on the broker never see it
+    name = f"{queue}@{socket.gethostname()}"
+    env = cli_env(tmp_path, OFFLOAD_EXECUTOR="celery", **{BROKER_VAR: REDIS_URL, QUEUE_VAR: queue})
+    data = Path(env["OFFLOAD_DATA_DIR"])
+    clip = make_clip(data / "samples" / "clip.mp4", seconds=1, width=160, height=120)
+    payload = tmp_path / "payload.yaml"
+    payload.write_text(
+        f"video_id: celery1\nvideo_url: {clip.as_uri()}\nuser_id: u1\nuser_email: ada@example.com\n"
+        "formats: [mp4, webm]\n"
+    )
+    worker = services.celery_worker(env, name, tmp_path / "worker.log").start()
+    try:
+        services.wait_for(lambda: worker.process.poll() is None and worker_answers(name), 120,
+                          f"the celery worker {name} to answer (log: {worker.log})")  # fmt: skip
+        pool = {child.pid for child in psutil.Process(worker.pid).children()}
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("offload")), "job", "execute", "-f", "definitions.py",
+             "-j", "video_pipeline", "-c", str(payload)],
+            cwd=paths.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        assert run.returncode == 0, f"{run.stderr[-3000:]}\nworker:\n{worker.tail()}"
+
+        # Stopped by its own pid: Celery's warm shutdown ends the pool, and nothing of the group lives on.
+        assert worker.terminate(timeout=60) == 0, worker.tail()
+        services.wait_for(lambda: not worker.group_alive(), 30, "the worker's pool to exit")
+    finally:
+        worker.stop()
+        redis.Redis.from_url(REDIS_URL).delete(queue, f"_kombu.binding.{queue}")
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [record] = instance.get_run_records()
+        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        events = [e.dagster_event for e in instance.all_logs(record.dagster_run.run_id) if e.dagster_event]
+
+    orchestrator = {e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START}
+    started = {e.step_key: e.pid for e in events if e.event_type == dg.DagsterEventType.STEP_START}
+    assert set(started) >= {"download", "probe", *STEPS_IN_PARALLEL, "upload", "notify"}
+    for step, pid in started.items():
+        assert pid in pool, f"{step} ran in pid {pid}, not in the worker's pool {pool}"
+        assert pid not in orchestrator and pid != os.getpid()
+    # dagster-celery's own record of each step: the worker that took it, by name.
+    taken_by = {
+        e.step_key: e.event_specific_data.metadata["Celery worker"].value
+        for e in events
+        if e.event_type == dg.DagsterEventType.ENGINE_EVENT and "in celery worker" in (e.message or "")
+    }
+    assert {step: taken_by.get(step) for step in STEPS_IN_PARALLEL} == dict.fromkeys(STEPS_IN_PARALLEL, name)
+    for fmt in ("mp4", "webm"):
+        assert (data / "storage" / "videos" / "u1" / f"celery1.{fmt}").stat().st_size > 0

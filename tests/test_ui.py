@@ -1,0 +1,158 @@
+"""The Dagster UI in a real browser: Debian's headless chromium driven by playwright (``executable_path``; no
+browser download), against ``dagster dev`` (webserver, daemon, code location) on a temporary instance.
+
+A user launches ``video_pipeline`` from its Launchpad with a payload typed into the editor (a 1 s clip under
+the allowed samples directory) and watches the run page turn to Success; the run and its output are
+checked through GraphQL and storage too, and a screenshot of the finished run is kept in the test's
+temporary directory (its path is printed). Then a stopped schedule is switched on with its toggle on the
+Automation page, and is listed as running there and in GraphQL.
+
+Needs /usr/bin/chromium (``scripts/test.sh`` installs it where apt-get can); skipped without it.
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from pipelines.video.samples import make_clip
+from tests.support import dagster_services
+from tests.support.dagster_services import DagsterServices
+from tests.support.services import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless without the machine's closed network getting in the way (shared/REFERENCE.md); playwright adds
+# --headless itself and a fresh profile directory per browser.
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+LOCATION = "offload"
+UI_DEADLINE_MS = 60_000  # a page or element to appear: the UI queries its server, on a shared machine
+RUN_DEADLINE_MS = 240_000  # submit -> success of a 1 s clip, on 2 cores shared with other work
+SCHEDULE = "weekly_cleanup"  # Mondays 08:00: never due while the test runs
+SCHEDULE_QUERY = """query ($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) { ... on Schedule { scheduleState { id status } } }
+}"""
+STOP_SCHEDULE = """mutation ($id: String!) {
+  stopRunningSchedule(id: $id) { __typename ... on PythonError { message } }
+}"""
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (Debian's chromium; scripts/test.sh installs it)"
+)
+
+
+@dataclass
+class UI:
+    services: DagsterServices
+    browser: Browser
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        answer = httpx.post(
+            f"{self.services.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+        )
+        answer.raise_for_status()
+        body = answer.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def page(self) -> Page:
+        page = self.browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(UI_DEADLINE_MS)
+        return page
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory) -> Iterator[UI]:
+    expect.set_options(timeout=UI_DEADLINE_MS)
+    services = dagster_services.start(tmp_path_factory.mktemp("ui"), deadline=300)  # a shared machine
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                session = UI(services, browser)
+                # The "Join the Dagster community" modal of a first visit would cover every button.
+                assert session.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
+                yield session
+            finally:
+                browser.close()
+    finally:
+        services.stop()
+
+
+def test_launch_video_pipeline_from_the_launchpad(ui, tmp_path):
+    clip = make_clip(ui.services.data_dir / "samples" / "ui.mp4", seconds=1, width=160, height=120)
+    payload = (
+        f'{{video_id: ui1, video_url: "{clip.as_uri()}", user_id: u1, user_email: ada@example.com, '
+        "formats: [mp4]}"
+    )  # one line of flow YAML: the editor's auto-indent has nothing to add to it
+    page = ui.page()
+    page.goto(f"{ui.services.url}/locations/{LOCATION}/jobs/video_pipeline/playground")
+    page.locator(".CodeMirror").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(payload)
+    launch = page.locator("button:has-text('Launch Run')")
+    expect(launch).to_be_enabled()  # disabled until the config is valid
+    launch.click()
+
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_DEADLINE_MS)
+    screenshot = tmp_path / "video_pipeline-run.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot of the finished run: {screenshot}")
+    page.close()
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(ui.services.url.rsplit(":", 1)[1]))
+    assert client.get_run_status(run_id).value == "SUCCESS"
+    assert (ui.services.data_dir / "storage" / "videos" / "u1" / "ui1.mp4").stat().st_size > 0
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_start_a_schedule_from_the_automation_page(ui, tmp_path):
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
+                "scheduleName": SCHEDULE}  # fmt: skip
+
+    def schedule_state() -> dict:
+        return ui.graphql(SCHEDULE_QUERY, {"selector": selector})["scheduleOrError"]["scheduleState"]
+
+    def status() -> str:
+        return schedule_state()["status"]
+
+    state = schedule_state()
+    stopped = ui.graphql(STOP_SCHEDULE, {"id": state["id"]})["stopRunningSchedule"]
+    assert stopped["__typename"] == "ScheduleStateResult", stopped
+    assert status() == "STOPPED"  # on by default: stopped first, so the UI has something to start
+
+    page = ui.page()
+    page.goto(f"{ui.services.url}/automation")
+
+    def row(name: str):
+        return page.locator("div[data-index]").filter(has=page.locator(f'a[href$="/schedules/{name}"]'))
+
+    # A row has two checkboxes: one selects it for bulk actions, the other (drawn as a switch, with a
+    # handle) turns the schedule on or off. Both inputs are hidden behind their drawings, and the UI's
+    # element ids are counters that can repeat after a re-render, so a click on the switch's label may
+    # reach the selection box named by the same id (seen here). The click goes to the switch's input.
+    switch = "label:has(#handle) input[type=checkbox]"
+    toggle = row(SCHEDULE).locator(switch)
+    # The switches are drawn before the schedules' states arrive, and ignore clicks until then: wait for a
+    # schedule that is on (daily_report, on by default) to show as on.
+    expect(row("daily_report").locator(switch)).to_be_checked()
+    expect(toggle).not_to_be_checked()
+    toggle.dispatch_event("click")
+    expect(toggle).to_be_checked()
+    page.screenshot(path=str(tmp_path / "automation-clicked.png"))
+
+    wait_for(lambda: status() == "RUNNING", 60, f"{SCHEDULE} to be running in GraphQL")
+    page.reload()  # listed as running from the server's state, not the click's
+    expect(toggle).to_be_checked()
+    page.screenshot(path=str(tmp_path / "automation.png"))
+    print(f"screenshot of the Automation page: {tmp_path / 'automation.png'}")
+    page.close()
