@@ -163,3 +163,16 @@ def test_production_reads_no_local_files_and_local_reads_only_the_samples(
     monkeypatch.setenv("OFFLOAD_DATA_DIR", str(tmp_path / "data"))
     assert resources_for(paths.PRODUCTION)["downloader"].file_roots == []
     assert resources_for(paths.LOCAL)["downloader"].file_roots == [str(paths.samples_dir()), str(tmp_path)]
+
+
+# -- who can reach the webserver --------------------------------------------------------------------------
+
+
+def test_the_embedded_webserver_and_gateway_bind_loopback_by_default() -> None:
+    """``offload dev`` passes its arguments to ``dagster dev``, which binds the webserver to
+    dagster-webserver's default host; the gateway's ``serve`` has its own default."""
+    from dagster_webserver.cli import DEFAULT_WEBSERVER_HOST
+
+    assert DEFAULT_WEBSERVER_HOST == "127.0.0.1"
+    assert "--host" not in (ROOT / "offload" / "cli.py").read_text()  # nothing widens it
+    assert '"--host", default="127.0.0.1"' in (ROOT / "offload" / "webhooks" / "__main__.py").read_text()
