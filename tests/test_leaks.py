@@ -146,6 +146,9 @@ def test_no_secret_appears_anywhere(stack: dict[str, object]) -> None:
             seen += search(_graphql_view(str(stack["url"]), run.id), f"GraphQL of {run.job}")
     finally:
         client.close()
+    assert search(f"url=postgresql://u:{DB_PASSWORD}@db".encode(), "a probe") == [
+        "DATABASE_URL password in a probe"
+    ]
     files = [path for path in root.rglob("*") if path.is_file()]
     assert any(path.suffix == ".err" for path in files)  # the compute logs are among what is searched
     for path in files:
