@@ -32,7 +32,7 @@ from typing import Any
 import dagster as dg
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -66,11 +66,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Rejected(413, f"body: larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, f"body: larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, f"body: larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The sender hung up, or the read deadline closed its connection (abuse.py): nothing to store.
+        raise Rejected(400, "body: connection closed before the body was complete") from None
     return b"".join(chunks)
 
 
