@@ -4,7 +4,7 @@ The gateway faces the internet, so it bounds what any one client can take before
 
 - **rate**: ``RateLimiter`` answers 429 with ``Retry-After`` once a source (the client address, or the
   ``X-Forwarded-For`` address a trusted proxy sets; uvicorn's ``--forwarded-allow-ips``) has sent more than
-  ``OFFLOAD_WEBHOOK_RATE_LIMIT`` requests (``limits``' moving window, in this process's memory);
+  ``OFFLOAD_WEBHOOK_RATE_LIMIT`` requests (``limits``' sliding window counter, in this process's memory);
 - **time**: ``deadline_protocol`` closes a connection whose request (headers and body) has not fully arrived
   ``OFFLOAD_WEBHOOK_READ_TIMEOUT`` seconds after its first byte (slowloris). uvicorn has no such timeout: its
   keep-alive timer only runs between requests, so a client that dribbles a byte a second holds a
@@ -51,11 +51,13 @@ def parse_rate(text: str) -> limits.RateLimitItem | None:
 
 
 class RateLimiter:
-    """Requests per source in a moving window; ``check`` says how long a source over it must wait."""
+    """Requests per source in a sliding window; ``check`` says how long a source over it must wait."""
 
     def __init__(self, rate: limits.RateLimitItem):
         self.rate = rate
-        self._limiter = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
+        # The sliding window counter: two counters per source, O(1) per request, no burst at window edges.
+        # (The moving window keeps every timestamp in a list: its cost grows with the limit.)
+        self._limiter = limits.strategies.SlidingWindowCounterRateLimiter(limits.storage.MemoryStorage())
 
     def check(self, source: str) -> int | None:
         """Count one request from ``source``: None if it may go on, else the seconds until it may."""
