@@ -12,7 +12,9 @@ slot (offload/concurrency.py). Statuses are offload's (offload/runs.py, with the
 (offload/payload.py): the webserver checks it against the job's rules and a bad one raises
 ``InvalidPayloadError`` with the CLI's lines, starting nothing. The client refuses payloads that carry
 secrets (the run config is shown in the UI) or ``{env: NAME}`` values (which would read the server's
-environment). Idempotency keys are kept in a small table (offload/idempotency.py).
+environment). Behind an authenticating proxy, set ``OFFLOAD_API_TOKEN`` (bearer) or ``OFFLOAD_API_USER``
+and ``OFFLOAD_API_PASSWORD`` (basic auth); a refusal raises ``AuthenticationError``. Idempotency keys are
+kept in a small table (offload/idempotency.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+import httpx
 
 from offload import concurrency, idempotency
 from offload.errors import (
@@ -239,8 +243,17 @@ def _payload_lines(error: Mapping[str, Any]) -> list[str] | None:
 class Client:
     """The offload client. Thread-safe: make one per process and share it."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 30.0, idempotency_db: str | None = None):
-        self._graphql = GraphQL(url, timeout=timeout)
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        idempotency_db: str | None = None,
+        auth: httpx.Auth | None = None,
+    ):
+        """``auth``: credentials for the proxy in front of the webserver; default from the environment
+        (``OFFLOAD_API_TOKEN``, or ``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``; offload/graphql.py)."""
+        self._graphql = GraphQL(url, timeout=timeout, auth=auth)
         self.url = self._graphql.url
         self._idempotency_db = idempotency_db
         self._store: idempotency.IdempotencyStore | None = None

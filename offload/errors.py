@@ -109,6 +109,11 @@ class WebserverUnreachableError(ClientError, ConnectionError):
     """The Dagster webserver did not answer (not started, wrong ``OFFLOAD_DAGSTER_URL``, or too slow)."""
 
 
+class AuthenticationError(ClientError, PermissionError):
+    """The proxy in front of the webserver refused the request (HTTP 401 or 403): credentials missing or
+    wrong (``OFFLOAD_API_TOKEN``, or ``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``)."""
+
+
 class UnknownJobError(ClientError, LookupError):
     """No job of that name in the code location the webserver serves."""
 

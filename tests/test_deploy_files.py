@@ -119,7 +119,7 @@ def test_dockerfile_serves_the_code_location_on_4000():
 
 def test_compose_runs_postgres_and_offloads_services_from_the_image():
     services = compose()["services"]
-    assert set(services) == {"postgres", *OFFLOAD_SERVICES}
+    assert set(services) == {"postgres", "proxy", *OFFLOAD_SERVICES}
     for name in OFFLOAD_SERVICES:
         service = services[name]
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -128,8 +128,13 @@ def test_compose_runs_postgres_and_offloads_services_from_the_image():
         check_command(service.get("command") or image_command())
     assert services["webhooks"]["command"][:3] == ["python", "-m", "offload.webhooks"]
     check_command(services["code-server"]["healthcheck"]["test"][1:])
-    # No authentication in Dagster's webserver: published on the host's loopback only.
-    assert all(port.startswith("127.0.0.1:") for port in services["webserver"]["ports"])
+    # No authentication in Dagster's webserver: it publishes nothing; the authenticating proxy is the way in.
+    assert "ports" not in services["webserver"]
+    proxy = services["proxy"]
+    assert proxy["environment"]["OFFLOAD_WEBSERVER_UPSTREAM"] == "webserver:3000"
+    templates = proxy["volumes"][0].split(":")[0]
+    assert (DEPLOY / templates / "offload.conf.template").is_file()
+    assert proxy["ports"] == ["${OFFLOAD_PROXY_PORT}:8080"]
 
 
 def test_compose_variables_are_in_the_env_example_and_documented():

@@ -271,6 +271,17 @@ def test_http_client_resource_refuses_loopback_unless_allowed(server: LocalHTTPS
     assert page.content == b"hello"
 
 
+def test_http_client_resource_refuses_a_redirect_to_loopback(server: LocalHTTPServer) -> None:
+    """The web jobs' resource re-checks every hop: an allowed host redirecting to a loopback service
+    that is not allowed (an internal admin port, say) is refused before connecting to it."""
+    with LocalHTTPServer({"/admin": body(b"internal")}) as internal:
+        server.routes["/go"] = redirect(internal.url("/admin"))
+        with pytest.raises(FetchError, match=r"^refused: 127\.0\.0\.1 is a loopback address$") as caught:
+            HttpClient(allow_hosts=[server.origin], min_delay=0.01).fetch(server.url("/go"))
+        assert not caught.value.retryable
+        assert server.paths == ["/go"] and internal.request_count == 0
+
+
 def test_http_client_resource_budget_and_cap(server: LocalHTTPServer) -> None:
     server.routes["/down"] = body(b"", 500)
     resource = HttpClient(allow_hosts=[server.origin], max_attempts=2, min_delay=0.01, max_bytes=3)

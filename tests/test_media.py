@@ -115,3 +115,39 @@ def test_ffmpeg_writing_more_than_a_pipe_holds_to_stderr_does_not_hang():
     worker.start()
     worker.join(timeout=60)
     assert finished.is_set()
+
+
+# -- what FFmpeg may open (README "Security") ----------------------------------------------------------------
+
+
+def _playlists(tmp_path: Path, target: str) -> dict[str, Path]:
+    """Files that are playlists or lists for FFmpeg, each pointing at ``target``. The FFmpeg builds here
+    refuse them already (hls and concat's own safety rules); media.py's protocol and format whitelists keep
+    that so whatever the build, and these tests check the outcome: nothing fetched, nothing pulled in."""
+    hls = tmp_path / "source.m3u8"
+    hls.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{target}\n#EXT-X-ENDLIST\n")
+    concat = tmp_path / "list.mp4"
+    concat.write_text(f"ffconcat version 1.0\nfile '{target}'\n")
+    return {"hls": hls, "concat": concat}
+
+
+def test_a_playlist_never_makes_ffmpeg_fetch_what_it_lists(tmp_path):
+    from tests.support.http_server import LocalHTTPServer, body
+
+    with LocalHTTPServer({"/segment.ts": body(b"\x47" * 188 * 10)}) as server:
+        for name, path in _playlists(tmp_path, server.url("/segment.ts")).items():
+            with pytest.raises(media.NotAVideo):
+                media.probe(path)
+            info = media.VideoInfo(2.0, 320, 240, 25.0, "h264", None, 0)
+            with pytest.raises(media.FFmpegFailed):
+                media.run_ffmpeg(media.encode_args("mp4", info, path, tmp_path / f"{name}-out.mp4"), 2.0)
+        assert server.paths == []  # neither PyAV nor the ffmpeg binary connected
+
+
+def test_a_playlist_never_pulls_another_local_video_in(clips, tmp_path):
+    for path in _playlists(tmp_path, str(clips["plain"])).values():
+        with pytest.raises(media.NotAVideo):
+            media.probe(path)
+        with pytest.raises(media.FFmpegFailed):
+            media.run_ffmpeg(media.thumbnail_args(media.probe(clips["plain"]), path, tmp_path / "t.jpg"), 1.0)
+    assert media.probe(clips["plain"]).width == 320  # the file itself still opens

@@ -1,7 +1,8 @@
 """``python -m offload.webhooks serve --host 127.0.0.1 --port 3001``: the webhook gateway on uvicorn.
 
-One worker process (the launcher and the group-commit writer live in it); run several behind a load
-balancer if one is not enough, they share the inbox. Settings come from the environment (README,
+uvicorn runs with the gateway's abuse limits (offload/webhooks/abuse.py). One worker process (the launcher
+and the group-commit writer live in it); run several behind a load balancer if one is not enough, they share
+the inbox. Settings come from the environment (README,
 "Webhooks"); DAGSTER_HOME defaults to the project's ``.dagster_home`` as for the ``offload`` command.
 """
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=10,
+        **settings.uvicorn_options(),
     )
 
 

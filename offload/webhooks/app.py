@@ -11,8 +11,13 @@ inbox answers and whether the launcher's workspace has loaded.
 | 200 ``{"received": true, "duplicate": true}`` | stored before: acknowledged, not stored again |
 | 400 | signature missing or wrong, timestamp outside tolerance, malformed JSON, id missing |
 | 404 / 405 | unknown provider / not POST |
+| 408 | the request did not fully arrive within ``OFFLOAD_WEBHOOK_READ_TIMEOUT`` (abuse.py; then closed) |
+| 431 | request line and headers over ``OFFLOAD_WEBHOOK_MAX_HEADER_BYTES`` (uvicorn's h11 answers 400 if
+  they arrive in pieces: it stops buffering past the limit) |
 | 413 | body over ``OFFLOAD_WEBHOOK_MAX_BYTES`` (decided from Content-Length, or while streaming) |
-| 503 | the provider's secret is not configured, or the inbox could not commit (the sender retries) |
+| 429 | the source sent more than ``OFFLOAD_WEBHOOK_RATE_LIMIT``; ``Retry-After`` says when to send again |
+| 503 | the provider's secret is not configured, the inbox could not commit (the sender retries), or more
+  than ``OFFLOAD_WEBHOOK_MAX_CONNECTIONS`` connections are open (uvicorn's ``limit_concurrency``) |
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from typing import Any
 import dagster as dg
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from offload.log import redact
+from offload.webhooks.abuse import RateLimiter
 from offload.webhooks.inbox import Inbox, Incoming, now
 from offload.webhooks.launch import GatewayLauncher
 from offload.webhooks.providers import PROVIDERS, Rejected
@@ -41,10 +47,11 @@ from offload.webhooks.writer import InboxWriter
 log = logging.getLogger("offload.webhooks")
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    # After a 413 the rest of the body is unread: closing the connection stops the sender (uvicorn would
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # After a 413, 429 or 431 the body is unread: closing the connection stops the sender (uvicorn would
     # otherwise read and drop the remainder to keep the connection alive).
-    headers = {"Connection": "close"} if status == 413 else None
+    if status in (413, 429, 431):
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
@@ -59,11 +66,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Rejected(413, f"body: larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, f"body: larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, f"body: larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The sender hung up, or the read deadline closed its connection (abuse.py): nothing to store.
+        raise Rejected(400, "body: connection closed before the body was complete") from None
     return b"".join(chunks)
 
 
@@ -75,6 +86,7 @@ class Gateway:
         self.inbox = Inbox(settings.inbox_url)
         self.inbox.create_schema()
         self.writer = InboxWriter(self.inbox)
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit is not None else None
         self.launcher: GatewayLauncher | None = None
         if settings.launch == "immediate":
             self.launcher = GatewayLauncher(
@@ -107,6 +119,14 @@ class Gateway:
     async def receive(self, name: str, request: Request) -> Response:
         provider = PROVIDERS[name]
         secret = self.settings.secrets.get(name)
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.scope["headers"])
+        if header_bytes > self.settings.max_header_bytes:
+            return _error(431, f"headers: larger than {self.settings.max_header_bytes} bytes")
+        source = request.client.host if request.client is not None else "unknown"
+        wait = self.limiter.check(source) if self.limiter is not None else None
+        if wait is not None:
+            log.info("refused %s webhook from %s: over the rate limit", name, source)
+            return _error(429, "rate limit: too many requests from this source", {"Retry-After": str(wait)})
         try:
             if secret is None:
                 raise Rejected(503, f"{name}: webhook secret not configured")

@@ -1,17 +1,29 @@
-"""The gateway's settings, all from environment variables, checked once at start with one-line errors."""
+"""The gateway's settings, all from environment variables, checked once at start with one-line errors.
+
+The abuse limits (offload/webhooks/abuse.py) have defaults fit for the internet; README "Security" lists them.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import limits
 
 from offload.errors import ConfigurationError
+from offload.webhooks.abuse import parse_rate, uvicorn_options
 from offload.webhooks.inbox import default_url
 from offload.webhooks.launch import DEFAULT_CLAIM_TIMEOUT
 from offload.webhooks.providers import PROVIDERS
 
 DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_RATE_LIMIT = "100/second"  # per source: far above any provider's delivery rate from one address
+DEFAULT_READ_TIMEOUT = 15.0  # seconds for a whole request to arrive: 1 MiB needs 70 KB/s
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # h11's own default; providers send under 2 KiB
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_KEEP_ALIVE = 5.0  # uvicorn's default
 LAUNCH_MODES = ("immediate", "sensor")
 
 
@@ -35,6 +47,11 @@ class GatewaySettings:
     max_bytes: int = DEFAULT_MAX_BYTES
     launch: str = "immediate"  # "sensor": only store; the webhook_inbox sensor makes the runs
     claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
+    rate_limit: limits.RateLimitItem | None = field(default_factory=lambda: limits.parse(DEFAULT_RATE_LIMIT))
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    keep_alive: float = DEFAULT_KEEP_ALIVE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -49,10 +66,30 @@ class GatewaySettings:
             raise ConfigurationError(
                 f"OFFLOAD_WEBHOOK_LAUNCH: must be one of {', '.join(LAUNCH_MODES)}, got {launch!r}"
             )
+        try:
+            rate_limit = parse_rate(env.get("OFFLOAD_WEBHOOK_RATE_LIMIT", "").strip() or DEFAULT_RATE_LIMIT)
+        except ValueError as error:
+            raise ConfigurationError(f"OFFLOAD_WEBHOOK_RATE_LIMIT: {error}") from None
         return cls(
             inbox_url=default_url(env),
             secrets=secrets,
             max_bytes=int(_number(env, "OFFLOAD_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES, 1)),
             launch=launch,
             claim_timeout=_number(env, "OFFLOAD_WEBHOOK_CLAIM_TIMEOUT", DEFAULT_CLAIM_TIMEOUT, 1),
+            rate_limit=rate_limit,
+            read_timeout=_number(env, "OFFLOAD_WEBHOOK_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, 0.1),
+            max_header_bytes=int(
+                _number(env, "OFFLOAD_WEBHOOK_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, 1024)
+            ),
+            max_connections=int(_number(env, "OFFLOAD_WEBHOOK_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1)),
+            keep_alive=_number(env, "OFFLOAD_WEBHOOK_KEEP_ALIVE", DEFAULT_KEEP_ALIVE, 0.1),
+        )
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """uvicorn's part of the abuse limits (offload/webhooks/abuse.py), for ``uvicorn.run``."""
+        return uvicorn_options(
+            read_timeout=self.read_timeout,
+            max_header_bytes=self.max_header_bytes,
+            max_connections=self.max_connections,
+            keep_alive=self.keep_alive,
         )

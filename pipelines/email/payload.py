@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.keys import ID_RULE, is_valid_id
+from offload.keys import id_rule
 from offload.payload import check_email, check_mailbox
 
 MAX_SUBJECT = 998  # RFC 5322's line limit
@@ -58,6 +58,4 @@ class SendEmailPayload(dg.Config):
     @field_validator("user_id")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
-        if value is not None and not is_valid_id(value):
-            raise ValueError(ID_RULE)
-        return value
+        return value if value is None else id_rule(value)

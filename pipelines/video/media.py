@@ -29,6 +29,15 @@ GIF_MAX_WIDTH = 480
 GIF_MAX_SECONDS = 15.0
 THUMBNAIL_MAX_WIDTH = 640
 THUMBNAIL_AT = 0.10  # fraction of the duration
+# What FFmpeg may open for a source (README "Security"): the local file itself, read by a demuxer for a
+# self-contained video file. Never a network protocol, and never a playlist or list demuxer (hls, dash,
+# concat...): a downloaded file in one of those formats would make FFmpeg fetch the URLs it lists, around
+# the SSRF guard, or read other local files into this user's video.
+INPUT_PROTOCOLS = "file"
+# mov: mp4, m4v, 3gp; matroska: webm; image2 and jpeg_pipe: a single still (thumbnails are probed too).
+INPUT_FORMATS = "mov,matroska,avi,flv,mpegts,mpeg,asf,ogg,gif,image2,jpeg_pipe"
+_INPUT_OPTIONS = {"protocol_whitelist": INPUT_PROTOCOLS, "format_whitelist": INPUT_FORMATS}
+_INPUT_ARGS = [arg for name, value in _INPUT_OPTIONS.items() for arg in (f"-{name}", value)]
 
 
 class NotAVideo(ValueError):
@@ -57,7 +66,7 @@ def ffmpeg_exe() -> str:
 def probe(path: Path) -> VideoInfo:
     """Describe the first video stream; decode one frame so a file that merely looks like a video fails."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), container_options=_INPUT_OPTIONS) as container:
             if not container.streams.video:
                 raise NotAVideo("no video stream")
             video = container.streams.video[0]
@@ -103,7 +112,7 @@ def encode_args(fmt: str, info: VideoInfo, source: Path, target: Path, preset: s
     """The ffmpeg arguments (after the executable) that turn ``source`` into ``target`` in ``fmt``."""
     even = f"fps={output_fps(info)},scale=trunc(iw/2)*2:trunc(ih/2)*2"
     audio_map = ["-map", "0:v:0", "-map", "0:a:0?"]
-    head = ["-hide_banner", "-nostdin", "-y", "-i", str(source)]
+    head = ["-hide_banner", "-nostdin", "-y", *_INPUT_ARGS, "-i", str(source)]
     if fmt == "mp4":
         return [*head, *audio_map, "-vf", even, "-c:v", "libx264", "-preset", preset, "-crf", "23",
                 "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2",
@@ -125,8 +134,8 @@ def encode_args(fmt: str, info: VideoInfo, source: Path, target: Path, preset: s
 def thumbnail_args(info: VideoInfo, source: Path, target: Path) -> list[str]:
     """One JPEG frame at ~10% of the duration (seeking before ``-i`` is fast and keyframe-accurate)."""
     at = max(0.0, info.duration * THUMBNAIL_AT)
-    return ["-hide_banner", "-nostdin", "-y", "-ss", f"{at:.3f}", "-i", str(source), "-frames:v", "1",
-            "-vf", f"scale='min({THUMBNAIL_MAX_WIDTH},iw)':-2", "-q:v", "3", "-update", "1",
+    return ["-hide_banner", "-nostdin", "-y", "-ss", f"{at:.3f}", *_INPUT_ARGS, "-i", str(source),
+            "-frames:v", "1", "-vf", f"scale='min({THUMBNAIL_MAX_WIDTH},iw)':-2", "-q:v", "3", "-update", "1",
             str(target)]  # fmt: skip
 
 

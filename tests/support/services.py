@@ -157,8 +157,10 @@ def celery_worker(env: Mapping[str, str], name: str, log: Path, concurrency: int
 
 
 def gateway(env: Mapping[str, str], port: int, log: Path) -> Service:
+    """The gateway as deployed (``python -m offload.webhooks serve``). Load tests send everything from one
+    address, so the per-source rate limit is off unless ``env`` sets one (test_webhook_abuse.py does)."""
     args = [sys.executable, "-m", "offload.webhooks", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return Service("gateway", args, env, log)
+    return Service("gateway", args, {"OFFLOAD_WEBHOOK_RATE_LIMIT": "off", **env}, log)
 
 
 def gateway_ready(port: int, launcher: str) -> bool:

@@ -1,0 +1,231 @@
+"""Who can reach the Dagster webserver: the client's credentials and the proxy in deploy/proxy/.
+
+The client sends ``OFFLOAD_API_TOKEN`` as a bearer token or ``OFFLOAD_API_USER`` / ``OFFLOAD_API_PASSWORD``
+as basic auth on every GraphQL request, and says which setting to fix on a 401/403 without ever showing
+the secret. The nginx configuration is rendered as the official image renders it and run for real in
+front of a stand-in upstream on loopback: without credentials, or with wrong ones, nothing reaches the
+upstream; with either kind of right ones the request passes, stripped of its ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from offload.client import Client
+from offload.errors import AuthenticationError, ConfigurationError
+from offload.graphql import GraphQL, credentials
+from tests.support import services
+from tests.support.http_server import LocalHTTPServer
+
+TOKEN = "tok_9f8e7d6c5b4a39281706"
+USER, PASSWORD = "ops", "pw-Zq81!kRt"
+TEMPLATE = Path(__file__).parents[1] / "deploy" / "proxy" / "templates" / "offload.conf.template"
+
+
+class Upstream:
+    """A stand-in for the webserver's /graphql: answers GraphQL-shaped JSON, records Authorization headers."""
+
+    def __init__(self) -> None:
+        self.authorization: list[str | None] = []
+        self.server = LocalHTTPServer({"/graphql": self._answer})
+
+    def _answer(self, handler: Any) -> None:
+        self.authorization.append(handler.headers.get("Authorization"))
+        data = json.dumps({"data": {"ok": True}}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    stand_in = Upstream()
+    with stand_in.server:
+        yield stand_in
+
+
+# -- the client's credentials -------------------------------------------------------------------------------
+
+
+def test_credentials_from_the_environment() -> None:
+    assert credentials({}) is None
+    bearer = credentials({"OFFLOAD_API_TOKEN": TOKEN})
+    assert bearer is not None and TOKEN not in repr(bearer)
+    assert isinstance(
+        credentials({"OFFLOAD_API_USER": USER, "OFFLOAD_API_PASSWORD": PASSWORD}), httpx.BasicAuth
+    )
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"OFFLOAD_API_TOKEN": TOKEN, "OFFLOAD_API_USER": USER}, r"^OFFLOAD_API_TOKEN: set either it or"),
+        ({"OFFLOAD_API_USER": USER}, r"^OFFLOAD_API_USER and OFFLOAD_API_PASSWORD: basic auth needs both$"),
+        ({"OFFLOAD_API_PASSWORD": PASSWORD}, r"basic auth needs both$"),
+    ],
+)
+def test_half_or_double_credentials_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        credentials(env)
+    assert PASSWORD not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_url_carrying_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"^OFFLOAD_DAGSTER_URL: must not carry credentials"
+    ) as caught:
+        GraphQL(f"http://{USER}:{PASSWORD}@127.0.0.1:3000")
+    assert PASSWORD not in str(caught.value)
+
+
+def test_every_request_carries_the_credentials(upstream: Upstream) -> None:
+    url = upstream.server.url("").rstrip("/")
+    graphql = GraphQL(url, auth=credentials({"OFFLOAD_API_TOKEN": TOKEN}))
+    for _ in range(3):
+        assert graphql("{ ok }") == {"ok": True}
+    graphql.close()
+    graphql = GraphQL(url, auth=credentials({"OFFLOAD_API_USER": USER, "OFFLOAD_API_PASSWORD": PASSWORD}))
+    graphql("{ ok }")
+    graphql.close()
+    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert upstream.authorization == [f"Bearer {TOKEN}"] * 3 + [basic]
+
+
+def test_the_client_reads_its_credentials_from_the_environment(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFLOAD_API_TOKEN", TOKEN)
+    client = Client(upstream.server.url("").rstrip("/"))
+    client._graphql("{ ok }")
+    client.close()
+    assert upstream.authorization == [f"Bearer {TOKEN}"]
+
+
+# -- the proxy (nginx, deploy/proxy/) -----------------------------------------------------------------------
+
+
+class Proxy:
+    def __init__(self, port: int, upstream: Upstream):
+        self.port, self.upstream = port, upstream
+        self.url = f"http://127.0.0.1:{port}"
+
+    def graphql(self, auth: httpx.Auth | None) -> GraphQL:
+        return GraphQL(self.url, auth=auth, timeout=10)
+
+
+def _ssha(password: str) -> str:
+    """An htpasswd line's hash in nginx's ``{SSHA}`` scheme (salted SHA-1), made without htpasswd."""
+    salt = os.urandom(8)
+    return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """What the nginx image's envsubst step does: ``${NAME}`` for the variables it is given, nothing else."""
+    rendered = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), template)
+    assert "${" not in rendered, "every ${NAME} in the template must be one the deployment sets"
+    return rendered
+
+
+@pytest.fixture
+def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (.ci/run installs nginx-light)")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "htpasswd").write_text(f"{USER}:{_ssha(PASSWORD)}\n")
+    (secrets / "tokens.map").write_text(f'"Bearer {TOKEN}" off;\n')
+    port = services.free_port()
+    site = render(
+        TEMPLATE.read_text(),
+        {
+            "OFFLOAD_PROXY_LISTEN": f"127.0.0.1:{port}",
+            "OFFLOAD_WEBSERVER_UPSTREAM": upstream.server.origin,
+            "OFFLOAD_PROXY_SECRETS": str(secrets),
+        },
+    )
+    (tmp_path / "offload.conf").write_text(site)
+    temp = "\n".join(
+        f"    {kind}_temp_path {tmp_path / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")  # workers must read the secrets in this private tmp
+        + f"daemon off;\nworker_processes 1;\npid {tmp_path / 'nginx.pid'};\n"
+        + f"error_log {tmp_path / 'error.log'} info;\nevents {{ worker_connections 64; }}\n"
+        + f"http {{\n    access_log {tmp_path / 'access.log'};\n{temp}\n"
+        + f"    include {tmp_path / 'offload.conf'};\n}}\n"
+    )
+    args = [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    service = services.Service("nginx", args, {"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path / "nginx.log")
+    service.start()
+    try:
+        services.wait_for(lambda: _accepts(port), 20, "nginx to listen")
+        yield Proxy(port, upstream)
+    finally:
+        service.stop()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_without_credentials_the_proxy_answers_401_and_nothing_reaches_the_webserver(proxy: Proxy) -> None:
+    with pytest.raises(
+        AuthenticationError, match=r"answered HTTP 401: no credentials were sent; set OFFLOAD_API_TOKEN"
+    ):
+        proxy.graphql(None)("{ ok }")
+    raw = httpx.post(f"{proxy.url}/graphql", json={"query": "mutation { launchRun }"})
+    assert raw.status_code == 401 and raw.headers["WWW-Authenticate"] == 'Basic realm="offload"'
+    assert proxy.upstream.authorization == []
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        pytest.param(httpx.BasicAuth(USER, "wrong-password"), id="wrong-password"),
+        pytest.param(httpx.BasicAuth("intruder", PASSWORD), id="unknown-user"),
+        pytest.param(credentials({"OFFLOAD_API_TOKEN": "tok_guessed"}), id="wrong-token"),
+        pytest.param(credentials({"OFFLOAD_API_TOKEN": f"{TOKEN}x"}), id="token-with-a-suffix"),
+    ],
+)
+def test_wrong_credentials_are_refused_and_not_echoed(proxy: Proxy, auth: httpx.Auth) -> None:
+    with pytest.raises(AuthenticationError, match=r"answered HTTP 401: credentials were refused") as caught:
+        proxy.graphql(auth)("{ ok }")
+    assert PASSWORD not in str(caught.value) and "tok_" not in str(caught.value)
+    assert proxy.upstream.authorization == []
+
+
+def test_right_credentials_pass_and_stop_at_the_proxy(proxy: Proxy) -> None:
+    assert proxy.graphql(credentials({"OFFLOAD_API_TOKEN": TOKEN}))("{ ok }") == {"ok": True}
+    basic = credentials({"OFFLOAD_API_USER": USER, "OFFLOAD_API_PASSWORD": PASSWORD})
+    assert proxy.graphql(basic)("{ ok }") == {"ok": True}
+    assert proxy.upstream.authorization == [None, None]  # the webserver never sees the credentials
+
+
+def test_the_health_check_needs_no_credentials_and_says_nothing_else(proxy: Proxy) -> None:
+    answer = httpx.get(f"{proxy.url}/proxy-health")
+    assert answer.status_code == 200 and answer.text == "ok\n"
+    assert "nginx/" not in answer.headers.get("Server", "")  # server_tokens off: no version to look up
+    assert proxy.upstream.authorization == []
