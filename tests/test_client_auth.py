@@ -145,7 +145,7 @@ def render(template: str, values: dict[str, str]) -> str:
 def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:
-        pytest.skip("nginx is not installed (.ci/run installs nginx-light)")
+        pytest.skip("nginx is not installed (scripts/test.sh installs nginx-light where it can)")
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "htpasswd").write_text(f"{USER}:{_ssha(PASSWORD)}\n")
