@@ -79,24 +79,34 @@ def code_fingerprint(root: str) -> str:
     return digest.hexdigest()
 
 
+# Python keeps one forkserver per process, so what it was started with is per process too: the launcher's
+# settings and the code fingerprint, or None while there is none.
+_lock = threading.Lock()
+_started_with: tuple[str, tuple[str, ...], str] | None = None
+
+
 class ForkServer:
-    """The process's one preloaded server (Python keeps a single ``forkserver`` per process)."""
+    """Forks run workers from the process's preloaded server, started (or replaced) as the code needs."""
 
     def __init__(self, working_directory: str, preload_modules: Sequence[str] = DEFAULT_PRELOAD):
         self.working_directory = os.path.abspath(working_directory)
-        self.preload_modules = list(preload_modules)
-        self._lock = threading.Lock()
-        self._fingerprint: str | None = None  # of the code the running server imported; None: not started
+        self.preload_modules = tuple(preload_modules)
 
     def start_worker(self, args: ExecuteRunArgs) -> int:
         """Fork a run worker for ``args`` (starting or replacing the server first if needed); its pid."""
-        with self._lock:
-            current = code_fingerprint(self.working_directory)
-            if current != self._fingerprint:
-                self._restart()
-                self._fingerprint = current
-            context = multiprocessing.get_context("forkserver")
-            worker = context.Process(
+        global _started_with
+        with _lock:
+            wanted = (self.working_directory, self.preload_modules, code_fingerprint(self.working_directory))
+            if wanted != _started_with:
+                _retire_server()
+                _started_with = None
+                multiprocessing.get_context("forkserver").set_forkserver_preload(list(self.preload_modules))
+                with _on_sys_path(
+                    self.working_directory
+                ):  # the server imports with the sys.path it starts with
+                    multiprocessing.forkserver.ensure_running()
+                _started_with = wanted
+            worker = multiprocessing.get_context("forkserver").Process(
                 target=execute_run,
                 args=(serialize_value(args), self.working_directory),
                 name=f"run-{args.run_id}",
@@ -109,17 +119,14 @@ class ForkServer:
             assert worker.pid is not None
             return worker.pid
 
-    def stop(self) -> None:
-        """Let the server go (workers forked from it keep running); the next fork starts a new one."""
-        with self._lock:
+    @staticmethod
+    def stop() -> None:
+        """Let the process's server go (workers forked from it keep running); the next fork starts one.
+        Not needed at exit: the server stops by itself when this process is gone."""
+        global _started_with
+        with _lock:
             _retire_server()
-            self._fingerprint = None
-
-    def _restart(self) -> None:
-        _retire_server()
-        multiprocessing.get_context("forkserver").set_forkserver_preload(self.preload_modules)
-        with _on_sys_path(self.working_directory):  # the server imports with the sys.path it starts with
-            multiprocessing.forkserver.ensure_running()
+            _started_with = None
 
 
 def _retire_server() -> None:

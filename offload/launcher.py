@@ -231,10 +231,6 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
             self._instance.add_run_tags(run.run_id, {WORKER_HOST_TAG: host})
         super().launch_run(context)
 
-    def dispose(self) -> None:
-        self.fork_server.stop()
-        super().dispose()
-
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
