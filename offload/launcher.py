@@ -207,29 +207,42 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         the worker's machine if it is this one."""
         run = context.dagster_run
         host = _local_worker_host(context)
-        if self.start_method == FORKSERVER and host and _same_interpreter(run):
-            self._instance.add_run_tags(run.run_id, {WORKER_HOST_TAG: host, START_METHOD_TAG: FORKSERVER})
-            pid = self.fork_server.start_worker(
-                ExecuteRunArgs(
-                    job_origin=run.job_code_origin,  # type: ignore[arg-type]
-                    run_id=run.run_id,
-                    instance_ref=self._instance.get_ref(),
-                    set_exit_code_on_failure=None,
-                )
-            )
-            # Recorded at once (the worker logs it again when it has loaded the job): the health check can
-            # tell a worker that died while starting, and a cancel can reach it.
-            self._instance.report_engine_event(
-                f"Run worker forked from the preloaded server (pid {pid}).",
-                run,
-                EngineEventData.in_process(pid),
-                cls=self.__class__,
-            )
-            self._run_ids.add(run.run_id)
-            return
         if host:
             self._instance.add_run_tags(run.run_id, {WORKER_HOST_TAG: host})
+        if self.start_method == FORKSERVER and host and _same_interpreter(run) and self._fork(run):
+            return
         super().launch_run(context)
+
+    def _fork(self, run: dg.DagsterRun) -> bool:
+        """Fork the run's worker; False (and an engine event saying why) if the fork server failed, so the
+        run starts Dagster's way, which reports a broken code location as a stock run would."""
+        args = ExecuteRunArgs(
+            job_origin=run.job_code_origin,  # type: ignore[arg-type]
+            run_id=run.run_id,
+            instance_ref=self._instance.get_ref(),
+            set_exit_code_on_failure=None,
+        )
+        try:
+            pid = self.fork_server.start_worker(args)
+        except Exception as error:  # the server died while starting: its preload raised (the daemon's log)
+            self._instance.report_engine_event(
+                f"Fork server failed ({type(error).__name__}: {error}): "
+                "starting the run worker Dagster's way.",
+                run,
+                cls=self.__class__,
+            )
+            return False
+        self._instance.add_run_tags(run.run_id, {START_METHOD_TAG: FORKSERVER})
+        # Recorded at once (the worker logs it again when it has loaded the job): the health check can tell
+        # a worker that died while starting, and a cancel can reach it.
+        self._instance.report_engine_event(
+            f"Run worker forked from the preloaded server (pid {pid}).",
+            run,
+            EngineEventData.in_process(pid),
+            cls=self.__class__,
+        )
+        self._run_ids.add(run.run_id)
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:
