@@ -1,5 +1,5 @@
-"""The run launcher offload configures: run workers that start in under a second, and two safeguards
-Dagster's default launcher lacks on one machine.
+"""The run launcher offload configures: run workers forked from a preloaded server (no process start, no
+imports), and two safeguards Dagster's default launcher lacks on one machine.
 
 * **Fast start** (``start_method: forkserver``, the default). Dagster's ``DefaultRunLauncher`` asks the
   code server to start each run worker as a new Python process that imports Dagster and the code location
@@ -320,10 +320,14 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
 
 
 def _same_interpreter(run: dg.DagsterRun) -> bool:
-    """The code location runs with this process's Python (the fork server's imports are this one's)."""
+    """The code location runs with this process's Python environment (the fork server's imports are this
+    one's). Compared by the executable's directory: a virtualenv's ``python`` links to the interpreter it
+    was made from, so resolved paths would make every virtualenv of one Python look the same."""
     origin = run.job_code_origin
     executable = origin.repository_origin.executable_path if origin else None
-    return executable is not None and os.path.realpath(executable) == os.path.realpath(sys.executable)
+    return executable is not None and os.path.dirname(os.path.abspath(executable)) == os.path.dirname(
+        os.path.abspath(sys.executable)
+    )
 
 
 def _local_worker_host(context: LaunchRunContext) -> str | None:
