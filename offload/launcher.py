@@ -64,7 +64,7 @@ from dagster._serdes import ConfigurableClassData
 from offload import forkserver, limits, paths
 
 WORKER_HOST_TAG = "offload/worker_host"
-START_METHOD_TAG = "offload/start_method"  # on runs whose worker was forked: no code server knows it
+START_METHOD_TAG = "offload/start_method"  # forkserver (no code server knows the worker) or spawn
 
 
 class StartMethod(enum.Enum):
@@ -207,10 +207,14 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         the worker's machine if it is this one."""
         run = context.dagster_run
         host = _local_worker_host(context)
-        if host:
-            self._instance.add_run_tags(run.run_id, {WORKER_HOST_TAG: host})
-        if self.start_method == FORKSERVER and host and _same_interpreter(run) and self._fork(run):
+        fork = self.start_method == FORKSERVER and host is not None and _same_interpreter(run)
+        if host:  # before the fork: a cancel arriving while the server still imports must know how to stop it
+            tags = {WORKER_HOST_TAG: host, START_METHOD_TAG: FORKSERVER if fork else SPAWN}
+            self._instance.add_run_tags(run.run_id, tags)
+        if fork and self._fork(run):
             return
+        if fork:
+            self._instance.add_run_tags(run.run_id, {START_METHOD_TAG: SPAWN})
         super().launch_run(context)
 
     def _fork(self, run: dg.DagsterRun) -> bool:
@@ -232,7 +236,6 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
                 cls=self.__class__,
             )
             return False
-        self._instance.add_run_tags(run.run_id, {START_METHOD_TAG: FORKSERVER})
         # Recorded at once (the worker logs it again when it has loaded the job): the health check can tell
         # a worker that died while starting, and a cancel can reach it.
         self._instance.report_engine_event(
@@ -305,16 +308,16 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
     def _interrupt(self, run: dg.DagsterRun) -> bool:
         """Dagster's cooperative cancel, for a forked worker: no code server knows it, so it is sent the
         interrupt the code server would send (the worker's ``capture_interrupts`` turns it into a stop)."""
-        self._instance.report_run_canceling(run)
+        if run.tags.get(WORKER_HOST_TAG) != socket.gethostname():
+            return False  # forked on another machine: not ours to signal
         worker = run_worker(self._instance, run.run_id)
-        process = (
-            worker.process() if worker and run.tags.get(WORKER_HOST_TAG) == socket.gethostname() else None
-        )
+        process = worker.process() if worker else None
         if process is None:
-            self._instance.report_engine_event(
-                "Run worker not found on this machine: nothing to interrupt.", run, cls=self.__class__
-            )
-            return False
+            # Not forked yet (the server is still importing) or gone: marked canceled, so a worker that
+            # starts later does not run it ("canceled before execution could start").
+            self._instance.report_run_canceled(run, message="Run canceled before its worker ran it.")
+            return True
+        self._instance.report_run_canceling(run)
         _signal(process, signal.SIGINT)
         return True
 
