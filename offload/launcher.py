@@ -1,56 +1,79 @@
-"""The run launcher offload configures: Dagster's default launcher plus two things it lacks on one machine.
+"""The run launcher offload configures: run workers forked from a preloaded server (no process start, no
+imports), and two safeguards Dagster's default launcher lacks on one machine.
 
-Dagster's ``DefaultRunLauncher`` asks the code server to start a run worker (a child process of the code
-server) and forgets about it. Two gaps follow:
-
-* **A run whose worker is gone stays STARTED forever.** While the code server lives, it notices its child
-  died and fails the run itself (``DagsterApiServer._check_for_orphaned_runs``). But when the code server
-  dies too (``kill -9`` of the whole ``dagster dev`` tree, an OOM kill of the group, a machine restart),
-  nobody is left to notice: the launcher does not implement ``check_run_worker_health``, so the daemon's
-  run monitoring cannot tell (``dagster/_daemon/monitoring/run_monitoring.py``).
-  :class:`OffloadRunLauncher` implements it. The worker's pid is the one Dagster already records (the run
-  worker's "Started process for run (pid: N)" engine event); the worker is alive while a process with that
-  pid exists that started before the event was written, so a recycled pid (or a machine restart, which
-  recycles them all) reads as dead. On a dead worker the monitor marks the run failed and the daemon's run
-  retries re-execute it from failure: finished steps keep their stored outputs and are not run again; the
-  step that was running starts again from its beginning (steps are the unit of checkpointing).
-  Fail-then-retry rather than ``resume_run``: a resumed worker skips finished steps only with Dagster's
-  step-delegating executors (Docker, Kubernetes), not with the in-process or multiprocess executors
-  offload uses, and the code server offers no "resume" call. Mapped steps: ``offload/reexecution.py``.
-* **A run over its max runtime is only asked to stop.** Dagster's monitor cancels it through the code
-  server, which interrupts the worker; a step that ignores the interrupt (or a worker whose code server is
-  gone) keeps running, and the failure reads "Exceeded maximum runtime of N seconds.". Here ``terminate``
-  records the failure as ``exceeded max runtime of N s`` (``offload/limits.py``), marks it final (no run
-  retry), interrupts the worker and kills it with its child processes if it has not exited after
-  ``terminate_grace_seconds``.
+* **Fast start** (``start_method: forkserver``, the default). Dagster's ``DefaultRunLauncher`` asks the
+  code server to start each run worker as a new Python process that imports Dagster and the code location
+  first: 4-15 s on a 2-core machine. Here the worker is forked from a server that imported them once
+  (``offload/forkserver.py``, which also explains how edited code, reloaded or not, is never run stale: the
+  server is replaced when the code location's files change). The worker records its pid at once (an
+  engine event, as a stock worker's "Started process for run (pid: N)"), and a cancel from the UI
+  interrupts it directly, since no code server knows it. ``start_method: spawn`` keeps Dagster's way, for
+  a code location whose import is not safe to fork (it starts threads or opens connections at import
+  time: the fork would copy them half-made). Runs of a code server on another machine, or of one with a
+  different Python interpreter, start Dagster's way whatever the setting: the fork server only holds this
+  machine's code, imported with this interpreter.
+* **A run whose worker is gone stays STARTED forever.** A code server notices its own child died and fails
+  the run (``DagsterApiServer._check_for_orphaned_runs``); a forked worker has no code server, and when
+  the code server dies too (``kill -9`` of the whole ``dagster dev`` tree, an OOM kill of the group, a
+  machine restart) nobody is left to notice: Dagster's launcher does not implement
+  ``check_run_worker_health``, so the daemon's run monitoring cannot tell
+  (``dagster/_daemon/monitoring/run_monitoring.py``). :class:`OffloadRunLauncher` implements it. The
+  worker's pid is the first one recorded for the run (the fork's engine event, or the stock worker's
+  own); the worker is alive while a process with that pid exists that started before the event was
+  written, so a recycled pid (or a machine restart, which recycles them all) reads as dead. On a dead
+  worker the monitor marks the run failed and the daemon's run retries re-execute it from failure:
+  finished steps keep their stored outputs and are not run again; the step that was running starts again
+  from its beginning (steps are the unit of checkpointing). Fail-then-retry rather than ``resume_run``: a
+  resumed worker skips finished steps only with Dagster's step-delegating executors (Docker,
+  Kubernetes), not with the in-process or multiprocess executors offload uses. Mapped steps:
+  ``offload/reexecution.py``.
+* **A run over its max runtime is only asked to stop.** Dagster's monitor cancels it, which interrupts the
+  worker; a step that ignores the interrupt keeps running, and the failure reads "Exceeded maximum
+  runtime of N seconds.". Here ``terminate`` records the failure as ``exceeded max runtime of N s``
+  (``offload/limits.py``), marks it final (no run retry), interrupts the worker and kills it with its
+  child processes if it has not exited after ``terminate_grace_seconds``.
 
 The pid check needs the daemon on the machine that runs the workers. The launcher records that machine's
-name on every run it launches against a local code server (unix socket or loopback address) as the tag
-``offload/worker_host``; a run without it, or launched elsewhere, is reported RUNNING: it is not judged
-from here (its code server still fails it if the worker dies while the server lives). Settings:
-``deploy/instance-common.yaml``; guarantee and limits: README, "Crash-resume and time limits".
+name on every run whose worker it forks or starts through a local code server (unix socket or loopback
+address) as the tag ``offload/worker_host``; a run without it, or launched elsewhere, is reported RUNNING:
+it is not judged from here (its code server still fails it if the worker dies while the server lives).
+Settings: ``deploy/instance-common.yaml``; guarantee and limits: README, "Crash-resume and time limits".
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import os
 import signal
 import socket
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import dagster as dg
 import psutil
-from dagster._core.events import DagsterEventType
+from dagster._core.events import DagsterEventType, EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.storage.tags import MAX_RETRIES_TAG
+from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData
 
-from offload import limits
+from offload import forkserver, limits, paths
 
 WORKER_HOST_TAG = "offload/worker_host"
+START_METHOD_TAG = "offload/start_method"  # forkserver (no code server knows the worker) or spawn
+
+
+class StartMethod(enum.Enum):
+    forkserver = "forkserver"
+    spawn = "spawn"
+
+
+FORKSERVER, SPAWN = StartMethod.forkserver.value, StartMethod.spawn.value
+START_METHODS = (FORKSERVER, SPAWN)
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
 # psutil derives a process's start time from the boot time, which Linux reports in whole seconds.
 _START_TIME_SLACK = 1.0
@@ -113,7 +136,8 @@ def run_worker(instance: dg.DagsterInstance, run_id: str) -> RunWorker | None:
 
 
 class OffloadRunLauncher(dg.DefaultRunLauncher):
-    """``DefaultRunLauncher`` with a run-worker health check and a max-runtime stop that really stops.
+    """Run workers forked from a preloaded server, a run-worker health check, and a max-runtime stop
+    that really stops.
 
     Configure it in ``dagster.yaml`` (``deploy/instance-common.yaml`` holds the block)::
 
@@ -121,12 +145,28 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
           module: offload.launcher
           class: OffloadRunLauncher
           config:
+            start_method: forkserver           # or spawn: Dagster's new process per run
+            preload_modules: [dagster, definitions]
+            working_directory: /srv/app        # where definitions.py lives (default: this project's root)
             terminate_grace_seconds: 5
     """
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, terminate_grace_seconds: int = 5):
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        terminate_grace_seconds: int = 5,
+        start_method: str = FORKSERVER,
+        preload_modules: Sequence[str] = forkserver.DEFAULT_PRELOAD,
+        working_directory: str | None = None,
+    ):
         super().__init__(inst_data=inst_data)
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method: must be one of {', '.join(START_METHODS)}, got {start_method!r}")
         self.terminate_grace_seconds = terminate_grace_seconds
+        self.start_method = start_method
+        self.fork_server = forkserver.ForkServer(
+            working_directory or str(paths.PROJECT_ROOT), preload_modules
+        )
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -137,7 +177,25 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
                 default_value=5,
                 description="Seconds a run over its max runtime gets to stop after the interrupt before "
                 "its worker and the worker's children are killed.",
-            )
+            ),
+            "start_method": dg.Field(
+                dg.Enum.from_python_enum_direct_values(StartMethod),
+                is_required=False,
+                default_value=FORKSERVER,
+                description="forkserver: fork run workers from a server with the code imported (under a "
+                "second). spawn: Dagster's new process per run (seconds), for code not safe to fork.",
+            ),
+            "preload_modules": dg.Field(
+                [str],
+                is_required=False,
+                default_value=list(forkserver.DEFAULT_PRELOAD),
+                description="Modules the fork server imports once: Dagster and the code location.",
+            ),
+            "working_directory": dg.Field(
+                str,
+                is_required=False,
+                description="The code location's directory (default: this project's root).",
+            ),
         }
 
     @classmethod
@@ -145,11 +203,49 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         return cls(inst_data=inst_data, **config_value)
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        """Launch as Dagster does, after recording the worker's machine if the code server is local."""
+        """Fork the worker when the code is this machine's, else launch as Dagster does; either way record
+        the worker's machine if it is this one."""
+        run = context.dagster_run
         host = _local_worker_host(context)
-        if host:
-            self._instance.add_run_tags(context.dagster_run.run_id, {WORKER_HOST_TAG: host})
+        fork = self.start_method == FORKSERVER and host is not None and _same_interpreter(run)
+        if host:  # before the fork: a cancel arriving while the server still imports must know how to stop it
+            tags = {WORKER_HOST_TAG: host, START_METHOD_TAG: FORKSERVER if fork else SPAWN}
+            self._instance.add_run_tags(run.run_id, tags)
+        if fork and self._fork(run):
+            return
+        if fork:
+            self._instance.add_run_tags(run.run_id, {START_METHOD_TAG: SPAWN})
         super().launch_run(context)
+
+    def _fork(self, run: dg.DagsterRun) -> bool:
+        """Fork the run's worker; False (and an engine event saying why) if the fork server failed, so the
+        run starts Dagster's way, which reports a broken code location as a stock run would."""
+        args = ExecuteRunArgs(
+            job_origin=run.job_code_origin,  # type: ignore[arg-type]
+            run_id=run.run_id,
+            instance_ref=self._instance.get_ref(),
+            set_exit_code_on_failure=None,
+        )
+        try:
+            pid = self.fork_server.start_worker(args)
+        except Exception as error:  # the server died while starting: its preload raised (the daemon's log)
+            self._instance.report_engine_event(
+                f"Fork server failed ({type(error).__name__}: {error}): "
+                "starting the run worker Dagster's way.",
+                run,
+                cls=self.__class__,
+            )
+            return False
+        # Recorded at once (the worker logs it again when it has loaded the job): the health check can tell
+        # a worker that died while starting, and a cancel can reach it.
+        self._instance.report_engine_event(
+            f"Run worker forked from the preloaded server (pid {pid}).",
+            run,
+            EngineEventData.in_process(pid),
+            cls=self.__class__,
+        )
+        self._run_ids.add(run.run_id)
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -186,6 +282,8 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         run = record.dagster_run
         limit = limits.max_runtime_of(run.tags, self._instance.run_monitoring_max_runtime_seconds)
         if not limits.is_over(record.start_time, limit):
+            if run.tags.get(START_METHOD_TAG) == FORKSERVER:
+                return self._interrupt(run)
             return super().terminate(run_id)
         assert limit is not None  # is_over is False without a limit
         local = run.tags.get(WORKER_HOST_TAG) == socket.gethostname()
@@ -206,6 +304,33 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
 
             remote.cancel_execution(CancelExecutionRequest(run_id=run_id))
         return False
+
+    def _interrupt(self, run: dg.DagsterRun) -> bool:
+        """Dagster's cooperative cancel, for a forked worker: no code server knows it, so it is sent the
+        interrupt the code server would send (the worker's ``capture_interrupts`` turns it into a stop)."""
+        if run.tags.get(WORKER_HOST_TAG) != socket.gethostname():
+            return False  # forked on another machine: not ours to signal
+        worker = run_worker(self._instance, run.run_id)
+        process = worker.process() if worker else None
+        if process is None:
+            # Not forked yet (the server is still importing) or gone: marked canceled, so a worker that
+            # starts later does not run it ("canceled before execution could start").
+            self._instance.report_run_canceled(run, message="Run canceled before its worker ran it.")
+            return True
+        self._instance.report_run_canceling(run)
+        _signal(process, signal.SIGINT)
+        return True
+
+
+def _same_interpreter(run: dg.DagsterRun) -> bool:
+    """The code location runs with this process's Python environment (the fork server's imports are this
+    one's). Compared by the executable's directory: a virtualenv's ``python`` links to the interpreter it
+    was made from, so resolved paths would make every virtualenv of one Python look the same."""
+    origin = run.job_code_origin
+    executable = origin.repository_origin.executable_path if origin else None
+    return executable is not None and os.path.dirname(os.path.abspath(executable)) == os.path.dirname(
+        os.path.abspath(sys.executable)
+    )
 
 
 def _local_worker_host(context: LaunchRunContext) -> str | None:

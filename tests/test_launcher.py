@@ -15,6 +15,7 @@ from dagster._core.events import EngineEventData
 from dagster._core.launcher import WorkerStatus
 
 from offload import instance as offload_instance
+from offload import paths
 from offload.launcher import WORKER_HOST_TAG, OffloadRunLauncher, RunWorker, run_worker
 from tests.support.dagster_dev import wait_for
 
@@ -130,3 +131,15 @@ def test_a_run_without_a_worker_yet_is_running(instance):
         )
     )
     assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+
+def test_an_unknown_start_method_is_refused():
+    with pytest.raises(ValueError, match=r"^start_method: must be one of forkserver, spawn, got 'thread'$"):
+        OffloadRunLauncher(start_method="thread")
+
+
+def test_the_default_launcher_forks_from_the_project(instance):
+    launcher = instance.run_launcher
+    assert launcher.start_method == "forkserver"
+    assert launcher.fork_server.preload_modules == ("dagster", "definitions")
+    assert launcher.fork_server.working_directory == str(paths.PROJECT_ROOT)

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from offload.client import Client, Status
 from offload.errors import ClientError
@@ -73,10 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         user_url = database.replace("postgres@", f"postgres:{DB_PASSWORD}@")  # trust auth ignores it
         env = {**SECRETS, "DATABASE_URL": user_url, "OPENAI_BASE_URL": ai.url,
                "OFFLOAD_FETCH_ALLOW_HOSTS": allowed.origin}  # fmt: skip
-        # Run workers forked from a preloaded server: the same runs, minutes sooner on a busy machine.
-        instance = yaml.safe_load(dagster_services.instance_yaml())
-        instance["run_launcher"] = {"module": "offload.fork_launcher", "class": "ForkServerRunLauncher"}
-        deployment = dagster_services.start(root, env=env, instance=yaml.safe_dump(instance))
+        deployment = dagster_services.start(root, env=env, instance=dagster_services.instance_yaml())
         gateway = None
         try:
             port = services.free_port()

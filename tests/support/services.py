@@ -47,12 +47,12 @@ def free_port() -> int:
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
     """A DAGSTER_HOME like the one ``offload`` makes: telemetry off, a run queue that dequeues every second,
-    run workers forked from a preloaded server (``offload.fork_launcher``, opt-in: set here explicitly)."""
+    offload's launcher (run workers forked from a preloaded server)."""
     home.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "telemetry": {"enabled": False},
         "run_queue": {"dequeue_interval_seconds": 1, **(run_queue or {})},
-        "run_launcher": {"module": "offload.fork_launcher", "class": "ForkServerRunLauncher"},
+        "run_launcher": {"module": "offload.launcher", "class": "OffloadRunLauncher"},
     }
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return home

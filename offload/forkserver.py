@@ -1,0 +1,188 @@
+"""Run workers forked from a server that has Dagster and the code location imported already.
+
+A run worker started the stock way is a new Python process that imports Dagster and the whole code location
+before its first step: 4-15 s on a 2-core machine (``import definitions`` is most of it), which is most of
+the time from a trigger or a webhook to its run starting. :class:`ForkServer` keeps a server process
+(``python -m offload.forkserver``) that imported ``preload_modules`` once, in the code location's directory,
+and forks each run worker from it, so the worker only runs Dagster's own ``dagster api execute_run`` body
+(:func:`execute_run`). ``offload/launcher.py`` uses it by default.
+
+Why not the standard library's ``multiprocessing`` forkserver: it imports its preload with the launching
+process's working directory (Python 3.11 ignores the ``sys_path`` it is given), there is one per process,
+and every process forked from it holds its "alive" pipe, so stopping it waits for the longest run. This
+server is a few lines: one request (a serialized ``ExecuteRunArgs``) per line on its stdin, the forked pid
+back on a pipe of its own; it exits when its stdin closes.
+
+**Stale code.** A preloaded module is what the worker runs: Dagster's loader reuses a module already in
+``sys.modules`` for the same file. Stock Dagster imports the code from disk for every run, so an edit (with
+or without the UI's "Reload" of the code location) is what the next run executes. To keep that, every fork
+first compares a fingerprint of the code location's Python files (path, mtime and size of every ``.py``
+file under the working directory, descending only into packages: directories with an ``__init__.py``,
+about 10 ms for this project) with the one the server was started with; if they differ, the server is
+replaced before forking: the next run pays one preload (as a stock start), later runs are fast again. A
+module outside the working directory (an installed package upgraded under a running daemon) is not watched.
+
+**Ownership.** The server is a child of the process that launches (the Dagster daemon, whose run queue
+calls the launcher) and exits when that process closes its stdin or is gone. Workers do not depend on it:
+they keep running when it exits (a replaced server, a daemon restart), finish and record their outcome
+themselves; offload's launcher judges them by pid and start time. A ``kill -9`` of the whole process group
+kills them with it, as it kills the code server's workers in stock Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import deserialize_value, serialize_value
+
+DEFAULT_PRELOAD = ("dagster", "definitions")
+
+
+def execute_run(serialized_args: str) -> int:
+    """The run worker: Dagster's ``dagster api execute_run`` body, in a process forked with the code
+    already imported. It logs "Started process for run (pid: N)" as a stock worker does."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._cli.utils import get_instance_for_cli
+    from dagster._utils.interrupts import capture_interrupts
+
+    args = deserialize_value(serialized_args, ExecuteRunArgs)
+    with capture_interrupts(), get_instance_for_cli(instance_ref=args.instance_ref) as instance:
+        return _execute_run_command_body(
+            args.run_id, instance, lambda event: None, set_exit_code_on_failure=False
+        )
+
+
+def code_fingerprint(root: str) -> str:
+    """A digest of every ``.py`` file's path, mtime and size under ``root``, in packages only (so data
+    directories such as ``var/`` and the virtualenv are never walked)."""
+    digest = hashlib.sha256()
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = sorted(
+            d for d in subdirectories if os.path.isfile(os.path.join(directory, d, "__init__.py"))
+        )
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                digest.update(f"{path}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode())
+    return digest.hexdigest()
+
+
+class ForkServer:
+    """Forks run workers from a preloaded server, started (or replaced) as the code needs."""
+
+    def __init__(self, working_directory: str, preload_modules: Sequence[str] = DEFAULT_PRELOAD):
+        self.working_directory = os.path.abspath(working_directory)
+        self.preload_modules = tuple(preload_modules)
+        self._lock = threading.Lock()
+        self._server: subprocess.Popen[bytes] | None = None
+        self._replies: int | None = None  # the read end of the server's pid pipe
+        self._fingerprint = ""  # of the code the running server imported
+
+    def start_worker(self, args: ExecuteRunArgs) -> int:
+        """Fork a run worker for ``args`` (starting or replacing the server first if needed); its pid.
+        ``EOFError`` if the server exited instead (its preload raised: the traceback is on its stderr)."""
+        with self._lock:
+            current = code_fingerprint(self.working_directory)
+            if self._server is None or self._server.poll() is not None or current != self._fingerprint:
+                self._stop()
+                self._start()
+                self._fingerprint = current
+            assert self._server is not None and self._server.stdin is not None and self._replies is not None
+            try:
+                self._server.stdin.write(serialize_value(args).encode() + b"\n")
+                self._server.stdin.flush()
+            except BrokenPipeError as error:
+                raise EOFError("the fork server exited") from error
+            reply = _read_line(self._replies)
+            if not reply:
+                self._stop()
+                raise EOFError("the fork server exited (see its traceback in this process's log)")
+            return int(reply)
+
+    def stop(self) -> None:
+        """Let the server go (workers forked from it keep running); the next fork starts a new one. Not
+        needed at exit: the server exits by itself when this process is gone."""
+        with self._lock:
+            self._stop()
+
+    def _start(self) -> None:
+        replies, reply_to = os.pipe()
+        try:
+            self._server = subprocess.Popen(
+                [sys.executable, "-m", "offload.forkserver", str(reply_to), *self.preload_modules],
+                cwd=self.working_directory, stdin=subprocess.PIPE, pass_fds=(reply_to,),
+            )  # fmt: skip
+        finally:
+            os.close(reply_to)
+        self._replies = replies
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            assert self._server.stdin is not None
+            with contextlib.suppress(OSError):
+                self._server.stdin.close()  # the server exits on EOF, at once
+            server, self._server = self._server, None
+            threading.Thread(target=server.wait, name=f"forkserver-{server.pid}-reaper", daemon=True).start()
+        if self._replies is not None:
+            os.close(self._replies)
+            self._replies = None
+
+
+def _read_line(fd: int) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return b""
+        line += chunk
+    return line.strip()
+
+
+def serve(reply_to: int, preload: Sequence[str]) -> None:
+    """The server: import ``preload`` here (the code location's directory), then fork a worker per line."""
+    sys.path.insert(0, os.getcwd())
+    for module in preload:
+        __import__(module)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel, never zombies here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the group is for the workers; EOF stops us
+    for line in sys.stdin.buffer:
+        pid = os.fork()
+        if pid == 0:
+            _worker(line.decode(), reply_to)
+        os.write(reply_to, f"{pid}\n".encode())
+
+
+def _worker(serialized_args: str, reply_to: int) -> None:
+    """In the forked child: a run worker with the server's imports and none of its plumbing."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # steps wait for their subprocesses (ffmpeg ...)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.close(reply_to)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        code = execute_run(serialized_args)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), sys.argv[2:])

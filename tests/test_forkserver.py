@@ -1,0 +1,129 @@
+"""offload/forkserver.py with real processes: a run worker forked from the preloaded server executes a real
+run of a code location in a temporary directory, runs the code on disk after an edit (the server is
+replaced, not serving the module it preloaded), and keeps running when the server stops, which it does at
+once; a server whose preload raises makes the fork fail at once."""
+
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+from dagster._core.definitions.reconstruct import ReconstructableJob
+from dagster._grpc.types import ExecuteRunArgs
+
+from offload.forkserver import ForkServer, code_fingerprint
+from tests.support.dagster_dev import finished, wait_for
+
+# A code location whose job writes its module's VERSION (and waits for a gate file when asked to).
+LOCATION = """
+import time
+from pathlib import Path
+
+import dagster as dg
+
+VERSION = {version}
+
+
+@dg.op(config_schema={{"out": str, "gate": str}})
+def report(context):
+    gate = Path(context.op_config["gate"])
+    while context.op_config["gate"] and not gate.exists():
+        time.sleep(0.05)
+    Path(context.op_config["out"]).write_text(str(VERSION))
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def versioned():
+    report()
+"""
+
+
+@pytest.fixture
+def location(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "versioned_location.py").write_text(LOCATION.format(version=1))
+    return code
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as opened:
+        yield opened
+
+
+@pytest.fixture
+def server(location):
+    server = ForkServer(str(location), ["dagster", "versioned_location"])
+    yield server
+    server.stop()
+
+
+def start(server: ForkServer, instance: dg.DagsterInstance, location: Path, out: Path, gate: str = "") -> str:
+    """Create a run of ``versioned`` and fork its worker; the run id."""
+    recon = ReconstructableJob.for_file(str(location / "versioned_location.py"), "versioned")
+    run = instance.create_run_for_job(
+        recon.get_definition(),
+        run_config={"ops": {"report": {"config": {"out": str(out), "gate": gate}}}},
+        job_code_origin=recon.get_python_origin(),
+    )
+    server.start_worker(ExecuteRunArgs(job_origin=recon.get_python_origin(), run_id=run.run_id,
+                                       instance_ref=instance.get_ref()))  # fmt: skip
+    return run.run_id
+
+
+def run_to_end(server, instance, location, out: Path) -> str:
+    run_id = start(server, instance, location, out)
+    run = wait_for(lambda: finished(instance, run_id), 120, "the forked run to finish")
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    return out.read_text()
+
+
+def test_a_forked_worker_runs_the_code_on_disk_after_an_edit(server, instance, location, tmp_path):
+    assert run_to_end(server, instance, location, tmp_path / "first") == "1"
+    (location / "versioned_location.py").write_text(LOCATION.format(version=2))
+    assert run_to_end(server, instance, location, tmp_path / "second") == "2"  # not the preloaded 1
+
+
+def test_a_server_whose_preload_raises_fails_the_fork_instead_of_hanging(instance, location, tmp_path):
+    """The launcher then starts the run Dagster's way, which reports the broken code as a stock run would."""
+    (location / "broken_location.py").write_text("raise RuntimeError('broken at import')\n")
+    server = ForkServer(str(location), ["broken_location"])
+    try:
+        with pytest.raises(EOFError, match="the fork server exited"):
+            start(server, instance, location, tmp_path / "out")
+    finally:
+        server.stop()
+
+
+def test_fingerprint_changes_with_package_code_only(location):
+    before = code_fingerprint(str(location))
+    (location / "data").mkdir()
+    (location / "data" / "notes.py").write_text("x = 1\n")  # not a package: never imported as code
+    assert code_fingerprint(str(location)) == before
+    (location / "data" / "__init__.py").write_text("")
+    assert code_fingerprint(str(location)) != before
+
+
+def test_the_server_stops_at_once_and_its_worker_goes_on(server, instance, location, tmp_path):
+    gate = tmp_path / "gate"
+    run_id = start(server, instance, location, tmp_path / "out", gate=str(gate))
+    wait_for(lambda: instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED, 120,
+             "the run to start")  # fmt: skip
+    (running,) = servers()
+    server.stop()
+    # Gone (and reaped) while its worker still waits for the gate: a restart never waits for a run.
+    wait_for(lambda: not psutil.pid_exists(running.pid), 10, "the server to exit")
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    gate.touch()
+    run = wait_for(lambda: finished(instance, run_id), 60, "the run to finish after the server stopped")
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert (tmp_path / "out").read_text() == "1"
+
+
+def servers() -> list[psutil.Process]:
+    """This process's running fork servers."""
+    return [p for p in psutil.Process().children() if "offload.forkserver" in " ".join(p.cmdline())]
