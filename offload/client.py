@@ -46,6 +46,7 @@ from offload.log import redact
 from offload.payload import config_error_line
 from offload.runs import (
     DAGSTER_STATUSES,
+    MAX_RETRIES_TAG,
     BatchResult,
     Run,
     RunHandle,
@@ -63,7 +64,6 @@ IDEMPOTENCY_TAG = "offload/idempotency_key"
 CONCURRENCY_KEY_TAG = "offload/concurrency_key"
 PARENT_TAG = "offload/parent_run"
 REPLAY_TAG = "offload/replay_of"
-MAX_RETRIES_TAG = "dagster/max_retries"
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 ROOT_RUN_TAG = "dagster/root_run_id"
 RESERVED_TAG_PREFIXES = ("dagster/", ".dagster/", "offload/")

@@ -5,7 +5,8 @@ without a server):
 
 | offload | Dagster |
 |---|---|
-| QUEUED | QUEUED, NOT_STARTED, MANAGED; also FAILURE tagged ``dagster/will_retry`` (a retry is on its way) |
+| QUEUED | QUEUED, NOT_STARTED, MANAGED; also FAILURE tagged ``dagster/will_retry`` (a retry is on its way), |
+|   | and FAILURE of a run allowed retries whose ``will_retry`` is not yet written (RETRY_DECISION_GRACE) |
 | EXECUTING | STARTING, STARTED, SUSPENDED, CANCELING (a run stays EXECUTING until it has really stopped) |
 | COMPLETED | SUCCESS |
 | FAILED | FAILURE of a step or of the job's start-up: ``dagster/failure_reason`` STEP_FAILURE or |
@@ -22,6 +23,7 @@ its status, output and error are the latest attempt's, and ``attempts`` counts t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +36,12 @@ from offload.result import RESULT_LABEL
 
 FAILURE_REASON_TAG = "dagster/failure_reason"
 WILL_RETRY_TAG = "dagster/will_retry"
+MAX_RETRIES_TAG = "dagster/max_retries"
+# Dagster writes a failed run's status first and its ``will_retry`` tag just after, in another statement:
+# a poll in between sees a failure that is about to be retried. A run allowed retries is therefore taken as
+# final only once the tag is there, or this long after it ended (an instance with run retries off never
+# writes the tag).
+RETRY_DECISION_GRACE = 30.0
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 FAILED_REASONS = {"STEP_FAILURE", "JOB_INITIALIZATION_FAILURE"}
 
@@ -90,7 +98,16 @@ def _timed_out(record: Mapping[str, Any], tags: Mapping[str, str]) -> bool:
         return False
 
 
-def status_of(record: Mapping[str, Any]) -> Status:
+def _retry_undecided(record: Mapping[str, Any], tags: Mapping[str, str], now: float | None) -> bool:
+    retries = tags.get(MAX_RETRIES_TAG, "0")
+    if WILL_RETRY_TAG in tags or not retries.isdigit() or int(retries) == 0:
+        return False
+    end = record.get("endTime")
+    now = time.time() if now is None else now
+    return end is None or now - end < RETRY_DECISION_GRACE
+
+
+def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
     """offload's status of one Dagster run record (``status``, ``tags``, ``startTime``, ``endTime``)."""
     dagster_status = record["status"]
     tags = tag_dict(record)
@@ -101,7 +118,7 @@ def status_of(record: Mapping[str, Any]) -> Status:
     if dagster_status == "CANCELED":
         return Status.CANCELED
     if dagster_status == "FAILURE":
-        if tags.get(WILL_RETRY_TAG) == "true":
+        if tags.get(WILL_RETRY_TAG) == "true" or _retry_undecided(record, tags, now):
             return Status.QUEUED
         return Status.FAILED if tags.get(FAILURE_REASON_TAG) in FAILED_REASONS else Status.CRASHED
     raise ClientError(f"unknown Dagster run status {dagster_status!r}: offload.runs needs updating")

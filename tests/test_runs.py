@@ -3,7 +3,7 @@ event records, as the webserver returns them."""
 
 import pytest
 
-from offload.runs import Status, error_of, result_of, status_of
+from offload.runs import RETRY_DECISION_GRACE, Status, error_of, result_of, status_of
 
 
 def record(status, start=None, end=None, **tags):
@@ -46,6 +46,30 @@ def test_failures_are_failed_or_crashed_by_reason(reason, offload):
 def test_a_failure_about_to_be_retried_is_still_queued():
     tags = {"dagster__failure_reason": "STEP_FAILURE", "dagster__will_retry": "true"}
     assert status_of(record("FAILURE", **tags)) is Status.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("will_retry", "ended_ago", "offload"),
+    [
+        (None, 1.0, Status.QUEUED),  # Dagster has written FAILURE, not yet its retry decision
+        (None, RETRY_DECISION_GRACE + 1, Status.FAILED),  # an instance with run retries off never writes it
+        ("false", 1.0, Status.FAILED),
+        ("true", RETRY_DECISION_GRACE + 1, Status.QUEUED),
+    ],
+)
+def test_a_failure_allowed_retries_is_final_once_dagster_decided(will_retry, ended_ago, offload):
+    tags = {"dagster__failure_reason": "STEP_FAILURE", "dagster__max_retries": "1"}
+    if will_retry:
+        tags["dagster__will_retry"] = will_retry
+    assert status_of(record("FAILURE", 90.0, 100.0, **tags), now=100.0 + ended_ago) is offload
+
+
+def test_a_failure_without_retries_is_final_at_once():
+    tags = {"dagster__failure_reason": "STEP_FAILURE", "dagster__max_retries": "0"}
+    assert status_of(record("FAILURE", 90.0, 100.0, **tags), now=101.0) is Status.FAILED
+    assert status_of(record("FAILURE", 90.0, 100.0, dagster__failure_reason="STEP_FAILURE"), now=101.0) is (
+        Status.FAILED
+    )
 
 
 @pytest.mark.parametrize("dagster", ["FAILURE", "CANCELED"])
