@@ -71,6 +71,7 @@ MAX_PAYLOAD_BYTES = 3 * 1024 * 1024  # Trigger.dev's limit; the run config lives
 MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
 BATCH_CHUNK = 50  # runs per launchMultipleRuns request: keeps each request well under the timeout
 JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
+STARTING_GRACE = 30.0  # seconds cancel waits for a STARTING run (worker being started) to be cancelable
 # Payload field names that say "secret". Narrower than offload.log's names for environment variables:
 # payloads legitimately carry storage keys and idempotency keys.
 SECRET_FIELD = re.compile(
@@ -599,18 +600,26 @@ class Client:
     def cancel(self, run_id: str) -> None:
         """Stop the run: a queued run is canceled at once, an executing one is interrupted (it becomes
         CANCELED when its worker has stopped; ``wait`` for it). Canceling a finished run does nothing."""
-        run, attempts = self._records(run_id)
-        current = attempts[-1] if not run["rootRunId"] else run
-        if status_of(current).is_final:
-            return
-        answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
-        if answer["__typename"] == "TerminateRunSuccess":
-            return
-        if answer["__typename"] == "RunNotFoundError":
-            raise RunNotFoundError(f"no run {run_id!r} at {self.url}")
-        status = self._status(run_id)
-        if status is not None and status.is_final:  # finished meanwhile: nothing left to cancel
-            return
+        deadline = time.monotonic() + STARTING_GRACE
+        while True:
+            run, attempts = self._records(run_id)
+            current = attempts[-1] if not run["rootRunId"] else run
+            if status_of(current).is_final:
+                return
+            answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
+            if answer["__typename"] == "TerminateRunSuccess":
+                return
+            if answer["__typename"] == "RunNotFoundError":
+                raise RunNotFoundError(f"no run {run_id!r} at {self.url}")
+            run, attempts = self._records(run_id)
+            current = attempts[-1] if not run["rootRunId"] else run
+            if status_of(current).is_final:  # finished meanwhile: nothing left to cancel
+                return
+            # Dagster refuses a safe terminate while the run is STARTING (its worker is being started; it
+            # cannot be interrupted yet): this lasts well under a second, then the run can be canceled.
+            if current["status"] != "STARTING" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
 
     def close(self) -> None:

@@ -112,15 +112,17 @@ def run_tags(
 
 
 def run_coordinator_config(level_slots: int = LEVEL_SLOTS) -> dict[str, Any]:
-    """The instance's ``run_coordinator`` block: Dagster's run queue with the rules behind every ``Queue``.
+    """The instance's ``run_coordinator`` block: Dagster's run queue with the rules behind every ``Queue``,
+    through offload's coordinator, which starts a run at once when it would not wait (offload/coordinator.py).
 
     ``max_concurrent_runs`` is off because it would count parents and children alike (the deadlock above);
     the ``offload/depth`` rule caps runs per level instead. The daemon looks for runs to start every second:
-    Dagster's default, 5 s, would be most of a short run's start latency."""
+    Dagster's default, 5 s, would be most of a queued run's start latency."""
     return {
-        "module": "dagster._core.run_coordinator",
-        "class": "QueuedRunCoordinator",
+        "module": "offload.coordinator",
+        "class": "OffloadRunCoordinator",
         "config": {
+            "start_at_once": True,
             "max_concurrent_runs": -1,
             "dequeue_interval_seconds": 1,
             "tag_concurrency_limits": tag_concurrency_limits(level_slots),

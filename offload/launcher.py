@@ -202,6 +202,25 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Self:
         return cls(inst_data=inst_data, **config_value)
 
+    def ready_to_launch(self, run: dg.DagsterRun, workspace: Any) -> bool:
+        """Whether ``launch_run`` would start ``run``'s worker without waiting for a preload: a fork
+        server that is up with the current code, or Dagster's way. When the fork server is not ready it
+        is started in the background, so the run coordinator queues this run and starts the next at once
+        (offload/coordinator.py)."""
+        if not self._would_fork(LaunchRunContext(dagster_run=run, workspace=workspace)):
+            return True
+        if self.fork_server.is_warm():
+            return True
+        self.fork_server.warm_in_background()
+        return False
+
+    def _would_fork(self, context: LaunchRunContext) -> bool:
+        return (
+            self.start_method == FORKSERVER
+            and _local_worker_host(context) is not None
+            and _same_interpreter(context.dagster_run)
+        )
+
     def launch_run(self, context: LaunchRunContext) -> None:
         """Fork the worker when the code is this machine's, else launch as Dagster does; either way record
         the worker's machine if it is this one."""
