@@ -188,7 +188,7 @@ def test_runs_submitted_at_the_same_moment_never_exceed_the_limit(instance, job,
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    statuses = [instance.get_run_by_id(run.run_id).status for run in runs]  # type: ignore[union-attr]
+    statuses = [instance.get_run_by_id(run.run_id).status for run in runs]
     assert len(statuses) == 12
     assert len(RecordingLauncher.launched) <= limit  # all may lose the race: then the queue starts them
     assert len(set(RecordingLauncher.launched)) == len(RecordingLauncher.launched)
