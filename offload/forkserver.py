@@ -23,9 +23,12 @@ replaced before forking: the next run pays one preload (as a stock start), later
 module outside the working directory (an installed package upgraded under a running daemon) is not watched.
 
 **Ownership.** The server is a child of the process that launches (the Dagster daemon, whose run queue
-calls the launcher) and exits when that process closes its stdin or is gone. Workers do not depend on it:
-they keep running when it exits (a replaced server, a daemon restart), finish and record their outcome
-themselves; offload's launcher judges them by pid and start time. A ``kill -9`` of the whole process group
+calls the launcher; the webserver or the gateway, whose run coordinator starts runs that need not wait:
+offload/coordinator.py) and exits when that process closes its stdin or is gone. Such a process starts it
+in the background (:meth:`ForkServer.warm_in_background`) and starts runs at once only when it is warm;
+one server per process (:func:`shared`). Workers do not depend on it: they keep running when it exits (a
+replaced server, a daemon restart), finish and record their outcome themselves; offload's launcher judges
+them by pid and start time. A ``kill -9`` of the whole process group
 kills them with it, as it kills the code server's workers in stock Dagster.
 """
 
@@ -182,6 +185,20 @@ class ForkServer:
             os.close(self._replies)
             self._replies = None
         self._fingerprint = ""
+
+
+_shared: dict[tuple[str, tuple[str, ...]], ForkServer] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(working_directory: str, preload_modules: Sequence[str] = DEFAULT_PRELOAD) -> ForkServer:
+    """This process's fork server for that code: one per process however many instances (and launchers)
+    it creates, since the server holds no instance (each request carries its instance's ref)."""
+    key = (os.path.abspath(working_directory), tuple(preload_modules))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = ForkServer(*key)
+        return _shared[key]
 
 
 def _read_line(fd: int) -> bytes:

@@ -164,9 +164,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
             raise ValueError(f"start_method: must be one of {', '.join(START_METHODS)}, got {start_method!r}")
         self.terminate_grace_seconds = terminate_grace_seconds
         self.start_method = start_method
-        self.fork_server = forkserver.ForkServer(
-            working_directory or str(paths.PROJECT_ROOT), preload_modules
-        )
+        self.fork_server = forkserver.shared(working_directory or str(paths.PROJECT_ROOT), preload_modules)
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
