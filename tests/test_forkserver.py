@@ -11,7 +11,7 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._grpc.types import ExecuteRunArgs
 
-from offload.forkserver import ForkServer, code_fingerprint
+from offload.forkserver import ForkServer, code_fingerprint, shared
 from tests.support.dagster_dev import finished, wait_for
 
 # A code location whose job writes its module's VERSION (and waits for a gate file when asked to).
@@ -127,3 +127,20 @@ def test_the_server_stops_at_once_and_its_worker_goes_on(server, instance, locat
 def servers() -> list[psutil.Process]:
     """This process's running fork servers."""
     return [p for p in psutil.Process().children() if "offload.forkserver" in " ".join(p.cmdline())]
+
+
+def test_warming_in_the_background_makes_the_server_warm_and_an_edit_makes_it_cold(server, location):
+    """The run coordinator starts a run at once only on a warm server (offload/coordinator.py)."""
+    assert not server.is_warm()
+    server.warm_in_background()
+    server.warm_in_background()  # a second call while warming starts nothing more
+    wait_for(lambda: server.is_warm() or None, 120, "the server to finish its preload")
+    assert len(servers()) == 1
+    (location / "versioned_location.py").write_text(LOCATION.format(version=2))
+    assert not server.is_warm()  # would import the edit first: not warm until replaced
+
+
+def test_one_server_per_process_for_one_code_location(location, tmp_path):
+    first = shared(str(location), ["dagster", "versioned_location"])
+    assert shared(str(location) + "/", ["dagster", "versioned_location"]) is first
+    assert shared(str(tmp_path), ["dagster"]) is not first
