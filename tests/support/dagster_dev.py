@@ -116,6 +116,8 @@ class DagsterDev:
             data = reply.json()["data"]
         except (httpx.HTTPError, ValueError, KeyError):
             return False
+        if data is None:  # a GraphQL error while the webserver starts (its storage still busy): ask again
+            return False
         entries = data["workspaceOrError"].get("locationEntries") or []
         for entry in entries:
             if entry["locationOrLoadError"] and entry["locationOrLoadError"]["__typename"] == "PythonError":
