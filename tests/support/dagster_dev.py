@@ -33,11 +33,7 @@ T = TypeVar("T")
 FAST = {
     "run_monitoring": {"poll_interval_seconds": 1},
     "run_launcher": {"config": {"terminate_grace_seconds": 2}},
-    "run_coordinator": {
-        "module": "dagster._core.run_coordinator",
-        "class": "QueuedRunCoordinator",
-        "config": {"dequeue_interval_seconds": 1},
-    },
+    "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
 }
 NEEDED_DAEMONS = {"MONITORING", "QUEUED_RUN_COORDINATOR", "EVENT_LOG_CONSUMER"}
 READY_QUERY = """
