@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -170,25 +171,26 @@ def load_average() -> str:
 # -- 1. ingest -------------------------------------------------------------------------------------------
 
 
-def uvicorn_server(
-    app: str, port: int, env: dict[str, str], log: Path, factory: bool = False
-) -> services.Service:
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    return services.Service(app, [*args, "--factory"] if factory else args, env, log)
+def serve_hello(port: int) -> None:
+    """The baseline under the gateway's own uvicorn settings (``python -m offload.webhooks serve``: the
+    abuse limits' protocol and bounds, no access log), so that the two servers differ only in the app."""
+    import uvicorn
+
+    from offload.webhooks.settings import GatewaySettings
+
+    uvicorn.run(
+        hello_app,
+        host="127.0.0.1",
+        port=port,
+        log_level="info",  # serve's default; neither server logs per request (no access log)
+        access_log=False,
+        **GatewaySettings.from_env().uvicorn_options(),
+    )
+
+
+def hello_server(port: int, env: dict[str, str], log: Path) -> services.Service:
+    args = [sys.executable, "-m", "benchmarks.webhook_ingest", "--serve-hello", str(port)]
+    return services.Service("hello", args, env, log)
 
 
 def stripe_requests(count: int) -> list[bytes]:
@@ -210,12 +212,11 @@ def ingest(root: Path, seconds: float, rounds: int, connections: int) -> dict[st
         "OFFLOAD_DATA_DIR": str(root),
     }
     hello_port, gateway_port = services.free_port(), services.free_port()
-    hello = uvicorn_server("benchmarks.webhook_ingest:hello_app", hello_port, env, root / "hello.log").start()
-    gateway = uvicorn_server(
-        "offload.webhooks.app:create_app", gateway_port, env, root / "gateway.log", factory=True
-    ).start()
+    hello = hello_server(hello_port, env, root / "hello.log").start()
+    gateway = services.gateway(env, gateway_port, root / "gateway.log").start()
     try:
         services.wait_for(lambda: services.gateway_ready(gateway_port, "off"), 60, "the gateway")
+        services.wait_for(lambda: _hello_up(hello_port), 60, "the baseline")
         hello_body = body_of(stripe_event())
         results: dict[str, list[float]] = {"hello": [], "gateway": []}
         sent = 0
@@ -402,14 +403,26 @@ def _up(port: int) -> bool:
         return False
 
 
+def _hello_up(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve-hello", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each load phase (max 30)")
     parser.add_argument("--rounds", type=int, default=2, help="baseline/gateway alternations (max 5)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--events", type=int, default=15, help="events timed to run start (max 50)")
     parser.add_argument("--skip-runs", action="store_true", help="ingest only (no daemon, no runs)")
     args = parser.parse_args()
+    if args.serve_hello:
+        serve_hello(args.serve_hello)
+        return
     seconds, rounds, events = min(args.seconds, 30.0), min(args.rounds, 5), min(args.events, 50)
     print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp:
