@@ -11,6 +11,9 @@ The batch is gathered on the event loop and crosses to the thread once, as a who
 handed its own event to the thread, the thread woke for most of them and took the GIL from the event loop
 each time, and batches stayed small (measured, benchmarks/webhook_ingest.py's load: 7 events per batch
 that way, 15 this way; CPU per request of the app called in process, 32 at a time: 320 us, 265 us).
+The thread now needs the GIL about once per SQLite call of a batch, so the gateway keeps Python's default
+5 ms switch interval: the 0.5 ms it used to set, so that the thread got the GIL back sooner, now only
+costs the event loop switches (measured: 960 against 1,110 requests/s, alternated on the same machine).
 """
 
 from __future__ import annotations
