@@ -1,14 +1,19 @@
 """Webhook gateway: verified ingest throughput against a bare Starlette endpoint, latency at half load,
 and how long an event takes from being received to its run starting.
 
-1. **Ingest** (same run, same server settings: one uvicorn worker each, ``python -m uvicorn ...
-   --no-access-log --log-level warning``, whatever event loop and HTTP parser uvicorn picks for both):
-   - baseline: a Starlette ``POST /hello`` that reads the body and answers ``{"ok": true}``;
-   - gateway: ``POST /webhooks/stripe`` with real Stripe events (distinct ids, signed up front with
-     Stripe's library): signature check with ``stripe.Webhook.construct_event``, insert committed to the
-     SQLite inbox (WAL, synchronous FULL: an fsync per commit, shared by the requests of a group commit),
-     then 200. The gateway stores only (``OFFLOAD_WEBHOOK_LAUNCH=sensor``): launching is not part of
-     ingest, and thousands of runs would swamp the machine.
+1. **Ingest** (same run, same server settings: one uvicorn worker each, both with the settings the gateway
+   ships with, ``python -m offload.webhooks serve``'s: its h11 protocol with the read deadline, the header,
+   connection and keep-alive bounds (offload/webhooks/abuse.py), no access log, log level info. uvicorn's
+   own defaults (httptools) would measure a server the gateway does not run on):
+   - baseline: a Starlette ``POST /hello`` that reads the body and answers ``{"ok": true}``, started by
+     this module (``--serve-hello PORT``) with ``uvicorn.run`` and the same options ``serve`` passes;
+   - gateway: ``python -m offload.webhooks serve``, ``POST /webhooks/stripe`` with real Stripe events
+     (distinct ids, signed up front with Stripe's library): signature check with
+     ``stripe.WebhookSignature.verify_header``, insert committed to the SQLite inbox (WAL, synchronous
+     FULL: an fsync per commit, shared by the requests of a group commit), then 200. The gateway stores
+     only (``OFFLOAD_WEBHOOK_LAUNCH=sensor``): launching is not part of ingest, and thousands of runs would
+     swamp the machine. Its per-source rate limit is off (``OFFLOAD_WEBHOOK_RATE_LIMIT=off``): all the
+     load comes from one address (the check costs 10 us a request).
    Closed loop (``--connections`` keep-alive connections, each sending its next request on the answer)
    for ``--seconds``, baseline and gateway alternated ``--rounds`` times; the best round of each is the
    maximum. Then an open loop at half the gateway's maximum: requests go out on a fixed schedule and
