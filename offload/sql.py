@@ -73,6 +73,10 @@ def _sqlite_engine(url: str) -> sa.Engine:
         ):
             with attempt:
                 cursor.execute("PRAGMA journal_mode=WAL")
+        # An fsync of the WAL at every commit: a commit is on disk when it returns (the webhook gateway
+        # answers 2xx only then). FULL is SQLite's usual default, but a build may make WAL default to
+        # NORMAL, which can lose the last commits on power loss.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
