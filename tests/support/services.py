@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from offload import paths
+from offload import instance, paths
 
 T = TypeVar("T")
 
@@ -46,14 +46,11 @@ def free_port() -> int:
 
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
-    """A DAGSTER_HOME like the one ``offload`` makes: telemetry off, a run queue that dequeues every second,
-    offload's launcher (run workers forked from a preloaded server)."""
+    """The DAGSTER_HOME ``offload`` makes (``offload.instance.embedded_config()``: its run coordinator and
+    launcher), with ``run_queue`` settings laid over the run coordinator's."""
     home.mkdir(parents=True, exist_ok=True)
-    config: dict[str, Any] = {
-        "telemetry": {"enabled": False},
-        "run_queue": {"dequeue_interval_seconds": 1, **(run_queue or {})},
-        "run_launcher": {"module": "offload.launcher", "class": "OffloadRunLauncher"},
-    }
+    config = instance.embedded_config()
+    config["run_coordinator"]["config"].update(run_queue or {})
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return home
 
