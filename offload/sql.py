@@ -81,7 +81,9 @@ def _sqlite_engine(url: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the driver's connection: through SQLAlchemy's statement machinery this one line cost the
+        # webhook gateway's writer about a tenth of its time (a transaction per group commit).
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     return engine
 
