@@ -15,10 +15,10 @@ and how long an event takes from being received to its run starting.
      swamp the machine. Its per-source rate limit is off (``OFFLOAD_WEBHOOK_RATE_LIMIT=off``): all the
      load comes from one address (the check costs 10 us a request).
    Closed loop (``--connections`` keep-alive connections, default 128, each sending its next request on
-   the answer) for ``--seconds``, baseline and gateway alternated ``--rounds`` times; the best round of each is the
-   maximum, and the ratio is the best gateway round over the best baseline round (the ratio of each round
-   with the baseline round just before it is printed too: on a shared machine, rounds vary more than
-   the two servers do). Then an open loop at half the gateway's maximum: requests go out on a fixed
+   the answer) for ``--seconds``, baseline and gateway alternated ``--rounds`` times; the best round of
+   each is the maximum, and the ratio is the best gateway round over the best baseline round (the ratio
+   of each round with the baseline round just before it is printed too: on a shared machine, rounds vary
+   more than the two servers do). Then an open loop at half the gateway's maximum: requests go out on a fixed
    schedule and latency counts from the scheduled time, so a stall is not hidden (no coordinated omission).
    Why 128 connections: a maximum is measured where the server is saturated. The baseline is at 32
    already (its rate is the same at 32, 64 and 128); the gateway is not: each request waits for its group's
@@ -26,8 +26,9 @@ and how long an event takes from being received to its run starting.
    (measured at 32 / 64 / 128: 1,150-1,225 / 1,255-1,300 / 1,403-1,440 req/s), not by its CPU.
    The load generator is a few lines of asyncio on raw sockets, so that it spends far less CPU per
    request than the servers it measures (httpx's client costs about as much as the server here).
-2. **Received -> run started**: a Dagster daemon (offload's launcher: run workers forked from a preloaded
-   server) and the gateway launching at once; ``--events`` GitHub pushes sent one by one, after one
+2. **Received -> run started**: a Dagster daemon and the gateway launching at once, on offload's embedded
+   instance (its coordinator starts a run that would not wait from the gateway itself, in a worker forked
+   from the gateway's preloaded server); ``--events`` GitHub pushes sent one by one, after one
    unmeasured warm-up; for each: received (the inbox row) -> run created -> run started (``RUN_START``),
    read from the run storage.
 3. **Launch path**: the gateway's ``create_run`` (Dagster instance API) against
