@@ -40,7 +40,7 @@ from offload.log import redact
 from offload.webhooks.abuse import RateLimiter
 from offload.webhooks.inbox import Inbox, Incoming, now
 from offload.webhooks.launch import GatewayLauncher
-from offload.webhooks.providers import PROVIDERS, Rejected
+from offload.webhooks.providers import PROVIDERS, Rejected, load_libraries
 from offload.webhooks.settings import GatewaySettings
 from offload.webhooks.writer import InboxWriter
 
@@ -82,6 +82,7 @@ class Gateway:
     """The app's state: settings, inbox, group-commit writer and (in ``immediate`` mode) the launcher."""
 
     def __init__(self, settings: GatewaySettings, instance: dg.DagsterInstance | None = None):
+        load_libraries()
         self.settings = settings
         self.inbox = Inbox(settings.inbox_url)
         self.inbox.create_schema()

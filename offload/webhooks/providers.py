@@ -11,9 +11,10 @@ passes.
   (+-5 min).
 - GitHub: ``X-Hub-Signature-256: sha256=...``, no official library: ``hmac.compare_digest``.
 
-Stripe's and Svix's libraries are imported with this module (the gateway's start), not on the first
-request that needs them: importing them takes 0.35 s and 0.5 s here, during which the event loop would
-answer nothing.
+Stripe's and Svix's libraries are imported by the gateway when it starts (:func:`load_libraries`), not by
+the first request that needs them: importing them takes 0.35 s and 0.5 s here, during which the event loop
+would answer nothing. Not at this module's import: the code location imports it (the inbox sensor) and
+loads no provider SDK.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from stripe import SignatureVerificationError, WebhookSignature
-from svix.webhooks import Webhook, WebhookVerificationError
 
 STRIPE_TOLERANCE_SECONDS = 300  # Stripe's default and recommendation
 MAX_EVENT_ID = 255
@@ -80,6 +78,12 @@ def _identifier(value: Any, what: str, limit: int) -> str:
     return value
 
 
+def load_libraries() -> None:
+    """Import the providers' libraries now (the gateway's start), so no request waits for them."""
+    import stripe  # noqa: F401
+    import svix.webhooks  # noqa: F401
+
+
 def verify_stripe(body: bytes, headers: Mapping[str, str], secret: str) -> Verified:
     """Stripe's own check (``stripe.WebhookSignature.verify_header``, the one ``Webhook.construct_event``
     runs): any ``v1`` of the header may match (secret rotation), a timestamp older than 300 s is refused.
@@ -90,6 +94,8 @@ def verify_stripe(body: bytes, headers: Mapping[str, str], secret: str) -> Verif
     later processing. Stripe's library accepts any future timestamp; offload also refuses one more than
     300 s ahead, so a signed request cannot be replayed for longer than Svix allows either.
     """
+    from stripe import SignatureVerificationError, WebhookSignature
+
     header = headers.get("stripe-signature")
     if not header:
         raise Rejected(400, "Stripe-Signature: missing header")
@@ -115,6 +121,8 @@ def verify_stripe(body: bytes, headers: Mapping[str, str], secret: str) -> Verif
 def verify_clerk(body: bytes, headers: Mapping[str, str], secret: str) -> Verified:
     """Svix's ``Webhook.verify`` (Clerk sends through Svix): ``svix-*`` or the Standard Webhooks
     ``webhook-*`` headers, any ``v1,`` signature of the list may match, timestamp within +-5 minutes."""
+    from svix.webhooks import Webhook, WebhookVerificationError
+
     event_id = headers.get("svix-id") or headers.get("webhook-id")
     if not event_id:
         raise Rejected(400, "svix-id: missing header")
