@@ -230,27 +230,28 @@ def test_a_failed_run_clears_its_key(deployment):
 # -- cancel, replay, batches, attempts --------------------------------------------------------------------
 
 
-def test_wait_times_out_and_a_queued_run_is_canceled(deployment):
-    client = deployment.client
-    # typed_task runs one at a time per user: the second waits in the queue behind the first
-    client.trigger("typed_task", {"user_id": "queued", "email": "q@example.com"})
-    second = client.trigger("typed_task", {"user_id": "queued", "email": "q@example.com"})
-    with pytest.raises(RunTimeoutError, match="did not finish within"):
-        client.wait(second.id, timeout=0.05)
-    assert client.retrieve(second.id).status is Status.QUEUED
-    client.cancel(second.id)
-    canceled = client.wait(second.id, timeout=30)
-    assert canceled.status is Status.CANCELED and canceled.started_at is None
-
-
-def test_cancel_a_running_run(deployment):
+def test_a_queued_run_and_a_running_run_are_canceled(deployment):
+    """Two long videos of one user hold that user's two video slots, so a third waits in the queue (a run
+    with room would start at once: offload/coordinator.py): wait times out on it, and it is canceled
+    without ever starting; then a running one is interrupted."""
     client = deployment.client
     payload = video_payload(deployment, "long", seconds=20, formats=["webm"], user_id="canceler")
-    handle = client.trigger("video_pipeline", payload)
-    wait_for(lambda: client.retrieve(handle.id).started_at is not None, "the run to start", RUN_TIMEOUT)
-    client.cancel(handle.id)
-    run = client.wait(handle.id, timeout=RUN_TIMEOUT)
-    assert run.status is Status.CANCELED and run.output is None
+    running = [client.trigger("video_pipeline", payload | {"video_id": f"long-{n}"}) for n in range(2)]
+    for handle in running:
+        started = lambda h=handle: client.retrieve(h.id).started_at is not None  # noqa: E731
+        wait_for(started, "the run to start", RUN_TIMEOUT)
+    queued = client.trigger("video_pipeline", payload | {"video_id": "long-queued"})
+    with pytest.raises(RunTimeoutError, match="did not finish within"):
+        client.wait(queued.id, timeout=0.05)
+    assert client.retrieve(queued.id).status is Status.QUEUED
+    client.cancel(queued.id)
+    canceled = client.wait(queued.id, timeout=30)
+    assert canceled.status is Status.CANCELED and canceled.started_at is None
+    for handle in running:
+        client.cancel(handle.id)
+    for handle in running:
+        run = client.wait(handle.id, timeout=RUN_TIMEOUT)
+        assert run.status is Status.CANCELED and run.output is None
     assert not (deployment.services.data_dir / "storage" / "videos" / "canceler").exists()
 
 
