@@ -101,7 +101,7 @@ def test_trigger_returns_at_once_and_the_output_arrives(deployment):
     client = deployment.client
     started = time.monotonic()
     handle = client.trigger("hello_world", {"name": "Ada"}, tags={"team": "growth"})
-    assert time.monotonic() - started < 5  # returns once the run is created (and started, if it need not wait)
+    assert time.monotonic() - started < 5  # returns once the run is created (and started if it need not wait)
     assert client.retrieve(handle.id).status in (Status.QUEUED, Status.EXECUTING)
     run = client.wait(handle.id, timeout=RUN_TIMEOUT)
     assert run.status is Status.COMPLETED
