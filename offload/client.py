@@ -496,21 +496,22 @@ class Client:
             attempts = [run, *(data["runsOrError"].get("results") or [])]
         return run, sorted(attempts, key=lambda record: record["creationTime"])
 
+    def _current(self, run_id: str) -> dict[str, Any]:
+        """The record that stands for the run now (see ``_latest``)."""
+        return _latest(*self._records(run_id))
+
     def _status(self, run_id: str) -> Status | None:
         try:
-            run, attempts = self._records(run_id)
+            return status_of(self._current(run_id))
         except RunNotFoundError:
             return None
-        return status_of(attempts[-1] if not run["rootRunId"] else run)
 
     def retrieve(self, run_id: str) -> Run:
         """The run now: status, output once COMPLETED, error once failed, timestamps, attempts, tags."""
         return self._build(*self._records(run_id), with_events=True)
 
     def _build(self, run: dict[str, Any], attempts: list[dict[str, Any]], *, with_events: bool) -> Run:
-        # The first attempt stands for the whole run: report its latest attempt. An attempt asked for by
-        # its own id is reported as itself.
-        current = attempts[-1] if not run["rootRunId"] else run
+        current = _latest(run, attempts)
         status = status_of(current)
         output = error = None
         if with_events and status.is_final and status is not Status.CANCELED:
@@ -601,31 +602,32 @@ class Client:
         """Stop the run: a queued run is canceled at once, an executing one is interrupted (it becomes
         CANCELED when its worker has stopped; ``wait`` for it). Canceling a finished run does nothing."""
         deadline = time.monotonic() + STARTING_GRACE
-        while True:
-            run, attempts = self._records(run_id)
-            current = attempts[-1] if not run["rootRunId"] else run
-            if status_of(current).is_final:
-                return
+        current = self._current(run_id)
+        while not status_of(current).is_final:
             answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
             if answer["__typename"] == "TerminateRunSuccess":
                 return
             if answer["__typename"] == "RunNotFoundError":
                 raise RunNotFoundError(f"no run {run_id!r} at {self.url}")
-            run, attempts = self._records(run_id)
-            current = attempts[-1] if not run["rootRunId"] else run
+            current = self._current(run_id)
             if status_of(current).is_final:  # finished meanwhile: nothing left to cancel
                 return
             # Dagster refuses a safe terminate while the run is STARTING (its worker is being started; it
             # cannot be interrupted yet): this lasts well under a second, then the run can be canceled.
             if current["status"] != "STARTING" or time.monotonic() > deadline:
-                break
+                raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
             time.sleep(0.1)
-        raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
 
     def close(self) -> None:
         self._graphql.close()
         if self._store is not None:
             self._store.close()
+
+
+def _latest(run: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first attempt stands for the whole run: its latest attempt is reported. An attempt asked for by
+    its own id is reported as itself."""
+    return attempts[-1] if not run["rootRunId"] else run
 
 
 def _started_at(record: Mapping[str, Any]) -> datetime | None:

@@ -205,26 +205,24 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         server that is up with the current code, or Dagster's way. When the fork server is not ready it
         is started in the background, so the run coordinator queues this run and starts the next at once
         (offload/coordinator.py)."""
-        if not self._would_fork(LaunchRunContext(dagster_run=run, workspace=workspace)):
+        if not self._forks(run, _local_worker_host(LaunchRunContext(dagster_run=run, workspace=workspace))):
             return True
         if self.fork_server.is_warm():
             return True
         self.fork_server.warm_in_background()
         return False
 
-    def _would_fork(self, context: LaunchRunContext) -> bool:
-        return (
-            self.start_method == FORKSERVER
-            and _local_worker_host(context) is not None
-            and _same_interpreter(context.dagster_run)
-        )
+    def _forks(self, run: dg.DagsterRun, host: str | None) -> bool:
+        """Whether ``run``'s worker is forked here: fork server on, code server on this machine (``host``,
+        from :func:`_local_worker_host`), same Python environment."""
+        return self.start_method == FORKSERVER and host is not None and _same_interpreter(run)
 
     def launch_run(self, context: LaunchRunContext) -> None:
         """Fork the worker when the code is this machine's, else launch as Dagster does; either way record
         the worker's machine if it is this one."""
         run = context.dagster_run
         host = _local_worker_host(context)
-        fork = self.start_method == FORKSERVER and host is not None and _same_interpreter(run)
+        fork = self._forks(run, host)
         if host:  # before the fork: a cancel arriving while the server still imports must know how to stop it
             tags = {WORKER_HOST_TAG: host, START_METHOD_TAG: FORKSERVER if fork else SPAWN}
             self._instance.add_run_tags(run.run_id, tags)
