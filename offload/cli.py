@@ -42,6 +42,10 @@ def dagster_executable() -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] in (["new"], ["init"]):  # offload's own commands (dagster has neither)
+        from offload import scaffold
+
+        sys.exit(scaffold.main(sys.argv[1:]))
     ensure_instance()
     executable = dagster_executable()
     os.execv(executable, [executable, *sys.argv[1:]])

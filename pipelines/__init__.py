@@ -1,7 +1,11 @@
-"""Jobs and assets: the work offload runs. Each family exports its jobs; ``defs`` collects them."""
+"""Jobs and assets: the work offload runs. Each family exports its jobs; ``defs`` collects them, with every
+job in ``pipelines/custom/`` (yours: ``offload new job NAME``) found there by Dagster."""
+
+import warnings
 
 import dagster as dg
 
+from pipelines import custom
 from pipelines.batch import batch_processor
 from pipelines.cleanup import cleanup
 from pipelines.content import content_workflow, generate_content
@@ -16,7 +20,7 @@ from pipelines.video import process_video, video_pipeline
 from pipelines.web import resilient_task, scrape_websites
 from pipelines.webhooks import clerk_webhook, github_webhook, stripe_webhook
 
-defs = dg.Definitions(
+_BUILT_IN = dg.Definitions(
     assets=[daily_report],
     jobs=[
         video_pipeline,
@@ -39,3 +43,10 @@ defs = dg.Definitions(
         clerk_webhook,
     ],
 )
+
+with warnings.catch_warnings():
+    # A preview API in Dagster 1.13; dagster is pinned exactly (pyproject.toml), so the warning tells nothing.
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    _CUSTOM = dg.load_definitions_from_package_module(custom)
+
+defs = dg.Definitions.merge(_BUILT_IN, _CUSTOM)
