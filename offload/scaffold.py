@@ -160,7 +160,7 @@ def existing_job_names() -> set[str]:
     """Names of the jobs in the installed code location's ``pipelines`` (a new job must not reuse one)."""
     import pipelines
 
-    return {job.name for job in pipelines.defs.jobs}
+    return {job.name for job in pipelines.defs.jobs or ()}
 
 
 def new_job(name: str, root: Path, taken: set[str] | None = None) -> list[Path]:
