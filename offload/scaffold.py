@@ -53,19 +53,12 @@ class Payload(dg.Config):
     """What a trigger sends: checked before the run starts, one line per bad field."""
 
     user_id: str = Field(description="1-64 of A-Z a-z 0-9 _ -")
-    items: list[str] = Field(description="1-100 items")
+    items: list[str] = Field(min_length=1, max_length=100, description="1-100 items")
 
     @field_validator("user_id")
     @classmethod
     def _user_id(cls, value: str) -> str:
         return id_rule(value)
-
-    @field_validator("items")
-    @classmethod
-    def _items(cls, value: list[str]) -> list[str]:
-        if not 1 <= len(value) <= 100:
-            raise ValueError(f"must hold 1-100 items, got {len(value)}")
-        return value
 
 
 @dg.op(name=f"{JOB}_prepare")  # op names are unique in the code location: prefix them
@@ -124,7 +117,7 @@ def test_bad_payload_names_the_field():
         job.Payload(user_id="a/b", items=[])
     assert payload_errors(caught.value) == [
         "user_id = 'a/b': must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
-        "items = []: must hold 1-100 items, got 0",
+        "items = []: List should have at least 1 item after validation, not 0",
     ]
 
 
