@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,3 +125,31 @@ def test_docs_show_the_job_the_template_writes():
     body = generated[generated.index("JOB = ") :]
     readme = [s.code for s in ALL if s.page.name == "README.md" and s.page.parent == PROJECT_ROOT]
     assert body in readme, "README.md must show the generated job from `JOB = ` to its end, verbatim"
+
+
+def _links(page: Path) -> list[str]:
+    hrefs = []
+    for token in MarkdownIt().parse(page.read_text()):
+        for child in token.children or []:
+            href = child.attrGet("href") if child.type == "link_open" else None
+            if isinstance(href, str) and "://" not in href and not href.startswith("mailto:"):
+                hrefs.append(href)
+    return hrefs
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces as '-'."""
+    tokens = MarkdownIt().parse(page.read_text())
+    titles = [tokens[i + 1].content for i, token in enumerate(tokens) if token.type == "heading_open"]
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(PROJECT_ROOT)) for p in PAGES])
+def test_relative_links_point_at_files_and_headings(page: Path):
+    broken = []
+    for href in _links(page):
+        path, _, anchor = href.partition("#")
+        target = (page.parent / path) if path else page
+        if not target.exists() or (anchor and target.suffix == ".md" and anchor not in _anchors(target)):
+            broken.append(href)
+    assert not broken, f"{page.relative_to(PROJECT_ROOT)} has broken links: {broken}"
