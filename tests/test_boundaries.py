@@ -1,4 +1,4 @@
-"""Architecture tests for the security boundaries that live in one place each (README "Security").
+"""Architecture tests for the security boundaries that live in one place each (docs/security.md).
 
 They read the source, not run it, so a second implementation cannot appear unnoticed:
 

@@ -1,6 +1,6 @@
 """deploy/: what can be checked without a container engine. The Dockerfile's build inputs exist and its
 command is a real console script with real arguments; compose.yaml and the Helm values parse, run commands
-and modules that exist, and every environment variable they use is documented in README.md; the Helm
+and modules that exist, and every environment variable they use is documented in the docs (docs/*.md); the Helm
 values carry the same instance settings as deploy/dagster.yaml (run queue, launcher, instance class, run
 monitoring and retries), and both workspaces name the code location alike."""
 
@@ -46,7 +46,9 @@ def helm() -> dict[str, Any]:
 
 
 def readme_variables() -> set[str]:
-    return set(re.findall(r"`([A-Z][A-Z0-9_]+)`", (ROOT / "README.md").read_text()))
+    """Variables named in the docs: README.md and docs/*.md (configuration.md, production.md, security.md)."""
+    text = "\n".join(page.read_text() for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    return set(re.findall(r"`([A-Z][A-Z0-9_]+)`", text))
 
 
 def env_example() -> dict[str, str]:

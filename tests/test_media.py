@@ -117,7 +117,7 @@ def test_ffmpeg_writing_more_than_a_pipe_holds_to_stderr_does_not_hang():
     assert finished.is_set()
 
 
-# -- what FFmpeg may open (README "Security") ----------------------------------------------------------------
+# -- what FFmpeg may open (docs/security.md) ----------------------------------------------------------------
 
 
 def _playlists(tmp_path: Path, target: str) -> dict[str, Path]:

@@ -29,7 +29,7 @@ GIF_MAX_WIDTH = 480
 GIF_MAX_SECONDS = 15.0
 THUMBNAIL_MAX_WIDTH = 640
 THUMBNAIL_AT = 0.10  # fraction of the duration
-# What FFmpeg may open for a source (README "Security"): the local file itself, read by a demuxer for a
+# What FFmpeg may open for a source (docs/security.md): the local file itself, read by a demuxer for a
 # self-contained video file. Never a network protocol, and never a playlist or list demuxer (hls, dash,
 # concat...): a downloaded file in one of those formats would make FFmpeg fetch the URLs it lists, around
 # the SSRF guard, or read other local files into this user's video.
