@@ -1,6 +1,6 @@
 """deploy/: what can be checked without a container engine. The Dockerfile's build inputs exist and its
 command is a real console script with real arguments; compose.yaml and the Helm values parse, run commands
-and modules that exist, and every environment variable they use is documented in the docs (docs/*.md); the Helm
+and modules that exist, and every environment variable they use is documented in docs/; the Helm
 values carry the same instance settings as deploy/dagster.yaml (run queue, launcher, instance class, run
 monitoring and retries), and both workspaces name the code location alike."""
 

@@ -225,8 +225,8 @@ def test_payload_rules(fields, message):
 
 
 def test_the_example_payload_from_the_cli(tmp_path):
-    """``offload job execute -j invoicing -c examples/invoicing.yaml``, as docs/schedules.md says, on the embedded
-    default: February 2026 is billed from the SQLite app database."""
+    """``offload job execute -j invoicing -c examples/invoicing.yaml``, as docs/schedules.md says, on the
+    embedded default: February 2026 is billed from the SQLite app database."""
     import subprocess
 
     from tests.test_cli import BIN, ROOT, cli_env
