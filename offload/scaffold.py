@@ -11,8 +11,8 @@ Three files, each refused if it exists already (nothing is written then):
 
 The job is the shape of the built-in small jobs (``pipelines/hello_world.py``, ``pipelines/typed_task.py``),
 and docs/jobs.md shows the template's output verbatim (tests/test_docs.py compares them). Trigger.dev users
-look for ``init``: offload is a project you clone, not a package added to an app, so ``offload init`` only
-says how to start (``bash scripts/demo.sh``) and how to add a job.
+look for ``init``: offload is a project you clone and run beside your app (the app only needs the client),
+so ``offload init`` only says how to start (``bash scripts/demo.sh``) and how to add a job.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def new_job(name: str, root: Path, taken: set[str] | None = None) -> list[Path]:
 
 
 INIT_HINT = """\
-offload is a project you clone, not a package you add to an app; there is nothing to init.
+offload is a project you clone and run beside your app; there is nothing to init.
   set up and run the main job:  bash scripts/demo.sh
   add a job of your own:        .venv/bin/offload new job NAME
   trigger runs from your app:   docs/client.md"""
