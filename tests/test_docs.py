@@ -153,3 +153,8 @@ def test_relative_links_point_at_files_and_headings(page: Path):
         if not target.exists() or (anchor and target.suffix == ".md" and anchor not in _anchors(target)):
             broken.append(href)
     assert not broken, f"{page.relative_to(PROJECT_ROOT)} has broken links: {broken}"
+
+
+def test_readme_stays_short():
+    lines = (PROJECT_ROOT / "README.md").read_text().count("\n")
+    assert lines <= 200, f"README.md has {lines} lines: move detail into docs/ (the README is the front page)"
