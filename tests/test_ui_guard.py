@@ -154,7 +154,10 @@ def test_offload_dev_refuses_to_run_if_dagster_starts_its_daemon_without_the_gua
     from dagster._cli import cli
 
     started: list[list[str]] = []
-    monkeypatch.setattr(dagster_dev, "open_ipc_subprocess", lambda parts, **kw: started.append(parts))
+    def record(parts: list[str], **kwargs: Any) -> None:
+        started.append(parts)
+
+    monkeypatch.setattr(dagster_dev, "open_ipc_subprocess", record)
 
     def fake_cli_main(**kwargs: Any) -> None:
         dagster_dev.open_ipc_subprocess(["python", "-m", "dagster_webserver_v2"])
@@ -166,6 +169,7 @@ def test_offload_dev_refuses_to_run_if_dagster_starts_its_daemon_without_the_gua
     assert started == [["python", "-m", "dagster_webserver_v2"]]  # the daemon never started
 
     started.clear()
+    monkeypatch.setattr(dagster_dev, "open_ipc_subprocess", record)
 
     def fake_cli_main_ok(**kwargs: Any) -> None:
         dagster_dev.open_ipc_subprocess(["python", "-m", "dagster_webserver", "--port", "1"])
