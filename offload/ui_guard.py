@@ -116,7 +116,9 @@ def refusal(
         )
     origin = values.get("origin", [None])[0]
     if origin is not None and _origin_authority(origin) != host.lower():
-        return Refusal(403, f"Origin: {origin} is not this UI's own ({host}); cross-site requests are refused")
+        return Refusal(
+            403, f"Origin: {origin} is not this UI's own ({host}); cross-site requests are refused"
+        )
     if websocket or path.rstrip("/") != GRAPHQL_PATH:
         return None
     if method == "POST":
