@@ -5,6 +5,9 @@ as basic auth on every GraphQL request, and says which setting to fix on a 401/4
 the secret. The nginx configuration is rendered as the official image renders it and run for real in
 front of a stand-in upstream on loopback: without credentials, or with wrong ones, nothing reaches the
 upstream; with either kind of right ones the request passes, stripped of its ``Authorization`` header.
+Tokens compare exactly (letter case too), password guessing is rate-limited per address, and what a page
+of another site could send (another Origin or Host, a GraphQL mutation by GET, form or ``text/plain``)
+is refused before authentication, with the operator's credentials attached.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ from tests.support.http_server import LocalHTTPServer
 
 TOKEN = "tok_9f8e7d6c5b4a39281706"
 USER, PASSWORD = "ops", "pw-Zq81!kRt"
+PUBLIC_NAME = "ops.acme.example"
 TEMPLATE = Path(__file__).parents[1] / "deploy" / "proxy" / "templates" / "offload.conf.template"
 
 
@@ -149,7 +155,7 @@ def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "htpasswd").write_text(f"{USER}:{_ssha(PASSWORD)}\n")
-    (secrets / "tokens.map").write_text(f'"Bearer {TOKEN}" off;\n')
+    (secrets / "bearer-tokens.map").write_text(f'"~^Bearer {TOKEN}$" off;\n')
     port = services.free_port()
     site = render(
         TEMPLATE.read_text(),
@@ -157,6 +163,7 @@ def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
             "OFFLOAD_PROXY_LISTEN": f"127.0.0.1:{port}",
             "OFFLOAD_WEBSERVER_UPSTREAM": upstream.server.origin,
             "OFFLOAD_PROXY_SECRETS": str(secrets),
+            "OFFLOAD_UI_URL": f"https://{PUBLIC_NAME}",
         },
     )
     (tmp_path / "offload.conf").write_text(site)
@@ -229,3 +236,68 @@ def test_the_health_check_needs_no_credentials_and_says_nothing_else(proxy: Prox
     assert answer.status_code == 200 and answer.text == "ok\n"
     assert "nginx/" not in answer.headers.get("Server", "")  # server_tokens off: no version to look up
     assert proxy.upstream.authorization == []
+
+
+def test_a_token_in_another_letter_case_is_refused(proxy: Proxy) -> None:
+    for guess in (TOKEN.upper(), TOKEN.capitalize(), f"bearer {TOKEN}"):
+        answer = httpx.post(
+            f"{proxy.url}/graphql", json={"query": "{ ok }"}, headers={"Authorization": guess}
+        )
+        assert answer.status_code == 401, guess
+    assert proxy.upstream.authorization == []
+
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+LAUNCH = "mutation { launchRun }"
+
+
+@pytest.mark.parametrize(
+    "method, extra, expected",
+    [
+        pytest.param("POST", {"Origin": "http://evil.example"}, 403, id="foreign-origin"),
+        pytest.param("POST", {"Origin": "null"}, 403, id="null-origin"),
+        pytest.param("POST", {"Host": "attacker.example"}, 421, id="rebound-host"),
+        pytest.param("POST", {"Host": f"{PUBLIC_NAME}.attacker.example"}, 421, id="lookalike-host"),
+        pytest.param("POST", {"Content-Type": "text/plain"}, 405, id="text-plain"),
+        pytest.param("POST", {"Content-Type": "application/x-www-form-urlencoded"}, 405, id="form"),
+        pytest.param("GET", {}, 405, id="get-with-query"),
+    ],
+)
+def test_what_another_site_could_send_is_refused_even_with_credentials(
+    proxy: Proxy, method: str, extra: dict[str, str], expected: int
+) -> None:
+    headers = BASIC | {"Content-Type": "application/json"} | extra
+    if method == "GET":
+        answer = httpx.get(f"{proxy.url}/graphql", params={"query": LAUNCH}, headers=headers)
+    else:
+        answer = httpx.post(f"{proxy.url}/graphql", content=json.dumps({"query": LAUNCH}), headers=headers)
+    assert answer.status_code == expected, answer.text
+    assert proxy.upstream.server.request_count == 0
+
+
+def test_the_ui_own_requests_pass(proxy: Proxy) -> None:
+    """The UI's page (same Origin), the public name, a charset parameter and the GraphiQL page's plain GET."""
+    own = {"Content-Type": "application/json; charset=utf-8", "Origin": f"http://127.0.0.1:{proxy.port}"}
+    assert (
+        httpx.post(f"{proxy.url}/graphql", json={"query": "{ ok }"}, headers=BASIC | own).status_code == 200
+    )
+    public = {"Host": PUBLIC_NAME, "Origin": f"https://{PUBLIC_NAME}"}
+    assert (
+        httpx.post(f"{proxy.url}/graphql", json={"query": "{ ok }"}, headers=BASIC | public).status_code
+        == 200
+    )
+    assert httpx.get(f"{proxy.url}/graphql", headers=BASIC).status_code == 200
+    assert proxy.upstream.authorization == [None, None, None]
+
+
+def test_password_guessing_is_rate_limited_per_address(proxy: Proxy) -> None:
+    """At most the burst (200) plus 20 a second are checked; the rest get 429. Tokens are not limited."""
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"{USER}:guess".encode()).decode()}
+    statuses: list[int] = []
+    started = time.monotonic()
+    with httpx.Client(base_url=proxy.url, timeout=30) as http, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: http.get("/graphql", headers=wrong).status_code, range(600)))
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {401, 429}
+    assert statuses.count(401) <= 200 + 20 * elapsed + 1
+    assert proxy.graphql(credentials({"OFFLOAD_API_TOKEN": TOKEN}))("{ ok }") == {"ok": True}
