@@ -137,6 +137,26 @@ def test_compose_runs_postgres_and_offloads_services_from_the_image():
     assert proxy["ports"] == ["${OFFLOAD_PROXY_PORT}:8080"]
 
 
+def test_compose_keeps_the_unauthenticated_servers_off_the_gateways_network():
+    """The gateway faces the internet; the webserver and the code server answer anyone who reaches them."""
+    services = compose()["services"]
+    defaults = compose().get("x-offload", {}).get("networks")
+
+    def networks(name: str) -> set[str]:
+        found = services[name].get("networks", defaults if name in OFFLOAD_SERVICES else None)
+        assert found, f"{name}: no networks listed, so it would join the default network with every service"
+        return set(found)
+
+    gateway = networks("webhooks")
+    assert not gateway & (networks("webserver") | networks("code-server"))
+    assert gateway & networks("postgres")  # the gateway's inbox and runs live in PostgreSQL
+    for name in ("webserver", "daemon", "proxy"):  # the daemon and the proxy still reach the servers
+        assert networks(name) & networks("code-server") and networks(name) & networks("webserver")
+    assert set(compose()["networks"]) >= {n for name in services for n in networks(name)}
+    # The gateway stores events; the daemon's sensor launches their runs where the servers are reachable.
+    assert services["webhooks"]["environment"]["OFFLOAD_WEBHOOK_LAUNCH"] == "sensor"
+
+
 def test_compose_variables_are_in_the_env_example_and_documented():
     text = (DEPLOY / "compose.yaml").read_text()
     used = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", text))
