@@ -12,7 +12,7 @@ serving an unguarded UI.
 
 from __future__ import annotations
 
-import sys
+import subprocess
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +28,8 @@ def _hook(module: Any, name: str) -> Any:
     original = getattr(module, name, None)
     if original is None:
         raise UnguardedWebserverError(
-            f"{module.__name__}.{name} is gone (Dagster upgraded?): offload dev will not serve an unguarded UI"
+            f"{module.__name__}.{name} is gone (Dagster upgraded?): offload dev will not serve an"
+            " unguarded UI"
         )
     return original
 
@@ -41,7 +42,8 @@ def main(argv: Sequence[str]) -> None:
     start_process = _hook(dagster_dev, "open_ipc_subprocess")
     guarded = []
 
-    def open_process(parts: list[str], **kwargs: Any) -> Any:
+    def open_process(parts: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        parts = list(parts)
         if parts[1:3] == ["-m", WEBSERVER_MODULE]:
             parts = [parts[0], "-m", __name__, *parts[3:]]
             guarded.append(parts)
@@ -67,9 +69,10 @@ def serve_webserver() -> None:
     def create_guarded_app(*args: Any, **kwargs: Any) -> UIGuard:
         return UIGuard(create_app(*args, **kwargs), hosts)
 
-    webserver_cli.create_app_from_workspace_process_context = create_guarded_app
+    # The guard is an ASGI app like the Starlette app it wraps, which is all uvicorn.run asks of it.
+    webserver_cli.create_app_from_workspace_process_context = create_guarded_app  # type: ignore[assignment]
     webserver_cli.main()
 
 
 if __name__ == "__main__":
-    sys.exit(serve_webserver())
+    serve_webserver()

@@ -21,23 +21,18 @@ deploy/proxy/ applies the same rules in nginx for production.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 UI_URL_VARIABLE = "OFFLOAD_UI_URL"
 GRAPHQL_PATH = "/graphql"
 # Headers that must come once: with two, the app and this guard could each read a different one.
 SINGLE_HEADERS = ("host", "origin", "content-type")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)

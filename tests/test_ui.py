@@ -107,7 +107,8 @@ form.appendChild(field); document.body.appendChild(form);
 document.querySelector("iframe").onload = () => { done.form = "loaded"; };
 form.submit();
 fetch(ui + "/graphql", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
-  body: JSON.stringify({query: launch})}).then(() => { done.fetch = "opaque"; }, () => { done.fetch = "error"; });
+  body: JSON.stringify({query: launch})})
+  .then(() => { done.fetch = "opaque"; }, () => { done.fetch = "error"; });
 const img = new Image();
 img.onload = () => { done.img = "load"; }; img.onerror = () => { done.img = "error"; };
 img.src = ui + "/graphql?query=" + encodeURIComponent(launch);
