@@ -13,6 +13,7 @@ serving an unguarded UI.
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,10 +35,23 @@ def _hook(module: Any, name: str) -> Any:
     return original
 
 
+def _hosts_or_exit() -> frozenset[str]:
+    """The UI's allowed Host names; a bad ``OFFLOAD_UI_URL`` is one line on stderr and exit status 2."""
+    from offload.ui_guard import allowed_hosts
+
+    try:
+        return allowed_hosts()
+    except ValueError as error:
+        print(f"offload dev: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Sequence[str]) -> None:
     """Run ``dagster dev <argv>`` with the webserver process swapped for the guarded one."""
     import dagster._cli.dev as dagster_dev
     from dagster._cli import ENV_PREFIX, cli
+
+    _hosts_or_exit()  # before anything starts
 
     start_process = _hook(dagster_dev, "open_ipc_subprocess")
     guarded = []
@@ -61,9 +75,9 @@ def serve_webserver() -> None:
     """dagster-webserver's command line (``sys.argv``), its app wrapped in ``UIGuard``."""
     import dagster_webserver.cli as webserver_cli
 
-    from offload.ui_guard import UIGuard, allowed_hosts
+    from offload.ui_guard import UIGuard
 
-    hosts = allowed_hosts()  # a bad OFFLOAD_UI_URL stops here, before anything listens
+    hosts = _hosts_or_exit()
     create_app = _hook(webserver_cli, "create_app_from_workspace_process_context")
 
     def create_guarded_app(*args: Any, **kwargs: Any) -> UIGuard:

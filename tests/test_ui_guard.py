@@ -186,3 +186,18 @@ def test_offload_dev_refuses_to_run_if_dagster_starts_its_daemon_without_the_gua
         ["python", "-m", "offload.dev", "--port", "1"],
         ["python", "-m", "dagster._daemon", "run"],
     ]
+
+
+def test_offload_dev_stops_at_once_on_a_bad_ui_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dagster._cli import cli
+
+    monkeypatch.setenv("OFFLOAD_UI_URL", "ops.acme.example")
+    monkeypatch.setattr(cli, "main", lambda **kwargs: pytest.fail("dagster dev started"))
+    with pytest.raises(SystemExit) as exited:
+        dev.main([])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "offload dev: OFFLOAD_UI_URL: must be an http:// or https:// URL with a host\n"
+    )
