@@ -38,6 +38,7 @@ from tests.support.http_server import LocalHTTPServer
 TOKEN = "tok_9f8e7d6c5b4a39281706"
 USER, PASSWORD = "ops", "pw-Zq81!kRt"
 PUBLIC_NAME = "ops.acme.example"
+USERS_SCRIPT = Path(__file__).parents[1] / "deploy" / "proxy" / "40-offload-users.sh"
 TEMPLATE = Path(__file__).parents[1] / "deploy" / "proxy" / "templates" / "offload.conf.template"
 
 
@@ -126,8 +127,8 @@ def test_the_client_reads_its_credentials_from_the_environment(
 
 
 class Proxy:
-    def __init__(self, port: int, upstream: Upstream):
-        self.port, self.upstream = port, upstream
+    def __init__(self, port: int, upstream: Upstream, error_log: Path):
+        self.port, self.upstream, self.error_log = port, upstream, error_log
         self.url = f"http://127.0.0.1:{port}"
 
     def graphql(self, auth: httpx.Auth | None) -> GraphQL:
@@ -156,6 +157,17 @@ def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
     secrets.mkdir()
     (secrets / "htpasswd").write_text(f"{USER}:{_ssha(PASSWORD)}\n")
     (secrets / "bearer-tokens.map").write_text(f'"~^Bearer {TOKEN}$" off;\n')
+    state = tmp_path / "state"
+    subprocess.run(
+        ["sh", str(USERS_SCRIPT)],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "OFFLOAD_PROXY_SECRETS": str(secrets),
+            "OFFLOAD_PROXY_STATE": str(state),
+        },
+        check=True,
+        timeout=30,
+    )
     port = services.free_port()
     site = render(
         TEMPLATE.read_text(),
@@ -164,6 +176,7 @@ def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
             "OFFLOAD_WEBSERVER_UPSTREAM": upstream.server.origin,
             "OFFLOAD_PROXY_SECRETS": str(secrets),
             "OFFLOAD_UI_URL": f"https://{PUBLIC_NAME}",
+            "OFFLOAD_PROXY_STATE": str(state),
         },
     )
     (tmp_path / "offload.conf").write_text(site)
@@ -185,7 +198,7 @@ def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
     service.start()
     try:
         services.wait_for(lambda: _accepts(port), 20, "nginx to listen")
-        yield Proxy(port, upstream)
+        yield Proxy(port, upstream, tmp_path / "error.log")
     finally:
         service.stop()
 
@@ -301,3 +314,23 @@ def test_password_guessing_is_rate_limited_per_address(proxy: Proxy) -> None:
     assert set(statuses) == {401, 429}
     assert statuses.count(401) <= 200 + 20 * elapsed + 1
     assert proxy.graphql(credentials({"OFFLOAD_API_TOKEN": TOKEN}))("{ ok }") == {"ok": True}
+
+
+def test_an_unknown_user_costs_the_same_password_check_as_a_known_one(proxy: Proxy) -> None:
+    """nginx answers an unknown name at once and a known one after hashing the password: that difference
+    names the users. Every refusal here is one hash: the unknown, the wrongly cased and the absent user are
+    each checked as the decoy (whose hash is a real user's), the known one against its own."""
+    attempts = [
+        httpx.BasicAuth("intruder", PASSWORD),
+        httpx.BasicAuth(USER.upper(), PASSWORD),
+        httpx.BasicAuth("offload-decoy", PASSWORD),  # the decoy is not a login, even with its hash's password
+        None,
+        httpx.BasicAuth(USER, "wrong-password"),
+    ]
+    for auth in attempts:
+        assert httpx.get(f"{proxy.url}/graphql", auth=auth).status_code == 401
+    log = proxy.error_log.read_text()
+    assert "was not found" not in log
+    assert log.count('user "offload-decoy": password mismatch') == 4
+    assert log.count(f'user "{USER}": password mismatch') == 1
+    assert proxy.upstream.server.request_count == 0

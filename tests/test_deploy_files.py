@@ -142,6 +142,12 @@ def test_compose_runs_postgres_and_offloads_services_from_the_image():
     templates = proxy["volumes"][0].split(":")[0]
     assert (DEPLOY / templates / "offload.conf.template").is_file()
     assert proxy["ports"] == ["${OFFLOAD_PROXY_PORT}:8080"]
+    # Every variable the nginx configuration reads is set; the users script runs before nginx starts.
+    conf = (DEPLOY / templates / "offload.conf.template").read_text()
+    assert set(re.findall(r"\$\{(\w+)\}", conf)) <= set(proxy["environment"])
+    script = DEPLOY / "proxy" / "40-offload-users.sh"
+    assert f"./proxy/{script.name}:/docker-entrypoint.d/{script.name}:ro" in proxy["volumes"]
+    assert script.stat().st_mode & 0o111  # the image runs only executable scripts
 
 
 def test_compose_keeps_the_unauthenticated_servers_off_the_gateways_network():
@@ -233,8 +239,14 @@ def test_helm_ships_the_authenticating_proxy_on_by_default():
     assert template.rstrip().endswith("{{- end }}")
     # The same nginx configuration as compose's, from a copy inside the chart (Helm reads only its own files).
     conf = (DEPLOY / "proxy" / "templates" / "offload.conf.template").read_text()
-    assert (DEPLOY / "helm" / "files" / "offload.conf.template").read_text() == conf
-    assert '.Files.Get "files/offload.conf.template"' in template
+    for name in ("offload.conf.template", "40-offload-users.sh"):
+        assert (DEPLOY / "helm" / "files" / name).read_text() == next(
+            (DEPLOY / "proxy").rglob(name)
+        ).read_text()
+        assert f'.Files.Get "files/{name}"' in template
+    assert (
+        "mountPath: /docker-entrypoint.d/40-offload-users.sh" in template and "defaultMode: 0755" in template
+    )
     # Every value the template reads exists; every variable the nginx configuration reads is set.
     for path in re.findall(r"\.Values\.proxy((?:\.\w+)+)", template):
         node: Any = proxy
