@@ -16,10 +16,6 @@ import base64
 import hashlib
 import json
 import os
-import re
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,14 +28,12 @@ import pytest
 from offload.client import Client
 from offload.errors import AuthenticationError, ConfigurationError
 from offload.graphql import GraphQL, credentials
-from tests.support import services
+from tests.support import nginx_proxy
 from tests.support.http_server import LocalHTTPServer
 
 TOKEN = "tok_9f8e7d6c5b4a39281706"
 USER, PASSWORD = "ops", "pw-Zq81!kRt"
 PUBLIC_NAME = "ops.acme.example"
-USERS_SCRIPT = Path(__file__).parents[1] / "deploy" / "proxy" / "40-offload-users.sh"
-TEMPLATE = Path(__file__).parents[1] / "deploy" / "proxy" / "templates" / "offload.conf.template"
 
 
 class Upstream:
@@ -141,74 +135,18 @@ def _ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
 
 
-def render(template: str, values: dict[str, str]) -> str:
-    """What the nginx image's envsubst step does: ``${NAME}`` for the variables it is given, nothing else."""
-    rendered = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), template)
-    assert "${" not in rendered, "every ${NAME} in the template must be one the deployment sets"
-    return rendered
-
-
 @pytest.fixture
 def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
-    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
-    if nginx is None:
+    if nginx_proxy.nginx_executable() is None:
         pytest.skip("nginx is not installed (scripts/test.sh installs nginx-light where it can)")
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "htpasswd").write_text(f"{USER}:{_ssha(PASSWORD)}\n")
-    (secrets / "bearer-tokens.map").write_text(f'"~^Bearer {TOKEN}$" off;\n')
-    state = tmp_path / "state"
-    subprocess.run(
-        ["sh", str(USERS_SCRIPT)],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "OFFLOAD_PROXY_SECRETS": str(secrets),
-            "OFFLOAD_PROXY_STATE": str(state),
-        },
-        check=True,
-        timeout=30,
-    )
-    port = services.free_port()
-    site = render(
-        TEMPLATE.read_text(),
-        {
-            "OFFLOAD_PROXY_LISTEN": f"127.0.0.1:{port}",
-            "OFFLOAD_WEBSERVER_UPSTREAM": upstream.server.origin,
-            "OFFLOAD_PROXY_SECRETS": str(secrets),
-            "OFFLOAD_UI_URL": f"https://{PUBLIC_NAME}",
-            "OFFLOAD_PROXY_STATE": str(state),
-        },
-    )
-    (tmp_path / "offload.conf").write_text(site)
-    temp = "\n".join(
-        f"    {kind}_temp_path {tmp_path / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")  # workers must read the secrets in this private tmp
-        + f"daemon off;\nworker_processes 1;\npid {tmp_path / 'nginx.pid'};\n"
-        + f"error_log {tmp_path / 'error.log'} info;\nevents {{ worker_connections 64; }}\n"
-        + f"http {{\n    access_log {tmp_path / 'access.log'};\n{temp}\n"
-        + f"    include {tmp_path / 'offload.conf'};\n}}\n"
-    )
-    args = [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
-    checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
-    assert checked.returncode == 0, checked.stderr
-    service = services.Service("nginx", args, {"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path / "nginx.log")
-    service.start()
-    try:
-        services.wait_for(lambda: _accepts(port), 20, "nginx to listen")
+    with nginx_proxy.run_proxy(
+        tmp_path,
+        upstream.server.origin,
+        htpasswd=f"{USER}:{_ssha(PASSWORD)}\n",
+        tokens=f'"~^Bearer {TOKEN}$" off;\n',
+        ui_url=f"https://{PUBLIC_NAME}",
+    ) as port:
         yield Proxy(port, upstream, tmp_path / "error.log")
-    finally:
-        service.stop()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_without_credentials_the_proxy_answers_401_and_nothing_reaches_the_webserver(proxy: Proxy) -> None:
