@@ -3,7 +3,8 @@
 Dagster needs ``DAGSTER_HOME`` to keep runs between commands; without it every command gets a throwaway
 instance. ``offload <dagster args>`` defaults it to the project-local ``.dagster_home`` (created on first
 use), brings its ``dagster.yaml`` up to date (offload's launcher, run monitoring and retries, telemetry off:
-``offload/instance.py``) and runs ``dagster <dagster args>``.
+``offload/instance.py``) and runs ``dagster <dagster args>``; ``offload dev`` is ``dagster dev`` with its UI
+behind offload's guard against other web pages (``offload/dev.py``).
 """
 
 from __future__ import annotations
@@ -47,5 +48,10 @@ def main() -> None:
 
         sys.exit(scaffold.main(sys.argv[1:]))
     ensure_instance()
+    if sys.argv[1:2] == ["dev"]:
+        from offload import dev
+
+        dev.main(sys.argv[2:])
+        return
     executable = dagster_executable()
     os.execv(executable, [executable, *sys.argv[1:]])

@@ -5,6 +5,9 @@ as basic auth on every GraphQL request, and says which setting to fix on a 401/4
 the secret. The nginx configuration is rendered as the official image renders it and run for real in
 front of a stand-in upstream on loopback: without credentials, or with wrong ones, nothing reaches the
 upstream; with either kind of right ones the request passes, stripped of its ``Authorization`` header.
+Tokens compare exactly (letter case too), password guessing is rate-limited per address, and what a page
+of another site could send (another Origin or Host, a GraphQL mutation by GET, form or ``text/plain``)
+is refused before authentication, with the operator's credentials attached.
 """
 
 from __future__ import annotations
@@ -13,11 +16,9 @@ import base64
 import hashlib
 import json
 import os
-import re
-import shutil
-import socket
-import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,12 @@ import pytest
 from offload.client import Client
 from offload.errors import AuthenticationError, ConfigurationError
 from offload.graphql import GraphQL, credentials
-from tests.support import services
+from tests.support import nginx_proxy
 from tests.support.http_server import LocalHTTPServer
 
 TOKEN = "tok_9f8e7d6c5b4a39281706"
 USER, PASSWORD = "ops", "pw-Zq81!kRt"
-TEMPLATE = Path(__file__).parents[1] / "deploy" / "proxy" / "templates" / "offload.conf.template"
+PUBLIC_NAME = "ops.acme.example"
 
 
 class Upstream:
@@ -120,8 +121,8 @@ def test_the_client_reads_its_credentials_from_the_environment(
 
 
 class Proxy:
-    def __init__(self, port: int, upstream: Upstream):
-        self.port, self.upstream = port, upstream
+    def __init__(self, port: int, upstream: Upstream, error_log: Path):
+        self.port, self.upstream, self.error_log = port, upstream, error_log
         self.url = f"http://127.0.0.1:{port}"
 
     def graphql(self, auth: httpx.Auth | None) -> GraphQL:
@@ -134,61 +135,18 @@ def _ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
 
 
-def render(template: str, values: dict[str, str]) -> str:
-    """What the nginx image's envsubst step does: ``${NAME}`` for the variables it is given, nothing else."""
-    rendered = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), template)
-    assert "${" not in rendered, "every ${NAME} in the template must be one the deployment sets"
-    return rendered
-
-
 @pytest.fixture
 def proxy(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
-    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
-    if nginx is None:
+    if nginx_proxy.nginx_executable() is None:
         pytest.skip("nginx is not installed (scripts/test.sh installs nginx-light where it can)")
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "htpasswd").write_text(f"{USER}:{_ssha(PASSWORD)}\n")
-    (secrets / "tokens.map").write_text(f'"Bearer {TOKEN}" off;\n')
-    port = services.free_port()
-    site = render(
-        TEMPLATE.read_text(),
-        {
-            "OFFLOAD_PROXY_LISTEN": f"127.0.0.1:{port}",
-            "OFFLOAD_WEBSERVER_UPSTREAM": upstream.server.origin,
-            "OFFLOAD_PROXY_SECRETS": str(secrets),
-        },
-    )
-    (tmp_path / "offload.conf").write_text(site)
-    temp = "\n".join(
-        f"    {kind}_temp_path {tmp_path / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")  # workers must read the secrets in this private tmp
-        + f"daemon off;\nworker_processes 1;\npid {tmp_path / 'nginx.pid'};\n"
-        + f"error_log {tmp_path / 'error.log'} info;\nevents {{ worker_connections 64; }}\n"
-        + f"http {{\n    access_log {tmp_path / 'access.log'};\n{temp}\n"
-        + f"    include {tmp_path / 'offload.conf'};\n}}\n"
-    )
-    args = [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
-    checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
-    assert checked.returncode == 0, checked.stderr
-    service = services.Service("nginx", args, {"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path / "nginx.log")
-    service.start()
-    try:
-        services.wait_for(lambda: _accepts(port), 20, "nginx to listen")
-        yield Proxy(port, upstream)
-    finally:
-        service.stop()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+    with nginx_proxy.run_proxy(
+        tmp_path,
+        upstream.server.origin,
+        htpasswd=f"{USER}:{_ssha(PASSWORD)}\n",
+        tokens=f'"~^Bearer {TOKEN}$" off;\n',
+        ui_url=f"https://{PUBLIC_NAME}",
+    ) as port:
+        yield Proxy(port, upstream, tmp_path / "error.log")
 
 
 def test_without_credentials_the_proxy_answers_401_and_nothing_reaches_the_webserver(proxy: Proxy) -> None:
@@ -229,3 +187,88 @@ def test_the_health_check_needs_no_credentials_and_says_nothing_else(proxy: Prox
     assert answer.status_code == 200 and answer.text == "ok\n"
     assert "nginx/" not in answer.headers.get("Server", "")  # server_tokens off: no version to look up
     assert proxy.upstream.authorization == []
+
+
+def test_a_token_in_another_letter_case_is_refused(proxy: Proxy) -> None:
+    for guess in (TOKEN.upper(), TOKEN.capitalize(), f"bearer {TOKEN}"):
+        answer = httpx.post(
+            f"{proxy.url}/graphql", json={"query": "{ ok }"}, headers={"Authorization": guess}
+        )
+        assert answer.status_code == 401, guess
+    assert proxy.upstream.authorization == []
+
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+LAUNCH = "mutation { launchRun }"
+
+
+@pytest.mark.parametrize(
+    "method, extra, expected",
+    [
+        pytest.param("POST", {"Origin": "http://evil.example"}, 403, id="foreign-origin"),
+        pytest.param("POST", {"Origin": "null"}, 403, id="null-origin"),
+        pytest.param("POST", {"Host": "attacker.example"}, 421, id="rebound-host"),
+        pytest.param("POST", {"Host": f"{PUBLIC_NAME}.attacker.example"}, 421, id="lookalike-host"),
+        pytest.param("POST", {"Content-Type": "text/plain"}, 405, id="text-plain"),
+        pytest.param("POST", {"Content-Type": "application/x-www-form-urlencoded"}, 405, id="form"),
+        pytest.param("GET", {}, 405, id="get-with-query"),
+    ],
+)
+def test_what_another_site_could_send_is_refused_even_with_credentials(
+    proxy: Proxy, method: str, extra: dict[str, str], expected: int
+) -> None:
+    headers = BASIC | {"Content-Type": "application/json"} | extra
+    if method == "GET":
+        answer = httpx.get(f"{proxy.url}/graphql", params={"query": LAUNCH}, headers=headers)
+    else:
+        answer = httpx.post(f"{proxy.url}/graphql", content=json.dumps({"query": LAUNCH}), headers=headers)
+    assert answer.status_code == expected, answer.text
+    assert proxy.upstream.server.request_count == 0
+
+
+def test_the_ui_own_requests_pass(proxy: Proxy) -> None:
+    """The UI's page (same Origin), the public name, a charset parameter and the GraphiQL page's plain GET."""
+    own = {"Content-Type": "application/json; charset=utf-8", "Origin": f"http://127.0.0.1:{proxy.port}"}
+    assert (
+        httpx.post(f"{proxy.url}/graphql", json={"query": "{ ok }"}, headers=BASIC | own).status_code == 200
+    )
+    public = {"Host": PUBLIC_NAME, "Origin": f"https://{PUBLIC_NAME}"}
+    assert (
+        httpx.post(f"{proxy.url}/graphql", json={"query": "{ ok }"}, headers=BASIC | public).status_code
+        == 200
+    )
+    assert httpx.get(f"{proxy.url}/graphql", headers=BASIC).status_code == 200
+    assert proxy.upstream.authorization == [None, None, None]
+
+
+def test_password_guessing_is_rate_limited_per_address(proxy: Proxy) -> None:
+    """At most the burst (200) plus 20 a second are checked; the rest get 429. Tokens are not limited."""
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"{USER}:guess".encode()).decode()}
+    statuses: list[int] = []
+    started = time.monotonic()
+    with httpx.Client(base_url=proxy.url, timeout=30) as http, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: http.get("/graphql", headers=wrong).status_code, range(600)))
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {401, 429}
+    assert statuses.count(401) <= 200 + 20 * elapsed + 1
+    assert proxy.graphql(credentials({"OFFLOAD_API_TOKEN": TOKEN}))("{ ok }") == {"ok": True}
+
+
+def test_an_unknown_user_costs_the_same_password_check_as_a_known_one(proxy: Proxy) -> None:
+    """nginx answers an unknown name at once and a known one after hashing the password: that difference
+    names the users. Every refusal here is one hash: the unknown, the wrongly cased and the absent user are
+    each checked as the decoy (whose hash is a real user's), the known one against its own."""
+    attempts = [
+        httpx.BasicAuth("intruder", PASSWORD),
+        httpx.BasicAuth(USER.upper(), PASSWORD),
+        httpx.BasicAuth("offload-decoy", PASSWORD),  # the decoy is not a login, even with its hash's password
+        None,
+        httpx.BasicAuth(USER, "wrong-password"),
+    ]
+    for auth in attempts:
+        assert httpx.get(f"{proxy.url}/graphql", auth=auth).status_code == 401
+    log = proxy.error_log.read_text()
+    assert "was not found" not in log
+    assert log.count('user "offload-decoy": password mismatch') == 4
+    assert log.count(f'user "{USER}": password mismatch') == 1
+    assert proxy.upstream.server.request_count == 0

@@ -2,7 +2,9 @@
 command is a real console script with real arguments; compose.yaml and the Helm values parse, run commands
 and modules that exist, and every environment variable they use is documented in docs/; the Helm
 values carry the same instance settings as deploy/dagster.yaml (run queue, launcher, instance class, run
-monitoring and retries), and both workspaces name the code location alike."""
+monitoring and retries), and both workspaces name the code location alike. The unauthenticated servers
+are reachable only through the authenticating proxy: compose keeps them off the gateway's network, and
+the Helm chart ships the proxy, on unless switched off."""
 
 import importlib
 import importlib.util
@@ -41,8 +43,13 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 
 
-def helm() -> dict[str, Any]:
+def helm_values() -> dict[str, Any]:
     return yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+
+
+def helm() -> dict[str, Any]:
+    """The values passed to Dagster's chart (a dependency of offload's chart, so under ``dagster:``)."""
+    return helm_values()["dagster"]
 
 
 def readme_variables() -> set[str]:
@@ -137,6 +144,32 @@ def test_compose_runs_postgres_and_offloads_services_from_the_image():
     templates = proxy["volumes"][0].split(":")[0]
     assert (DEPLOY / templates / "offload.conf.template").is_file()
     assert proxy["ports"] == ["${OFFLOAD_PROXY_PORT}:8080"]
+    # Every variable the nginx configuration reads is set; the users script runs before nginx starts.
+    conf = (DEPLOY / templates / "offload.conf.template").read_text()
+    assert set(re.findall(r"\$\{(\w+)\}", conf)) <= set(proxy["environment"])
+    script = DEPLOY / "proxy" / "40-offload-users.sh"
+    assert f"./proxy/{script.name}:/docker-entrypoint.d/{script.name}:ro" in proxy["volumes"]
+    assert script.stat().st_mode & 0o111  # the image runs only executable scripts
+
+
+def test_compose_keeps_the_unauthenticated_servers_off_the_gateways_network():
+    """The gateway faces the internet; the webserver and the code server answer anyone who reaches them."""
+    services = compose()["services"]
+    defaults = compose().get("x-offload", {}).get("networks")
+
+    def networks(name: str) -> set[str]:
+        found = services[name].get("networks", defaults if name in OFFLOAD_SERVICES else None)
+        assert found, f"{name}: no networks listed, so it would join the default network with every service"
+        return set(found)
+
+    gateway = networks("webhooks")
+    assert not gateway & (networks("webserver") | networks("code-server"))
+    assert gateway & networks("postgres")  # the gateway's inbox and runs live in PostgreSQL
+    for name in ("webserver", "daemon", "proxy"):  # the daemon and the proxy still reach the servers
+        assert networks(name) & networks("code-server") and networks(name) & networks("webserver")
+    assert set(compose()["networks"]) >= {n for name in services for n in networks(name)}
+    # The gateway stores events; the daemon's sensor launches their runs where the servers are reachable.
+    assert services["webhooks"]["environment"]["OFFLOAD_WEBHOOK_LAUNCH"] == "sensor"
 
 
 def test_compose_variables_are_in_the_env_example_and_documented():
@@ -193,6 +226,41 @@ def test_helm_runs_offloads_image_everywhere_with_real_arguments_and_documented_
     images = {values[name]["image"]["repository"] for name in ("dagsterWebserver", "dagsterDaemon")}
     assert images == {deployment["image"]["repository"]}
     assert {item["name"] for item in deployment["env"]} - readme_variables() == set()
+
+
+def test_helm_ships_the_authenticating_proxy_on_by_default():
+    from dagster.version import __version__
+
+    chart = yaml.safe_load((DEPLOY / "helm" / "Chart.yaml").read_text())
+    [dependency] = chart["dependencies"]
+    assert (dependency["name"], dependency["version"]) == ("dagster", __version__)
+    proxy = helm_values()["proxy"]
+    assert proxy["enabled"] is True
+    template = (DEPLOY / "helm" / "templates" / "proxy.yaml").read_text()
+    assert re.search(r"^\{\{- if \.Values\.proxy\.enabled \}\}$", template, re.M)
+    assert template.rstrip().endswith("{{- end }}")
+    # The same nginx configuration as compose's, from a copy inside the chart (Helm reads only its own files).
+    conf = (DEPLOY / "proxy" / "templates" / "offload.conf.template").read_text()
+    for name in ("offload.conf.template", "40-offload-users.sh"):
+        assert (DEPLOY / "helm" / "files" / name).read_text() == next(
+            (DEPLOY / "proxy").rglob(name)
+        ).read_text()
+        assert f'.Files.Get "files/{name}"' in template
+    assert (
+        "mountPath: /docker-entrypoint.d/40-offload-users.sh" in template and "defaultMode: 0755" in template
+    )
+    # Every value the template reads exists; every variable the nginx configuration reads is set.
+    for path in re.findall(r"\.Values\.proxy((?:\.\w+)+)", template):
+        node: Any = proxy
+        for key in path.strip(".").split("."):
+            assert key in node, f"proxy{path}: not in values.yaml"
+            node = node[key]
+    assert set(re.findall(r"\$\{(\w+)\}", conf)) <= set(re.findall(r"- name: (OFFLOAD_\w+)", template))
+    assert 'required "proxy.uiUrl: ' in template  # no default public name: the install says to set it
+    assert proxy["upstream"] == "{{ .Release.Name }}-webserver:80"  # Dagster's chart's webserver Service
+    assert "tpl .Values.proxy.upstream ." in template
+    assert helm()["dagsterWebserver"]["service"] == {"type": "ClusterIP", "port": 80}
+    assert proxy["service"]["type"] == "ClusterIP"
 
 
 @pytest.mark.parametrize("name", ["compose.yaml", "helm/values.yaml", "workspace.yaml", "dagster.yaml"])

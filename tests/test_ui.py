@@ -1,5 +1,11 @@
 """The Dagster UI in a real browser: Debian's headless chromium driven by playwright (``executable_path``; no
-browser download), against ``dagster dev`` (webserver, daemon, code location) on a temporary instance.
+browser download), against ``offload dev`` (webserver behind offload/ui_guard.py, daemon, code location) on
+a temporary instance.
+
+First, a page of another loopback origin (what any site an operator visits could serve) tries everything a
+page can without the UI's consent: a form POST and a ``no-cors`` fetch of a ``launchRun`` mutation, an
+``<img>`` GET carrying it in the query string, and a websocket subscribing to run logs. No run is launched
+and no websocket frame is read.
 
 A user launches ``video_pipeline`` from its Launchpad with a payload typed into the editor (a 1 s clip under
 the allowed samples directory) and watches the run page turn to Success; the run and its output are
@@ -23,6 +29,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pipelines.video.samples import make_clip
 from tests.support import dagster_services
 from tests.support.dagster_services import DagsterServices
+from tests.support.http_server import LocalHTTPServer, body
 from tests.support.services import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -71,7 +78,8 @@ class UI:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory) -> Iterator[UI]:
     expect.set_options(timeout=UI_DEADLINE_MS)
-    services = dagster_services.start(tmp_path_factory.mktemp("ui"), deadline=300)  # a shared machine
+    root = tmp_path_factory.mktemp("ui")
+    services = dagster_services.start(root, deadline=300, cli="offload")  # deadline: a shared machine
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -84,6 +92,53 @@ def ui(tmp_path_factory) -> Iterator[UI]:
                 browser.close()
     finally:
         services.stop()
+
+
+LAUNCH = """mutation { launchRun(executionParams: {selector: {repositoryLocationName: "offload",
+  repositoryName: "__repository__", jobName: "daily_report_job"}, runConfigData: {}}) { __typename } }"""
+# Every attempt reports when it is over (answered, refused or failed), so the test waits on that, not a timer.
+ATTACKER_PAGE = """<!doctype html><html><body><iframe name="sink"></iframe><script>
+const ui = UI_ORIGIN, launch = LAUNCH, done = window.attempts = {};
+const form = document.createElement("form");
+form.action = ui + "/graphql"; form.method = "POST"; form.enctype = "text/plain"; form.target = "sink";
+const field = document.createElement("input");  // text/plain body: {"query": "...", "x": "="}
+field.name = JSON.stringify({query: launch, x: ""}).slice(0, -2); field.value = '"}';
+form.appendChild(field); document.body.appendChild(form);
+document.querySelector("iframe").onload = () => { done.form = "loaded"; };
+form.submit();
+fetch(ui + "/graphql", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+  body: JSON.stringify({query: launch})})
+  .then(() => { done.fetch = "opaque"; }, () => { done.fetch = "error"; });
+const img = new Image();
+img.onload = () => { done.img = "load"; }; img.onerror = () => { done.img = "error"; };
+img.src = ui + "/graphql?query=" + encodeURIComponent(launch);
+window.socketFrames = 0;
+const socket = new WebSocket(ui.replace("http", "ws") + "/graphql", "graphql-ws");
+socket.onopen = () => {
+  socket.send(JSON.stringify({type: "connection_init", payload: {}}));
+  socket.send(JSON.stringify({id: "1", type: "start", payload: {query:
+    "subscription { pipelineRunLogs(runId: \\"x\\") { __typename } }"}}));
+};
+socket.onmessage = () => { window.socketFrames += 1; done.socket = "read"; };
+socket.onclose = () => { done.socket = "closed"; };
+</script></body></html>"""
+RUN_COUNT = "{ runsOrError { ... on Runs { count } } }"
+
+
+def test_another_origin_cannot_launch_runs_or_read_logs(ui):
+    before = ui.graphql(RUN_COUNT)["runsOrError"]["count"]
+    page_html = ATTACKER_PAGE.replace("UI_ORIGIN", repr(ui.services.url)).replace("LAUNCH", repr(LAUNCH))
+    attacker = LocalHTTPServer({"/": body(page_html.encode(), headers={"Content-Type": "text/html"})})
+    with attacker:
+        assert attacker.origin != ui.services.url.split("//", 1)[1]  # another origin: a port of its own
+        page = ui.page()
+        page.goto(attacker.url("/"))
+        page.wait_for_function("['form', 'fetch', 'img', 'socket'].every(k => k in window.attempts)")
+        attempts, frames = page.evaluate("[window.attempts, window.socketFrames]")
+        page.close()
+    assert attempts["img"] == "error"  # a refusal is not an image
+    assert ui.graphql(RUN_COUNT)["runsOrError"]["count"] == before, f"a run was launched ({attempts})"
+    assert frames == 0, "the websocket read frames from the UI's server"
 
 
 def test_launch_video_pipeline_from_the_launchpad(ui, tmp_path):

@@ -137,9 +137,11 @@ def start(
     env: Mapping[str, str] | None = None,
     deadline: float = 120.0,
     workspace: Path | None = None,
+    cli: str = "dagster",
 ) -> DagsterServices:
     """Start ``dagster dev`` for this project with DAGSTER_HOME and OFFLOAD_DATA_DIR under ``root``, on the
-    project's workspace.yaml unless another ``workspace`` file is given."""
+    project's workspace.yaml unless another ``workspace`` file is given; ``cli="offload"`` starts
+    ``offload dev`` instead (the UI behind offload/ui_guard.py)."""
     home, data = root / "home", root / "data"
     home.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,7 @@ def start(
     log = root / "dagster-dev.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-w", str(workspace or "workspace.yaml"),
+            [str(BIN / cli), "dev", "-w", str(workspace or "workspace.yaml"),
              "-h", "127.0.0.1", "-p", str(port)],
             cwd=paths.PROJECT_ROOT, env=service_env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
