@@ -15,6 +15,7 @@ from html import escape
 
 import dagster as dg
 
+from offload.errors import CONFIGURATION_ERROR_TAG
 from offload.log import redact
 from offload.run_summary import run_url, step_error_line
 from resources.email import Email, EmailSender
@@ -31,7 +32,9 @@ def will_be_retried(run: dg.DagsterRun) -> bool:
 
 def error_summary(context: dg.RunFailureSensorContext) -> str:
     """One line per failed step (``step: error``), or the run's failure message; secrets redacted."""
-    lines = [f"{event.step_key}: {step_error_line(event)}" for event in context.get_step_failure_events()]
+    reason = context.dagster_run.tags.get(CONFIGURATION_ERROR_TAG)
+    lines = [reason] if reason else []  # a setting stopped the run before any step (offload.errors)
+    lines = lines or [f"{e.step_key}: {step_error_line(e)}" for e in context.get_step_failure_events()]
     if not lines:
         lines = [context.failure_event.message or "run failed"]
     text = redact("\n".join(lines))
