@@ -19,8 +19,11 @@ import pytest
 
 from offload import paths
 from offload.http import HttpClient
+from offload.runs import Status, error_of, status_of
+from pipelines.content import generate_content
 from pipelines.web import resilient_task
 from resources import resources_for
+from resources.ai import OpenAIResource
 from resources.email import OutboxEmail
 from resources.slack import SlackAPI
 from sensors.failure_alerts import ops_failure_alert, run_url
@@ -160,6 +163,41 @@ def test_no_alert_while_run_retries_will_launch_the_run_again(
         assert tags_of(instance, last)["dagster/will_retry"] == "false"
         sensor.tick()
         assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [last]
+
+
+def test_a_missing_setting_fails_the_run_once_with_its_reason(
+    tmp_path: Path, data_dir: Path, slack: FakeSlack, monkeypatch
+) -> None:
+    """No OpenAI key: the run is FAILED (not CRASHED) with the one-line reason as its error, Dagster's run
+    retries leave it alone, and ops get one alert that quotes the reason, not DagsterResourceFunctionError."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    overrides = {"run_retries": {"enabled": True, "max_retries": 2}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        })  # fmt: skip
+        sensor.tick()
+        result = generate_content.execute_in_process(
+            run_config={"topic": "background jobs"},
+            resources={**resources_for(paths.LOCAL), "openai": OpenAIResource()},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        tags = tags_of(instance, result.run_id)
+        assert tags["dagster/will_retry"] == "false"  # a setting does not appear by running again
+        record = {"status": "FAILURE", "startTime": 1.0, "endTime": 2.0,
+                  "tags": [{"key": k, "value": v} for k, v in tags.items()]}  # fmt: skip
+        assert status_of(record) is Status.FAILED
+        assert error_of([], tags).startswith("OPENAI_API_KEY is not set")
+        sensor.tick()
+        sensor.tick()
+        [message] = slack.messages
+        assert message["text"].startswith("Run of generate_content failed: OPENAI_API_KEY is not set")
+        assert "DagsterResourceFunctionError" not in message["text"]
 
 
 def test_an_undeliverable_alert_is_reported_on_the_tick_without_the_token(
