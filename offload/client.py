@@ -81,6 +81,7 @@ SECRET_FIELD = re.compile(
 RUN_FIELDS = """
 fragment OffloadRun on Run {
   runId jobName status creationTime startTime endTime rootRunId parentRunId runConfig tags { key value }
+  repositoryOrigin { id }
 }"""
 
 JOBS_QUERY = """

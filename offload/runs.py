@@ -6,7 +6,9 @@ without a server):
 | offload | Dagster |
 |---|---|
 | QUEUED | QUEUED, NOT_STARTED, MANAGED; also FAILURE tagged ``dagster/will_retry`` (a retry is on its way), |
-|   | and FAILURE of a run allowed retries whose ``will_retry`` is not yet written (RETRY_DECISION_GRACE) |
+|   | and FAILURE of a run allowed retries whose ``will_retry`` is not yet written (RETRY_DECISION_GRACE); |
+|   | never a run without a code location (``repositoryOrigin`` null: ``dagster job execute``), which |
+|   | Dagster's retry daemon cannot launch again though it tags it ``will_retry`` |
 | EXECUTING | STARTING, STARTED, SUSPENDED, CANCELING (a run stays EXECUTING until it has really stopped) |
 | COMPLETED | SUCCESS |
 | FAILED | FAILURE of a step or of the job's start-up: ``dagster/failure_reason`` STEP_FAILURE or |
@@ -99,6 +101,13 @@ def _timed_out(record: Mapping[str, Any], tags: Mapping[str, str]) -> bool:
         return False
 
 
+def _relaunchable(record: Mapping[str, Any]) -> bool:
+    """Whether Dagster's retry daemon can launch the run again: it needs the code location the run came
+    from, which a run started by ``dagster job execute`` / ``offload job execute`` does not have (the
+    webserver then answers ``repositoryOrigin: null``; a record without the field counts as one)."""
+    return record.get("repositoryOrigin", True) is not None
+
+
 def _retry_undecided(record: Mapping[str, Any], tags: Mapping[str, str], now: float | None) -> bool:
     retries = tags.get(MAX_RETRIES_TAG, "0")
     if WILL_RETRY_TAG in tags or not retries.isdigit() or int(retries) == 0:
@@ -119,7 +128,8 @@ def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
     if dagster_status == "CANCELED":
         return Status.CANCELED
     if dagster_status == "FAILURE":
-        if tags.get(WILL_RETRY_TAG) == "true" or _retry_undecided(record, tags, now):
+        retry = tags.get(WILL_RETRY_TAG) == "true" or _retry_undecided(record, tags, now)
+        if retry and _relaunchable(record):
             return Status.QUEUED
         if tags.get(FAILURE_REASON_TAG) in FAILED_REASONS or CONFIGURATION_ERROR_TAG in tags:
             return Status.FAILED

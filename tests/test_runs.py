@@ -177,10 +177,11 @@ def test_a_setting_that_stopped_the_run_is_failed_with_its_reason():
     assert error_of([wrapper], {"offload/configuration_error": reason}) == reason
 
 
-def test_the_clients_event_query_is_valid_for_the_webserver():
+def test_the_clients_queries_are_valid_for_the_webserver():
     from dagster_graphql.schema import create_schema
     from graphql import parse, validate
 
-    from offload.client import EVENTS_QUERY
+    from offload.client import EVENTS_QUERY, RUN_QUERY, RUNS_QUERY
 
-    assert validate(create_schema().graphql_schema, parse(EVENTS_QUERY)) == []
+    for query in (EVENTS_QUERY, RUN_QUERY, RUNS_QUERY):
+        assert validate(create_schema().graphql_schema, parse(query)) == []
