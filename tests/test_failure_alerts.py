@@ -28,6 +28,7 @@ from pipelines.content import generate_content
 from pipelines.web import resilient_task
 from resources import resources_for
 from resources.ai import OpenAIResource
+from resources.database import AppDatabase
 from resources.email import OutboxEmail
 from resources.slack import SlackAPI
 from sensors.failure_alerts import ops_failure_alert, run_url
@@ -205,13 +206,25 @@ def test_no_alert_while_run_retries_will_launch_the_run_again(
         assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [last]
 
 
-def test_a_missing_setting_fails_the_run_once_with_its_reason(
-    tmp_path: Path, data_dir: Path, slack: FakeSlack, monkeypatch
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ("openai", "OPENAI_API_KEY is not set"),
+        ("database", "DATABASE_URL: scheme 'mysql' is not supported"),
+    ],
+)
+def test_a_missing_or_bad_setting_fails_the_run_once_with_its_reason(
+    setting: str, reason: str, tmp_path: Path, data_dir: Path, slack: FakeSlack, monkeypatch
 ) -> None:
-    """No OpenAI key: the run is FAILED (not CRASHED) with the one-line reason as its error, Dagster's run
-    retries leave it alone, and ops get one alert that quotes the reason, not DagsterResourceFunctionError."""
+    """No OpenAI key, or a DATABASE_URL of an unsupported database: the run is FAILED (not CRASHED) with the
+    one-line reason as its error, Dagster's run retries leave it alone, and ops get one alert that quotes
+    the reason, not DagsterResourceFunctionError. The password in the bad URL is never shown."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    resources = {**resources_for(paths.LOCAL), "openai": OpenAIResource()}
+    if setting == "database":
+        resources |= {"openai": OpenAIResource(api_key="sk-test-unused-0000"),
+                      "database": AppDatabase(url="mysql://app:hunter2-secret@127.0.0.1/app")}  # fmt: skip
     overrides = {"run_retries": {"enabled": True, "max_retries": 2}}
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
@@ -222,7 +235,7 @@ def test_a_missing_setting_fails_the_run_once_with_its_reason(
         sensor.tick()
         result = generate_content.execute_in_process(
             run_config={"topic": "background jobs"},
-            resources={**resources_for(paths.LOCAL), "openai": OpenAIResource()},
+            resources=resources,
             instance=instance,
             raise_on_error=False,
         )
@@ -232,12 +245,13 @@ def test_a_missing_setting_fails_the_run_once_with_its_reason(
         record = {"status": "FAILURE", "startTime": 1.0, "endTime": 2.0,
                   "tags": [{"key": k, "value": v} for k, v in tags.items()]}  # fmt: skip
         assert status_of(record) is Status.FAILED
-        assert error_of([], tags).startswith("OPENAI_API_KEY is not set")
+        assert error_of([], tags).startswith(reason)
         sensor.tick()
         sensor.tick()
         [message] = slack.messages
-        assert message["text"].startswith("Run of generate_content failed: OPENAI_API_KEY is not set")
+        assert message["text"].startswith(f"Run of generate_content failed: {reason}")
         assert "DagsterResourceFunctionError" not in message["text"]
+        assert "hunter2" not in message["text"] and "hunter2" not in json.dumps(tags)
 
 
 def test_a_run_started_from_the_command_line_is_alerted_and_not_left_queued(
