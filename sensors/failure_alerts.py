@@ -18,7 +18,7 @@ import dagster as dg
 
 from offload.errors import CONFIGURATION_ERROR_TAG
 from offload.log import redact
-from offload.run_summary import run_url, step_error_line
+from offload.run_summary import run_failure_line, run_url, step_error_line
 from resources.email import Email, EmailSender
 from resources.slack import SlackNotifier
 
@@ -41,7 +41,7 @@ def error_summary(context: dg.RunFailureSensorContext) -> str:
     lines = [reason] if reason else []  # a setting stopped the run before any step (offload.errors)
     lines = lines or [f"{e.step_key}: {step_error_line(e)}" for e in context.get_step_failure_events()]
     if not lines:
-        lines = [context.failure_event.message or "run failed"]
+        lines = [run_failure_line(context.failure_event)]
     text = redact("\n".join(lines))
     return text if len(text) <= MAX_SUMMARY_CHARS else f"{text[: MAX_SUMMARY_CHARS - 3]}..."
 

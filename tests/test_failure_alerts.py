@@ -254,6 +254,34 @@ def test_a_missing_or_bad_setting_fails_the_run_once_with_its_reason(
         assert "hunter2" not in message["text"] and "hunter2" not in json.dumps(tags)
 
 
+def test_a_run_that_fails_before_its_steps_is_alerted_with_the_cause(
+    instance: dg.DagsterInstance, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """A resource that cannot set up for another reason than a setting (a read-only disk): the alert names
+    that cause, not Dagster's "An exception was thrown during execution"."""
+
+    @dg.resource
+    def scratch(_context: dg.InitResourceContext) -> None:
+        raise OSError(30, "Read-only file system")
+
+    @dg.op(required_resource_keys={"scratch"})
+    def upload() -> None: ...
+
+    @dg.job(resource_defs={"scratch": scratch})
+    def uploads() -> None:
+        upload()
+
+    sensor = Sensor(instance, {
+        "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+        "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+    })  # fmt: skip
+    sensor.tick()
+    assert not uploads.execute_in_process(instance=instance, raise_on_error=False).success
+    sensor.tick()
+    [message] = slack.messages
+    assert message["text"].startswith("Run of uploads failed: OSError: [Errno 30] Read-only file system\n")
+
+
 def test_a_run_started_from_the_command_line_is_alerted_and_not_left_queued(
     tmp_path: Path, server: LocalHTTPServer, slack: FakeSlack
 ) -> None:
