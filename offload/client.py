@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from offload import concurrency, idempotency
+from offload import concurrency, idempotency, limits
 from offload.errors import (
     ClientError,
     GraphQLError,
@@ -81,6 +81,7 @@ SECRET_FIELD = re.compile(
 RUN_FIELDS = """
 fragment OffloadRun on Run {
   runId jobName status creationTime startTime endTime rootRunId parentRunId runConfig tags { key value }
+  repositoryOrigin { id }
 }"""
 
 JOBS_QUERY = """
@@ -163,13 +164,16 @@ query OffloadEvents($runId: ID!, $cursor: String) {
             ... on MarkdownMetadataEntry { mdStr }
           }
         }
-        ... on ExecutionStepFailureEvent { stepKey message error { message } }
-        ... on RunFailureEvent { message error { message } }
+        ... on ExecutionStepFailureEvent {
+          stepKey message failureMetadata { description } error { ...OffloadError }
+        }
+        ... on RunFailureEvent { message error { ...OffloadError } }
       }
     }
     ... on Error { message }
   }
-}"""
+}
+fragment OffloadError on PythonError { message className causes { message className } }"""
 
 TERMINATE = """
 mutation OffloadCancel($runId: String!) {
@@ -517,7 +521,11 @@ class Client:
         if with_events and status.is_final and status is not Status.CANCELED:
             events = self._events(current["runId"])
             output = result_of(events) if status is Status.COMPLETED else None
-            error = error_of(events) if status.is_failure else None
+            error = error_of(events, tag_dict(current)) if status.is_failure else None
+            if status is Status.TIMED_OUT and not (error or "").startswith("exceeded max runtime"):
+                # Canceled by Dagster's run monitor: the steps only say they were interrupted.
+                limit = limits.max_runtime_of(tag_dict(current))
+                error = limits.max_runtime_message(limit) if limit else error
         return Run(
             id=run["runId"],
             job=run["jobName"],

@@ -11,11 +11,14 @@ one line naming the variable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 import httpx
+
+from offload.log import redact
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 """HTTP statuses worth another try besides 5xx: request timeout, conflict, too many requests."""
@@ -41,6 +44,34 @@ class AbortTaskRunError(dg.Failure):
 
 class ConfigurationError(RuntimeError):
     """A setting the run needs is missing or invalid; the message is one line naming the variable to set."""
+
+
+CONFIGURATION_ERROR_TAG = "offload/configuration_error"
+"""Run tag: the one-line reason a resource could not be set up (``ConfigurationError``), on a failed run."""
+_MAX_RETRIES_TAG = "dagster/max_retries"
+
+
+@contextmanager
+def configuration_checked(context: dg.InitResourceContext) -> Iterator[None]:
+    """Set a resource up inside this; a ``ConfigurationError`` then fails the run for good, as itself.
+
+    Dagster reports a resource that fails to set up as a run exception (``RUN_EXCEPTION``, shown as
+    ``DagsterResourceFunctionError``), the reason its run retries retry: a missing key would be tried three
+    times and look like a crash. Before the error reaches Dagster, the run is tagged
+    ``dagster/max_retries=0`` (Dagster decides on retries when it records the failure, from the run's tags)
+    and ``offload/configuration_error`` with the reason, which offload.runs maps to FAILED with that reason
+    as the run's error, and the ops alert quotes.
+    """
+    try:
+        yield
+    except ConfigurationError as error:
+        instance, run_id = context.instance, context.run_id
+        if instance is not None and run_id is not None:
+            reason = redact(
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            instance.add_run_tags(run_id, {_MAX_RETRIES_TAG: "0", CONFIGURATION_ERROR_TAG: reason})
+        raise
 
 
 class FetchError(RuntimeError):

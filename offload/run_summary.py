@@ -10,10 +10,16 @@ import os
 from collections.abc import Mapping
 
 import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
 
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
-_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError", "RetryRequested")
+_WRAPPERS = (
+    "DagsterExecutionStepExecutionError",
+    "DagsterUserCodeExecutionError",
+    "DagsterResourceFunctionError",
+    "RetryRequested",
+)
 
 
 def run_url(run_id: str, environ: Mapping[str, str] | None = None) -> str:
@@ -23,13 +29,9 @@ def run_url(run_id: str, environ: Mapping[str, str] | None = None) -> str:
     return f"{base}/runs/{run_id}"
 
 
-def step_error_line(event: dg.DagsterEvent) -> str:
-    """A failed step's own error: a ``Failure``'s description, else the innermost cause past Dagster's
-    wrappers ("Error occurred while executing op ...", "Exceeded max_retries of 2"), first line only."""
-    data = event.step_failure_data
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return data.user_failure_data.description
-    error = data.error
+def cause_line(error: SerializableErrorInfo | None) -> str:
+    """The innermost cause of ``error`` past Dagster's wrappers ("Error occurred while executing op ...",
+    "Error executing resource_fn", "Exceeded max_retries of 2"), first line only."""
     if error is None:
         return "unknown error"
     while error.cause is not None and (
@@ -40,8 +42,24 @@ def step_error_line(event: dg.DagsterEvent) -> str:
     return lines[0] if lines else error.cls_name or "unknown error"
 
 
+def step_error_line(event: dg.DagsterEvent) -> str:
+    """A failed step's own error: a ``Failure``'s description, else its innermost cause (``cause_line``)."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return cause_line(data.error)
+
+
+def run_failure_line(event: dg.DagsterEvent) -> str:
+    """Why a run failed outside its steps (a resource that would not set up, a crash): the innermost cause of
+    the run failure's error, else its message."""
+    data = event.event_specific_data
+    error = getattr(data, "error", None)
+    return cause_line(error) if error is not None else (event.message or "run failed")
+
+
 def run_error_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """One ``step: error`` line per failed step of the run, or the run's own failure message."""
+    """One ``step: error`` line per failed step of the run, or why the run itself failed."""
     steps = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     lines = [
         f"{record.event_log_entry.step_key}: {step_error_line(record.event_log_entry.get_dagster_event())}"
@@ -51,4 +69,9 @@ def run_error_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     if lines:
         return lines
     failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
-    return [record.event_log_entry.message or "run failed" for record in failures[-1:]] or ["run failed"]
+    return [
+        run_failure_line(record.event_log_entry.dagster_event)
+        if record.event_log_entry.dagster_event is not None
+        else record.event_log_entry.message or "run failed"
+        for record in failures[-1:]
+    ] or ["run failed"]

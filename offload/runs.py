@@ -6,11 +6,14 @@ without a server):
 | offload | Dagster |
 |---|---|
 | QUEUED | QUEUED, NOT_STARTED, MANAGED; also FAILURE tagged ``dagster/will_retry`` (a retry is on its way), |
-|   | and FAILURE of a run allowed retries whose ``will_retry`` is not yet written (RETRY_DECISION_GRACE) |
+|   | and FAILURE of a run allowed retries whose ``will_retry`` is not yet written (RETRY_DECISION_GRACE); |
+|   | never a run without a code location (``repositoryOrigin`` null: ``dagster job execute``), which |
+|   | Dagster's retry daemon cannot launch again though it tags it ``will_retry`` |
 | EXECUTING | STARTING, STARTED, SUSPENDED, CANCELING (a run stays EXECUTING until it has really stopped) |
 | COMPLETED | SUCCESS |
 | FAILED | FAILURE of a step or of the job's start-up: ``dagster/failure_reason`` STEP_FAILURE or |
-|   | JOB_INITIALIZATION_FAILURE |
+|   | JOB_INITIALIZATION_FAILURE, or a resource that could not be set up for a missing or bad setting |
+|   | (tag ``offload/configuration_error``, see ``offload.errors.configuration_checked``) |
 | CRASHED | any other FAILURE: the run worker died or was lost (UNEXPECTED_TERMINATION, RUN_WORKER_RESTART, |
 |   | START_TIMEOUT, RUN_EXCEPTION, or failed from outside the worker, e.g. by run monitoring) |
 | TIMED_OUT | FAILURE or CANCELED of a run tagged ``dagster/max_runtime`` that ran at least that long |
@@ -30,7 +33,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from offload.errors import ClientError
+from offload.errors import CONFIGURATION_ERROR_TAG, ClientError
 from offload.log import redact
 from offload.result import RESULT_LABEL
 
@@ -98,6 +101,13 @@ def _timed_out(record: Mapping[str, Any], tags: Mapping[str, str]) -> bool:
         return False
 
 
+def _relaunchable(record: Mapping[str, Any]) -> bool:
+    """Whether Dagster's retry daemon can launch the run again: it needs the code location the run came
+    from, which a run started by ``dagster job execute`` / ``offload job execute`` does not have (the
+    webserver then answers ``repositoryOrigin: null``; a record without the field counts as one)."""
+    return record.get("repositoryOrigin", True) is not None
+
+
 def _retry_undecided(record: Mapping[str, Any], tags: Mapping[str, str], now: float | None) -> bool:
     retries = tags.get(MAX_RETRIES_TAG, "0")
     if WILL_RETRY_TAG in tags or not retries.isdigit() or int(retries) == 0:
@@ -118,9 +128,12 @@ def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
     if dagster_status == "CANCELED":
         return Status.CANCELED
     if dagster_status == "FAILURE":
-        if tags.get(WILL_RETRY_TAG) == "true" or _retry_undecided(record, tags, now):
+        retry = tags.get(WILL_RETRY_TAG) == "true" or _retry_undecided(record, tags, now)
+        if retry and _relaunchable(record):
             return Status.QUEUED
-        return Status.FAILED if tags.get(FAILURE_REASON_TAG) in FAILED_REASONS else Status.CRASHED
+        if tags.get(FAILURE_REASON_TAG) in FAILED_REASONS or CONFIGURATION_ERROR_TAG in tags:
+            return Status.FAILED
+        return Status.CRASHED
     raise ClientError(f"unknown Dagster run status {dagster_status!r}: offload.runs needs updating")
 
 
@@ -201,17 +214,61 @@ def result_of(events: Sequence[Mapping[str, Any]]) -> Any:
     return found
 
 
-def error_of(events: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why a run failed, in one line: the first failed step's error, else the run's failure message."""
+# Dagster's own wrappers around the error a step raised; the error worth reporting is their cause.
+_WRAPPERS = (
+    "DagsterExecutionStepExecutionError",
+    "DagsterUserCodeExecutionError",
+    "DagsterResourceFunctionError",
+    "RetryRequested",
+)
+
+
+def _is_wrapper(error: Mapping[str, Any]) -> bool:
+    name = error.get("className") or ""
+    message = (error.get("message") or "").strip()
+    return name.rsplit(".", 1)[-1] in _WRAPPERS or message.startswith("Exceeded max_retries")
+
+
+def cause_line(error: Mapping[str, Any] | None) -> str | None:
+    """The first line of the error a Dagster ``PythonError`` stands for: past Dagster's wrappers
+    (``DagsterExecutionStepExecutionError``, "Exceeded max_retries", ...) to the innermost cause, its class
+    named without its module (``OSError: [Errno 30] Read-only file system``)."""
+    if not error:
+        return None
+    chain = [error, *(error.get("causes") or [])]
+    found = next((item for item in chain if not _is_wrapper(item)), chain[-1])
+    text = (found.get("message") or "").strip()
+    line = text.splitlines()[0] if text else found.get("className") or ""
+    head, sep, rest = line.partition(": ")
+    if sep and "." in head and " " not in head:  # "pkg.module.SomeError: text" -> "SomeError: text"
+        line = f"{head.rsplit('.', 1)[-1]}: {rest}"
+    return line or None
+
+
+def error_of(events: Sequence[Mapping[str, Any]], tags: Mapping[str, str] | None = None) -> str | None:
+    """Why a run failed, in one line: a setting that stopped its resources (``offload/configuration_error``),
+    else a max runtime it ran over, else the first failed step's own error (``step: error``), else the run's
+    failure reason."""
+    tags = tags or {}
+    if tags.get(CONFIGURATION_ERROR_TAG):
+        return redact(tags[CONFIGURATION_ERROR_TAG])
+    runs = [event for event in events if event.get("__typename") == "RunFailureEvent"]
+    for event in runs:
+        message = (event.get("message") or "").strip()
+        if message.startswith("exceeded max runtime"):
+            return redact(message.splitlines()[0])
     for event in events:
         if event.get("__typename") == "ExecutionStepFailureEvent":
-            error = event.get("error") or {}
-            message = (error.get("message") or event.get("message") or "step failed").strip()
-            return redact(f"{event.get('stepKey')}: {message.splitlines()[0] if message else ''}")
-    for event in events:
-        if event.get("__typename") == "RunFailureEvent":
-            error = event.get("error") or {}
-            return redact(
-                (error.get("message") or event.get("message") or "run failed").strip().splitlines()[0]
-            )
+            description = ((event.get("failureMetadata") or {}).get("description") or "").strip()
+            line = description.splitlines()[0] if description else cause_line(event.get("error"))
+            if line is None:
+                message = (event.get("message") or "step failed").strip()
+                line = message.splitlines()[0] if message else "step failed"
+            return redact(f"{event.get('stepKey')}: {line}")
+    for event in runs:
+        line = cause_line(event.get("error"))
+        if line is None:
+            message = (event.get("message") or "run failed").strip()
+            line = message.splitlines()[0] if message else "run failed"
+        return redact(line)
     return None

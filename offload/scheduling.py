@@ -11,6 +11,7 @@ schedule, e.g. ``OFFLOAD_DAILY_REPORT_TIMEZONE``) names an IANA zone; Dagster's 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -31,6 +32,8 @@ DEFAULT_TIMEZONE = "UTC"
 TIMESTAMP_TAG = "offload/timestamp"
 LAST_TIMESTAMP_TAG = "offload/last_timestamp"
 TIMEZONE_TAG = "offload/timezone"
+SCHEDULE_NAME_TAG = "dagster/schedule_name"  # Dagster's daemon tags every run a schedule launches with it
+_HISTORY = 100  # newest runs of a schedule searched for its last tick (catch-up runs share their tick)
 
 
 @functools.cache
@@ -72,6 +75,22 @@ def previous_tick(cron: str, timezone: str, at: dt.datetime) -> dt.datetime:
     return next(ticks).astimezone(ZoneInfo(timezone))
 
 
+def last_run_tick(instance: dg.DagsterInstance, schedule: str, before: dt.datetime) -> dt.datetime | None:
+    """The tick (``offload/timestamp``) of the newest run ``schedule`` launched for a tick before ``before``:
+    the last tick that actually ran. None if it never launched one."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={SCHEDULE_NAME_TAG: schedule}), limit=_HISTORY
+    )
+    ticks = []
+    for record in records:
+        value = record.dagster_run.tags.get(TIMESTAMP_TAG)
+        if value:
+            with contextlib.suppress(ValueError):
+                ticks.append(parse_timestamp(value))
+    earlier = [tick for tick in ticks if tick < before]
+    return max(earlier) if earlier else None
+
+
 @dataclass(frozen=True)
 class ScheduledTime:
     """One tick of a schedule: when it was due and when the schedule was due before it."""
@@ -81,11 +100,24 @@ class ScheduledTime:
     timezone: str
 
     @classmethod
-    def of(cls, context: dg.ScheduleEvaluationContext, cron: str, timezone: str) -> ScheduledTime:
-        """The tick the daemon is evaluating (now, for a context built without a time)."""
+    def of(
+        cls, context: dg.ScheduleEvaluationContext, cron: str, timezone: str, schedule: str | None = None
+    ) -> ScheduledTime:
+        """The tick the daemon is evaluating (now, for a context built without a time).
+
+        ``last_timestamp`` is the last tick of ``schedule`` that actually ran (launched a run), read from
+        the instance: after the daemon was down for days it is the tick before the outage, not the cron's
+        previous time. Before the schedule's first run, or for a context without an instance (a test), it
+        is the cron's previous time.
+        """
         at = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        local = at.astimezone(ZoneInfo(timezone))
-        return cls(local, previous_tick(cron, timezone, local), timezone)
+        zone = ZoneInfo(timezone)
+        local = at.astimezone(zone)
+        last = None
+        if schedule is not None and context.instance_ref is not None:
+            last = last_run_tick(context.instance, schedule, local)
+        last = last.astimezone(zone) if last is not None else previous_tick(cron, timezone, local)
+        return cls(local, last, timezone)
 
     def tags(self) -> dict[str, str]:
         return {

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
-from offload.errors import ConfigurationError
+from offload.errors import ConfigurationError, configuration_checked
 from offload.log import StepLog, redact
 
 if TYPE_CHECKING:  # imported when the first client is made: the SDK takes seconds to import
@@ -118,7 +118,8 @@ class OpenAIResource(dg.ConfigurableResource):
     _client: Any = PrivateAttr(default=None)  # openai.OpenAI, made by client()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self.client()
+        with configuration_checked(context):
+            self.client()
 
     def check(self) -> None:
         """Raise ``ConfigurationError`` (one line naming the variable) unless the settings can work."""

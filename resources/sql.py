@@ -211,6 +211,7 @@ class SqlTable(dg.ConfigurableResource):
         table = self.reflect()
         assert table is not None
         columns = [c.name for c in like.columns if c.name in table.c]
+        _store_as_they_are(table)
         with engine.begin() as connection:
             query = sa.select(watermarks.c.watermark, watermarks.c.rows_loaded).where(
                 watermarks.c.name == self.name
@@ -224,7 +225,7 @@ class SqlTable(dg.ConfigurableResource):
                     f"the watermark of {self.name!r} moved to {current} since this run read its rows "
                     f"after {expected}: another run loaded first; nothing was loaded"
                 )
-            values = [{c: row[c] for c in columns} for row in rows]
+            values = [{c: _as_stored(row[c], table.c[c].type) for c in columns} for row in rows]
             for start in range(0, len(values), _CHUNK):
                 _upsert(connection, table, key_column, values[start : start + _CHUNK])
             loaded = (stored.rows_loaded if stored is not None else 0) + len(values)
@@ -249,6 +250,24 @@ class SqlTable(dg.ConfigurableResource):
         )
         watermarks.to_metadata(metadata)
         metadata.create_all(engine, checkfirst=True)
+
+
+def _store_as_they_are(table: sa.Table) -> None:
+    """Make ``table``'s JSON columns write Python None as SQL NULL. SQLAlchemy's default writes it as the
+    JSON text ``null``, but a None read from the source is a SQL NULL there: the copy keeps it NULL."""
+    for column in table.columns:
+        if isinstance(column.type, sa.JSON):
+            column.type.none_as_null = True
+
+
+def _as_stored(value: Any, kind: sa.types.TypeEngine[Any]) -> Any:
+    """``value`` as the destination column keeps the same instant. A Postgres source hands timestamps back in
+    its session's time zone (``2026-03-01 07:00-05:00`` in New York); a column without a time zone (SQLite's,
+    Postgres' ``timestamp``) would keep that wall time and drop the offset, so it gets naive UTC instead."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        utc = value.astimezone(dt.UTC)
+        return utc if getattr(kind, "timezone", False) else utc.replace(tzinfo=None)
+    return value
 
 
 def _portable(kind: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:

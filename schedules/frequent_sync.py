@@ -27,6 +27,6 @@ def frequent_sync_schedule(timezone: str, cron: str = CRON) -> dg.ScheduleDefini
         if not sync_source.configured:
             # Not an error: a deployment without a source simply has nothing to sync (the tick says why).
             return dg.SkipReason("no source table: set OFFLOAD_SYNC_SOURCE_URL and OFFLOAD_SYNC_SOURCE_TABLE")
-        return payload_request(ScheduledTime.of(context, cron, timezone))
+        return payload_request(ScheduledTime.of(context, cron, timezone, "frequent_sync"))
 
     return frequent_sync

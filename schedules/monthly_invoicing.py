@@ -21,6 +21,6 @@ def monthly_invoicing_schedule(timezone: str, cron: str = CRON) -> dg.ScheduleDe
         description="On the 1st at 00:00: invoice every user's usage of the previous calendar month.",
     )
     def monthly_invoicing(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return payload_request(ScheduledTime.of(context, cron, timezone))
+        return payload_request(ScheduledTime.of(context, cron, timezone, "monthly_invoicing"))
 
     return monthly_invoicing

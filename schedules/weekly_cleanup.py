@@ -21,6 +21,6 @@ def weekly_cleanup_schedule(timezone: str, cron: str = CRON) -> dg.ScheduleDefin
         description="Mondays at 08:00: remove storage objects, outbox messages, work files, old runs.",
     )
     def weekly_cleanup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return payload_request(ScheduledTime.of(context, cron, timezone))
+        return payload_request(ScheduledTime.of(context, cron, timezone, "weekly_cleanup"))
 
     return weekly_cleanup

@@ -1,11 +1,12 @@
 """Ops alerts: a run that failed after its last attempt is posted to Slack, and emailed to ops if configured.
 
-Step retries happen inside the run, so a run fails only once its steps are out of attempts. Dagster's run
-retries (``run_retries`` in the instance config, tag ``dagster/max_retries``) may still launch the run
-again: Dagster then marks the failed run ``dagster/will_retry=true`` as it records the failure, and this
-sensor stays silent for it; the last run of the chain alerts. Each alert names the job, summarises the
-error and links to the run in the UI (``OFFLOAD_UI_URL``). ``OFFLOAD_ALERT_EMAIL``, when set, also gets
-the alert by email (one per run: the run id is the idempotency key).
+Step retries happen inside the run, so a run fails only once its steps are out of attempts. Every failed
+run of the deployment is seen, those started with ``offload job execute`` / ``dagster job execute`` too.
+Dagster's run retries (``run_retries`` in the instance config, tag ``dagster/max_retries``) may still
+launch the run again: Dagster then marks the failed run ``dagster/will_retry=true`` as it records the
+failure, and this sensor stays silent for it; the last run of the chain alerts. Each alert names the job,
+summarises the error and links to the run in the UI (``OFFLOAD_UI_URL``). ``OFFLOAD_ALERT_EMAIL``, when
+set, also gets the alert by email (one per run: the run id is the idempotency key).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from html import escape
 
 import dagster as dg
 
+from offload.errors import CONFIGURATION_ERROR_TAG
 from offload.log import redact
-from offload.run_summary import run_url, step_error_line
+from offload.run_summary import run_failure_line, run_url, step_error_line
 from resources.email import Email, EmailSender
 from resources.slack import SlackNotifier
 
@@ -25,15 +27,21 @@ MAX_SUMMARY_CHARS = 1500
 
 
 def will_be_retried(run: dg.DagsterRun) -> bool:
-    """True when Dagster's run retries will launch this failed run again."""
-    return run.tags.get(WILL_RETRY_TAG, "").strip().lower() == "true"
+    """True when Dagster's run retries will launch this failed run again. Dagster tags a failed run
+    ``will_retry`` by its failure alone, but its retry daemon can only launch a run that came from a code
+    location: one started by ``dagster job execute`` / ``offload job execute`` has none, is never launched
+    again, and is alerted at once."""
+    tagged = run.tags.get(WILL_RETRY_TAG, "").strip().lower() == "true"
+    return tagged and run.remote_job_origin is not None
 
 
 def error_summary(context: dg.RunFailureSensorContext) -> str:
     """One line per failed step (``step: error``), or the run's failure message; secrets redacted."""
-    lines = [f"{event.step_key}: {step_error_line(event)}" for event in context.get_step_failure_events()]
+    reason = context.dagster_run.tags.get(CONFIGURATION_ERROR_TAG)
+    lines = [reason] if reason else []  # a setting stopped the run before any step (offload.errors)
+    lines = lines or [f"{e.step_key}: {step_error_line(e)}" for e in context.get_step_failure_events()]
     if not lines:
-        lines = [context.failure_event.message or "run failed"]
+        lines = [run_failure_line(context.failure_event)]
     text = redact("\n".join(lines))
     return text if len(text) <= MAX_SUMMARY_CHARS else f"{text[: MAX_SUMMARY_CHARS - 3]}..."
 
@@ -78,6 +86,9 @@ def alert(context: dg.RunFailureSensorContext, slack: SlackNotifier, email: Emai
     description="Alerts ops (Slack, and email when OFFLOAD_ALERT_EMAIL is set) when a run fails for good.",
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # Also runs started from the command line: they belong to no code location, and a sensor that watches
+    # only its own would never see them.
+    monitor_all_code_locations=True,
 )
 def ops_failure_alert(context: dg.RunFailureSensorContext, slack: SlackNotifier, email: EmailSender) -> None:
     alert(context, slack, email)

@@ -16,16 +16,25 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from offload import paths
 from offload.http import HttpClient
+from offload.runs import Status, error_of, status_of
+from pipelines.content import generate_content
 from pipelines.web import resilient_task
 from resources import resources_for
+from resources.ai import OpenAIResource
+from resources.database import AppDatabase
 from resources.email import OutboxEmail
 from resources.slack import SlackAPI
 from sensors.failure_alerts import ops_failure_alert, run_url
 from tests.support.http_server import LocalHTTPServer
 from tests.support.slack_server import FakeSlack, fake_slack_server
+from tests.test_cli import run_job
 
 TOKEN = "xoxb-alerts-0123456789-secret"
 
@@ -50,16 +59,28 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 
 class Sensor:
-    """Ticks ``ops_failure_alert`` as the daemon would, keeping the cursor between ticks."""
+    """Ticks ``ops_failure_alert`` as the daemon would, keeping the cursor between ticks. ``location``: the
+    code location the sensor runs in, as under the daemon (without it, Dagster's test context matches
+    runs of any origin)."""
 
-    def __init__(self, instance: dg.DagsterInstance, resources: dict[str, Any]):
-        self.instance, self.resources = instance, resources
+    def __init__(self, instance: dg.DagsterInstance, resources: dict[str, Any], location: str | None = None):
+        self.instance, self.resources, self.location = instance, resources, location
         self.cursor: str | None = None
 
     def tick(self) -> Any:
-        context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources=self.resources
-        )
+        if self.location is None:
+            context = dg.build_sensor_context(
+                instance=self.instance, cursor=self.cursor, resources=self.resources
+            )
+        else:
+            context = dg.SensorEvaluationContext(
+                instance_ref=None,
+                instance=self.instance,
+                cursor=self.cursor,
+                resources=self.resources,
+                repository_name="__repository__",
+                code_location_origin=RegisteredCodeLocationOrigin(self.location),
+            )
         data = ops_failure_alert.evaluate_tick(context)
         self.cursor = data.cursor
         return data
@@ -139,8 +160,31 @@ def test_offline_default_writes_the_alert_to_the_outbox_and_emails_ops(
     assert f"http://127.0.0.1:3000/runs/{run_id}" in html.get_content()
 
 
+def fail_resilient_task_launched(
+    instance: dg.DagsterInstance, server: LocalHTTPServer, monkeypatch, tags: dict[str, str] | None = None
+) -> str:
+    """The same failure in a run launched from the code location (as the webserver or a schedule launches
+    it: the run records its origin), the only kind Dagster's run retries can launch again."""
+    monkeypatch.setenv("OFFLOAD_FETCH_ALLOW_HOSTS", server.origin)
+    job = ReconstructableRepository.for_file(
+        str(paths.PROJECT_ROOT / "definitions.py"), "defs"
+    ).get_reconstructable_job("resilient_task")
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("offload"), "__repository__"), "resilient_task"
+    )
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(),
+        run_config={"url": server.url("/orders/7")},
+        tags=tags,
+        remote_job_origin=origin,
+        job_code_origin=job.get_python_origin(),
+    )
+    assert not execute_run(job, run, instance).success
+    return run.run_id
+
+
 def test_no_alert_while_run_retries_will_launch_the_run_again(
-    tmp_path: Path, server: LocalHTTPServer, slack: FakeSlack
+    tmp_path: Path, server: LocalHTTPServer, slack: FakeSlack, monkeypatch
 ) -> None:
     overrides = {"run_retries": {"enabled": True, "max_retries": 1}}
     (tmp_path / "home").mkdir()
@@ -150,16 +194,124 @@ def test_no_alert_while_run_retries_will_launch_the_run_again(
             "email": OutboxEmail(directory=str(tmp_path / "outbox")),
         })  # fmt: skip
         sensor.tick()
-        retried = fail_resilient_task(instance, server)
+        retried = fail_resilient_task_launched(instance, server, monkeypatch)
         # Dagster itself marks the run as it records the failure: a run retry will follow.
         assert tags_of(instance, retried)["dagster/will_retry"] == "true"
         sensor.tick()
         assert slack.requests == []
         # The last run of a chain (no retries left) alerts.
-        last = fail_resilient_task(instance, server, tags={"dagster/max_retries": "0"})
+        last = fail_resilient_task_launched(instance, server, monkeypatch, tags={"dagster/max_retries": "0"})
         assert tags_of(instance, last)["dagster/will_retry"] == "false"
         sensor.tick()
         assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [last]
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ("openai", "OPENAI_API_KEY is not set"),
+        ("database", "DATABASE_URL: scheme 'mysql' is not supported"),
+    ],
+)
+def test_a_missing_or_bad_setting_fails_the_run_once_with_its_reason(
+    setting: str, reason: str, tmp_path: Path, data_dir: Path, slack: FakeSlack, monkeypatch
+) -> None:
+    """No OpenAI key, or a DATABASE_URL of an unsupported database: the run is FAILED (not CRASHED) with the
+    one-line reason as its error, Dagster's run retries leave it alone, and ops get one alert that quotes
+    the reason, not DagsterResourceFunctionError. The password in the bad URL is never shown."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    resources = {**resources_for(paths.LOCAL), "openai": OpenAIResource()}
+    if setting == "database":
+        resources |= {"openai": OpenAIResource(api_key="sk-test-unused-0000"),
+                      "database": AppDatabase(url="mysql://app:hunter2-secret@127.0.0.1/app")}  # fmt: skip
+    overrides = {"run_retries": {"enabled": True, "max_retries": 2}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        })  # fmt: skip
+        sensor.tick()
+        result = generate_content.execute_in_process(
+            run_config={"topic": "background jobs"},
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        tags = tags_of(instance, result.run_id)
+        assert tags["dagster/will_retry"] == "false"  # a setting does not appear by running again
+        record = {"status": "FAILURE", "startTime": 1.0, "endTime": 2.0,
+                  "tags": [{"key": k, "value": v} for k, v in tags.items()]}  # fmt: skip
+        assert status_of(record) is Status.FAILED
+        assert error_of([], tags).startswith(reason)
+        sensor.tick()
+        sensor.tick()
+        [message] = slack.messages
+        assert message["text"].startswith(f"Run of generate_content failed: {reason}")
+        assert "DagsterResourceFunctionError" not in message["text"]
+        assert "hunter2" not in message["text"] and "hunter2" not in json.dumps(tags)
+
+
+def test_a_run_that_fails_before_its_steps_is_alerted_with_the_cause(
+    instance: dg.DagsterInstance, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """A resource that cannot set up for another reason than a setting (a read-only disk): the alert names
+    that cause, not Dagster's "An exception was thrown during execution"."""
+
+    @dg.resource
+    def scratch(_context: dg.InitResourceContext) -> None:
+        raise OSError(30, "Read-only file system")
+
+    @dg.op(required_resource_keys={"scratch"})
+    def upload() -> None: ...
+
+    @dg.job(resource_defs={"scratch": scratch})
+    def uploads() -> None:
+        upload()
+
+    sensor = Sensor(instance, {
+        "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+        "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+    })  # fmt: skip
+    sensor.tick()
+    assert not uploads.execute_in_process(instance=instance, raise_on_error=False).success
+    sensor.tick()
+    [message] = slack.messages
+    assert message["text"].startswith("Run of uploads failed: OSError: [Errno 30] Read-only file system\n")
+
+
+def test_a_run_started_from_the_command_line_is_alerted_and_not_left_queued(
+    tmp_path: Path, server: LocalHTTPServer, slack: FakeSlack
+) -> None:
+    """``offload job execute`` of a failing job, on an instance with Dagster's run retries on (their
+    defaults: step failures too). Dagster tags the run ``will_retry`` but can never launch it again (it
+    has no code location): the client must not show it QUEUED, and the alert, ticked as in the daemon's
+    code location, must see it and send it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nrun_retries:\n  enabled: true\n  max_retries: 2\n"
+    )
+    done = run_job(tmp_path, {"url": server.url("/orders/7")}, job="resilient_task")
+    assert done.returncode != 0 and "RUN_FAILURE" in done.stderr, done.stderr[-3000:]
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records()
+        run = record.dagster_run
+        assert run.remote_job_origin is None and run.tags["dagster/will_retry"] == "true"
+        webserver_record = {"status": "FAILURE", "startTime": 1.0, "endTime": 2.0, "repositoryOrigin": None,
+                            "tags": [{"key": k, "value": v} for k, v in run.tags.items()]}  # fmt: skip
+        assert status_of(webserver_record) is Status.FAILED
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        }, location="offload")  # fmt: skip
+        sensor.cursor = RunStatusSensorCursor(record_id=0, record_timestamp=None).to_json()
+        sensor.tick()
+        assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [run.run_id]
+        assert slack.messages[0]["text"].startswith("Run of resilient_task failed: call_endpoint: ")
 
 
 def test_an_undeliverable_alert_is_reported_on_the_tick_without_the_token(

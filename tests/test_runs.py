@@ -1,8 +1,10 @@
 """Status mapping from Dagster's run records to offload's vocabulary, and reading results and errors out of
 event records, as the webserver returns them."""
 
+import dagster as dg
 import pytest
 
+from offload.retry import RetryPolicy, retrying
 from offload.runs import RETRY_DECISION_GRACE, Status, error_of, result_of, status_of
 
 
@@ -107,3 +109,79 @@ def test_error_names_the_failed_step_in_one_line(monkeypatch):
     assert error_of([{"__typename": "RunFailureEvent", "message": "Exceeded maximum runtime"}]) == (
         "Exceeded maximum runtime"
     )
+
+
+# --- errors of real failed runs, as the webserver hands them over ---------------------------------------
+
+
+def _graphql_error(info) -> dict:
+    """A Dagster ``SerializableErrorInfo`` as the webserver's ``PythonError`` (message, className, causes)."""
+    causes, cause = [], info.cause
+    while cause is not None:
+        causes.append({"message": cause.message, "className": cause.cls_name})
+        cause = cause.cause
+    return {"message": info.message, "className": info.cls_name, "causes": causes}
+
+
+def _failed_step_events(op) -> list[dict]:
+    @dg.job
+    def broken():
+        op()
+
+    result = broken.execute_in_process(raise_on_error=False)
+    return [
+        {"__typename": "ExecutionStepFailureEvent", "stepKey": event.step_key, "message": event.message,
+         "failureMetadata": None, "error": _graphql_error(event.step_failure_data.error)}
+        for event in result.get_step_failure_events()
+    ]  # fmt: skip
+
+
+def test_error_names_the_real_cause_not_dagsters_wrapper():
+    @dg.op(name="upload")
+    def upload() -> None:
+        raise OSError(30, "Read-only file system")
+
+    events = _failed_step_events(upload)
+    assert "DagsterExecutionStepExecutionError" in events[0]["error"]["message"]  # what Dagster reports
+
+    assert error_of(events) == "upload: OSError: [Errno 30] Read-only file system"
+
+
+def test_error_after_the_last_retry_is_the_steps_own():
+    @dg.op(name="fetch")
+    @retrying(RetryPolicy(max_attempts=2, min_delay=0, max_delay=0))
+    def fetch() -> None:
+        raise ConnectionResetError("peer went away")
+
+    assert error_of(_failed_step_events(fetch)) == "fetch: ConnectionResetError: peer went away"
+
+
+def test_error_of_a_run_over_its_max_runtime_is_the_limit():
+    events = [
+        {"__typename": "ExecutionStepFailureEvent", "stepKey": "transcode", "failureMetadata": None,
+         "error": {"message": "dagster._core.errors.DagsterExecutionInterruptedError\n",
+                   "className": "DagsterExecutionInterruptedError", "causes": []}},
+        {"__typename": "RunFailureEvent", "message": "exceeded max runtime of 10 s", "error": None},
+    ]  # fmt: skip
+    assert error_of(events) == "exceeded max runtime of 10 s"
+
+
+def test_a_setting_that_stopped_the_run_is_failed_with_its_reason():
+    reason = "OPENAI_API_KEY is not set: set it to your OpenAI API key"
+    tags = {"dagster__failure_reason": "RUN_EXCEPTION", "dagster__will_retry": "false",
+            "offload__configuration_error": reason}  # fmt: skip
+    assert status_of(record("FAILURE", 1.0, 2.0, **tags)) is Status.FAILED
+    wrapper = {"__typename": "RunFailureEvent", "message": "An exception was thrown during execution.",
+               "error": {"message": "DagsterResourceFunctionError: Error executing resource_fn\n",
+                         "className": "DagsterResourceFunctionError", "causes": []}}  # fmt: skip
+    assert error_of([wrapper], {"offload/configuration_error": reason}) == reason
+
+
+def test_the_clients_queries_are_valid_for_the_webserver():
+    from dagster_graphql.schema import create_schema
+    from graphql import parse, validate
+
+    from offload.client import EVENTS_QUERY, RUN_QUERY, RUNS_QUERY
+
+    for query in (EVENTS_QUERY, RUN_QUERY, RUNS_QUERY):
+        assert validate(create_schema().graphql_schema, parse(query)) == []

@@ -7,6 +7,7 @@ come from ``OFFLOAD_TIMEZONE`` / ``OFFLOAD_<SCHEDULE>_TIMEZONE``, and the payloa
 the time zone."""
 
 import datetime as dt
+import uuid
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -25,7 +26,7 @@ from pipelines.sync import data_pipeline
 from resources import resources_for
 from resources.sql import SqlTable
 from schedules import defs as schedule_defs
-from schedules.daily_report import daily_report_schedule
+from schedules.daily_report import daily_report_schedule, missed_days
 from schedules.frequent_sync import frequent_sync_schedule
 from schedules.monthly_invoicing import monthly_invoicing_schedule
 from schedules.weekly_cleanup import weekly_cleanup_schedule
@@ -127,6 +128,56 @@ def test_daily_report_requests_yesterdays_partition(report_ny, when, partition, 
     # Same wall-clock time the day before, whatever the offset was then.
     last_local = dt.datetime.fromisoformat(request.tags["offload/last_timestamp"]).replace(tzinfo=None)
     assert last_local == dt.datetime.fromisoformat(timestamp).replace(tzinfo=None) - dt.timedelta(days=1)
+
+
+def test_daily_report_catches_up_every_day_missed_while_the_daemon_was_down(report_ny):
+    """The clock is the tick's scheduled time, frozen at each evaluation: the daemon fires on 2 March, is
+    down from the 3rd to the 6th, and fires again on the 7th. That tick requests every day since the last
+    report (2-6 March), and its ``last_timestamp`` is the tick that ran before the outage, not 6 March."""
+    schedule, asset, job = report_ny
+    repository = dg.Definitions(
+        assets=[asset], jobs=[job], schedules=[schedule], resources=resources_for("local")
+    ).get_repository_def()
+
+    with dg.instance_for_test() as instance:
+
+        def fire(when: dt.datetime) -> list[dg.RunRequest]:
+            """Evaluate the tick at ``when``, then do what the daemon and the runs do: one run per
+            request, tagged by the daemon, each materializing its day."""
+            with dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=when, repository_def=repository
+            ) as context:
+                result = schedule.evaluate_tick(context)
+            requests = list(result.run_requests or [])
+            for request in requests:
+                tags = {**request.tags, "dagster/schedule_name": "daily_report"}
+                instance.add_run(dg.DagsterRun(job_name=job.name, run_id=str(uuid.uuid4()), tags=tags))
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization("daily_report", partition=request.partition_key)
+                )
+            return requests
+
+        first = fire(at(NY, 2026, 3, 2, 9))
+        assert [r.partition_key for r in first] == ["2026-03-01"]
+
+        back = fire(at(NY, 2026, 3, 7, 9))
+
+        assert [r.partition_key for r in back] == [f"2026-03-0{day}" for day in range(2, 7)]
+        assert {r.tags["offload/timestamp"] for r in back} == {"2026-03-07T09:00:00-05:00"}
+        assert {r.tags["offload/last_timestamp"] for r in back} == {"2026-03-02T09:00:00-05:00"}
+
+        # The next day (across the spring change) is an ordinary tick again.
+        [after] = fire(at(NY, 2026, 3, 8, 9))
+        assert after.partition_key == "2026-03-07"
+        assert after.tags["offload/last_timestamp"] == "2026-03-07T09:00:00-05:00"
+
+
+def test_daily_report_missed_days():
+    done = {"2026-03-01", "2026-02-27"}
+    assert missed_days(set(), dt.date(2026, 3, 5)) == [dt.date(2026, 3, 5)]
+    assert missed_days(done, dt.date(2026, 3, 3)) == [dt.date(2026, 3, 2), dt.date(2026, 3, 3)]
+    assert missed_days(done, dt.date(2026, 3, 1)) == []  # backfilled by hand already
+    assert missed_days({"2026-03-09"}, dt.date(2026, 3, 3)) == [dt.date(2026, 3, 3)]
 
 
 # --- frequent_sync ---------------------------------------------------------------------------------------

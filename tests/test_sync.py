@@ -306,3 +306,55 @@ def test_watermark_json_keeps_types():
     ):
         assert Watermark.from_json(mark.to_json()) == mark
     assert json.loads(Watermark(T0, 1).to_json())["cursor"] == {"datetime": "2026-03-01T12:00:00"}
+
+
+@pytest.mark.parametrize("destination", ["sqlite", "postgres"])
+def test_values_are_copied_as_they_are(tmp_path, postgres_url, destination):
+    """A SQL NULL in a JSON column stays NULL (not the JSON text ``null``), and a timestamp keeps its instant
+    though the Postgres source's session runs in New York (5 hours behind UTC in March)."""
+    source_url = f"{postgres_url}?options=-c%20TimeZone%3DAmerica%2FNew_York"
+    destination_url = f"sqlite:///{tmp_path / 'destination.db'}" if destination == "sqlite" else postgres_url
+    suffix = uuid.uuid4().hex[:8]
+    source, copy = f"events_{suffix}", f"events_copy_{suffix}"
+    source_engine, destination_engine = create_engine(source_url), create_engine(destination_url)
+    table = sa.Table(
+        source,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data", sa.JSON),
+        sa.Column("updated_at", sa.DateTime(timezone=True)),
+    )
+    table.create(source_engine)
+    instant = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    with source_engine.begin() as connection:
+        connection.execute(
+            sa.insert(table),
+            [
+                {"id": 1, "data": sa.null(), "updated_at": instant},
+                {"id": 2, "data": {"plan": "pro"}, "updated_at": instant + dt.timedelta(minutes=1)},
+            ],
+        )
+        # the source session really is in New York: it hands the instant back at 07:00-05:00
+        assert connection.scalar(sa.select(table.c.updated_at).where(table.c.id == 1)).hour == 7
+    resources = {
+        "sync_source": SqlTable(url=source_url, table=source),
+        "sync_destination": SqlTable(url=destination_url, table=copy),
+    }
+
+    result = data_pipeline.execute_in_process(run_config=PAYLOAD, resources=resources, raise_on_error=False)
+
+    assert result.success, failure_text(result)
+    with destination_engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            f"SELECT id, data IS NULL, CAST(data AS TEXT) FROM {copy} ORDER BY id"
+        ).all()
+        stored = sa.Table(copy, sa.MetaData(), autoload_with=connection)
+        times = connection.execute(sa.select(stored.c.updated_at).order_by(stored.c.id)).scalars().all()
+    assert [(i, bool(null), text) for i, null, text in rows] == [
+        (1, True, None),
+        (2, False, '{"plan": "pro"}'),
+    ]
+    # SQLite keeps naive UTC; Postgres an aware instant: either way the same instants as the source
+    assert [_naive(t) for t in times] == [_naive(instant), _naive(instant + dt.timedelta(minutes=1))]
+    source_engine.dispose()
+    destination_engine.dispose()

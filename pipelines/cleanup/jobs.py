@@ -14,6 +14,7 @@ import dagster as dg
 from offload.concurrency import Queue
 from offload.log import StepLog
 from offload.payload import payload_mapping
+from offload.result import job_result
 from offload.retry import retrying
 from offload.webhooks.inbox import InboxResource
 from pipelines.cleanup.cleaners import RETENTIONS, Sources
@@ -93,7 +94,7 @@ def apply_retention(
     if errors:
         log.error("some items could not be removed", {"errors": errors[:SHOWN_ITEMS], "count": len(errors)})
         raise RuntimeError(f"cleanup: {len(errors)} items could not be removed: {errors[0]}")
-    return dg.Output(
+    return job_result(
         {"dry_run": config.dry_run, "as_of": now.isoformat(), "kinds": report}, metadata=metadata
     )
 

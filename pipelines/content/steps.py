@@ -17,6 +17,7 @@ from offload.download import Downloader
 from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import article_key, image_key
 from offload.log import StepLog
+from offload.result import job_result
 from pipelines.content import images, prompts, text
 from pipelines.content.payload import ContentWorkflowPayload, GenerateContentPayload
 from pipelines.usage import record_usage, run_family_id, token_items
@@ -57,7 +58,7 @@ def generate(
     }
     record_usage(context, database, config.user_id, token_items(reply.usage))
     StepLog(context).info("content generated", {k: v for k, v in result.items() if k != "content"})
-    return dg.Output(result, metadata={
+    return job_result(result, metadata={
         "preview": dg.MetadataValue.md(text.preview(reply.text)),
         "word_count": text.word_count(reply.text),
         "target_words": config.words,
@@ -288,7 +289,7 @@ def publish(
     }
     StepLog(context).info("article published", {"article_id": saved_id, "markdown_key": markdown_key})
     shutil.rmtree(work, ignore_errors=True)
-    return dg.Output(result, metadata={
+    return job_result(result, metadata={
         "article": dg.MetadataValue.md(text.preview(document, 4000)),
         "article_id": saved_id,
         "image_url": dg.MetadataValue.url(result["image_url"]),

@@ -14,6 +14,7 @@ from offload.concurrency import Queue
 from offload.errors import AbortTaskRunError
 from offload.log import StepLog
 from offload.payload import payload_mapping
+from offload.result import job_result
 from pipelines.email.payload import SendEmailPayload
 from pipelines.usage import record_usage, run_family_id
 from resources.database import AppDatabase, UsageItem
@@ -44,7 +45,7 @@ def send(
     result = {"email_id": email_id, "to": config.to, "sent_at": dt.datetime.now(dt.UTC).isoformat()}
     record_usage(context, database, config.user_id, [UsageItem("emails_sent", 1)])
     StepLog(context).info("email sent", result)
-    return dg.Output(result, metadata={"email_id": email_id, "to": config.to, "subject": config.subject})
+    return job_result(result, metadata={"email_id": email_id, "to": config.to, "subject": config.subject})
 
 
 def _run_config(payload: SendEmailPayload) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import dagster as dg
 from offload.errors import AbortTaskRunError
 from offload.keys import invoice_key
 from offload.log import StepLog
+from offload.result import job_result
 from offload.retry import retrying
 from pipelines.invoicing.documents import invoice_html, money
 from pipelines.invoicing.payload import InvoicingPayload
@@ -136,6 +137,6 @@ def email_invoices(
         if retryable is not None:
             raise retryable  # the step's retry sends the rest; those sent are recorded and skipped
         raise AbortTaskRunError(f"email_invoices: {len(errors)} not sent: {errors[0]}")
-    return dg.Output(
+    return job_result(
         result, metadata={"sent": len(sent), "already_sent": already, "no_address": len(no_address)}
     )

@@ -22,6 +22,7 @@ from offload.errors import ConfigurationError
 from offload.keys import report_key
 from offload.log import StepLog
 from offload.payload import check_email
+from offload.result import RESULT_LABEL
 from offload.retry import retrying
 from pipelines.reports.chart import chart_png
 from pipelines.reports.metrics import RunMetrics, run_metrics, run_summaries, with_failures
@@ -174,6 +175,12 @@ def build_daily_report(timezone: str) -> tuple[dg.AssetsDefinition, "UnresolvedA
                 "report_url": dg.MetadataValue.url(report_url),
                 "chart_url": dg.MetadataValue.url(chart_url),
                 "emailed_to": len(addresses),
+                # The job's result (offload.result): where the report is and what it counted.
+                RESULT_LABEL: dg.MetadataValue.json({
+                    "day": day, "report_key": report_key(day, "html"), "report_url": report_url,
+                    "runs": metrics.runs, "failed": metrics.failed, "failure_rate": metrics.failure_rate,
+                    "emailed_to": len(addresses),
+                }),
             },
             check_results=[
                 dg.AssetCheckResult(

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from offload.errors import AbortTaskRunError, ConfigurationError
 from offload.log import StepLog, redact
+from offload.result import job_result
 from offload.retry import retrying
 from pipelines.sync.payload import SyncPayload
 from resources.sql import SqlTable, Watermark, WatermarkMoved
@@ -127,7 +128,7 @@ def load(
             "watermark": batch.after.describe() if batch.after else None,
             "more_waiting": False,
         }
-        return dg.Output(result, metadata={"rows": 0})
+        return job_result(result, metadata={"rows": 0})
     try:
         like = sync_source.reflect()
         if like is None:
@@ -137,7 +138,7 @@ def load(
         raise _fail(log, "load", error, fields) from None
     result = {"rows": loaded, "watermark": batch.last.describe(), "more_waiting": batch.more}
     log.info("loaded", {**fields, "rows_upserted": loaded})
-    return dg.Output(
+    return job_result(
         result,
         metadata={
             "rows": loaded,

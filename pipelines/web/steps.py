@@ -19,6 +19,7 @@ import dagster as dg
 from offload.errors import AbortTaskRunError, FetchError
 from offload.http import Fetched, HttpClient, safe_url
 from offload.log import StepLog, redact
+from offload.result import job_result
 from offload.retry import retrying
 from pipelines.web.extract import select
 from pipelines.web.payload import ResilientPayload, ScrapePayload
@@ -67,7 +68,7 @@ def call_endpoint(
         "preview": text[:PREVIEW_CHARS],
     }
     log.info("called", {k: result[k] for k in ("url", "status", "bytes", "request_attempts", "step_attempt")})
-    return dg.Output(result, metadata={
+    return job_result(result, metadata={
         "status": page.status,
         "request_attempts": page.attempts,
         "step_attempt": result["step_attempt"],
@@ -120,4 +121,4 @@ def scrape(
         if any(r["retryable"] for r in failed):
             raise FetchError(reason, retryable=True)
         raise AbortTaskRunError(reason)
-    return dg.Output(results, metadata={**summary, "results": dg.MetadataValue.md(_table(results))})
+    return job_result(results, metadata={**summary, "results": dg.MetadataValue.md(_table(results))})

@@ -14,6 +14,7 @@ import dagster as dg
 
 from offload.errors import AbortTaskRunError
 from offload.log import StepLog
+from offload.result import job_result
 from offload.webhooks.event import IGNORED, OUTCOME_TAG, WebhookEvent
 
 
@@ -25,7 +26,8 @@ class Handled:
     def output(self, event: WebhookEvent) -> dg.Output[dict[str, Any]]:
         value = {"outcome": self.outcome, "provider": event.provider, "event_id": event.event_id,
                  "event_type": event.event_type, **self.detail}  # fmt: skip
-        return dg.Output(value, metadata={k: v for k, v in value.items() if isinstance(v, str | int | float)})
+        shown = {k: v for k, v in value.items() if isinstance(v, str | int | float)}
+        return job_result(value, metadata=shown)
 
 
 def ignore(context: dg.OpExecutionContext, event: WebhookEvent) -> Handled:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
 from offload import paths
+from offload.errors import ConfigurationError, configuration_checked
 from offload.sql import insert as _insert
 from resources.database import engine as engines
 from resources.database.records import (
@@ -72,9 +73,10 @@ class AppDatabase(dg.ConfigurableResource):
     _engine: sa.Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.url not in _MIGRATED:
-            self.migrate()
-            _MIGRATED.add(self.url)
+        with configuration_checked(context):
+            if self.url not in _MIGRATED:
+                self.migrate()
+                _MIGRATED.add(self.url)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:
@@ -83,7 +85,12 @@ class AppDatabase(dg.ConfigurableResource):
 
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = engines.create_engine(self.url)
+            try:
+                self._engine = engines.create_engine(self.url)
+            except sa.exc.ArgumentError:  # not a URL at all; the message would quote it, password and all
+                raise ConfigurationError(
+                    "DATABASE_URL: not a database URL; use postgresql://user:password@host/db or sqlite:///path"
+                ) from None
         return self._engine
 
     def migrate(self) -> str:
