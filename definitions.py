@@ -6,8 +6,8 @@ import pipelines
 import schedules
 import sensors
 from offload import paths
-from offload.executors import executor_from_env
 from offload.payload import install_cli_error_hook
+from offload.runtime.executors import executor_from_env
 from resources import resources_for
 
 install_cli_error_hook()

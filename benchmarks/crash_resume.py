@@ -26,7 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from offload.launcher import run_worker
+from offload.runtime.launcher import run_worker
 from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "tests" / "crash_workspace.yaml"

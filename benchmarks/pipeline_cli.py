@@ -24,9 +24,9 @@ import dagster as dg
 import yaml
 
 from benchmarks.inputs import CACHE
-from offload import instance
 from offload.cli import dagster_executable
 from offload.paths import PROJECT_ROOT
+from offload.runtime import instance
 
 SCRATCH = CACHE / "tmp"  # beside the cached inputs, so they can be hard-linked rather than copied
 TAG = "offload/benchmark-run"

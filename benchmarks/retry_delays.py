@@ -7,7 +7,7 @@ Three series, each repeated, randomness off so every delay has one expected valu
 - ``dagster step`` (the baseline, side by side): the same op under Dagster's own ``dg.RetryPolicy``
   (constant 0.5 s: Dagster has no factor or cap), measured the same way, so the ratio shows what
   Dagster's scheduling costs by itself and what offload adds to it.
-- ``offload fetch``: ``offload.http.fetch`` against a loopback server answering 503 four times, then a
+- ``offload fetch``: ``offload.net.http.fetch`` against a loopback server answering 503 four times, then a
   429 with ``Retry-After: 1``; measured between the requests' arrivals at the server.
 
 Run: ``.venv/bin/python -m benchmarks.retry_delays [--repeat N]``. Prints one row per delay (median over
@@ -24,8 +24,8 @@ from collections.abc import Callable
 import dagster as dg
 import httpx
 
-from offload.http import FetchRetry, fetch
-from offload.netguard import guarded_client
+from offload.net.address_policy import guarded_client
+from offload.net.http import FetchRetry, fetch
 from offload.retry import RetryPolicy, retrying
 from tests.support.http_server import LocalHTTPServer, body, sequence
 

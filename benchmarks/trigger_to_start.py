@@ -5,7 +5,7 @@ Two deployments run side by side on this machine, each ``dagster dev`` with this
 - **stock**: an instance config with nothing but telemetry off, so Dagster's defaults (QueuedRunCoordinator
   dequeuing every 5 s, DefaultRunLauncher starting a fresh run worker process), triggered with Dagster's own
   ``DagsterGraphQLClient.submit_job_execution``;
-- **offload**: offload's embedded instance (``offload.instance.embedded_config()``), triggered with
+- **offload**: offload's embedded instance (``offload.runtime.instance.embedded_config()``), triggered with
   ``offload.client.Client.trigger``.
 
 Rounds alternate between the two, one run at a time, so both see the same machine load. Latency = the

@@ -4,7 +4,7 @@ A ``PayloadError`` is the caller's mistake: it is reported as one line per bad f
 ``AbortTaskRunError`` (Trigger.dev's name) is the one way to fail a step for good: it is a
 ``dg.Failure(allow_retries=False)``, so neither offload's retry policy nor a Dagster ``RetryPolicy`` tries
 the step again. ``is_retryable`` is the classifier every retry decision goes through (``offload.retry``
-for steps, ``offload.http`` for requests). A ``ConfigurationError`` is the deployment's mistake (a
+for steps, ``offload.net.http`` for requests). A ``ConfigurationError`` is the deployment's mistake (a
 variable not set): resources raise it while they are set up, so the run fails before its first step, with
 one line naming the variable.
 """
@@ -59,7 +59,8 @@ def configuration_checked(context: dg.InitResourceContext) -> Iterator[None]:
     ``DagsterResourceFunctionError``), the reason its run retries retry: a missing key would be tried three
     times and look like a crash. Before the error reaches Dagster, the run is tagged
     ``dagster/max_retries=0`` (Dagster decides on retries when it records the failure, from the run's tags)
-    and ``offload/configuration_error`` with the reason, which offload.runs maps to FAILED with that reason
+    and ``offload/configuration_error`` with the reason, which offload.client.runs maps to FAILED with that
+    reason
     as the run's error, and the ops alert quotes.
     """
     try:

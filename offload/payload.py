@@ -32,7 +32,7 @@ def check_url(value: str, schemes: Sequence[str]) -> str:
     """``value`` if it is a URL with one of ``schemes``, else ``ValueError`` saying the rule it breaks.
 
     A rule for field validators: a network URL must name a host, a ``file`` URL a path. Whether the host
-    may be reached is decided when it is fetched (``offload.netguard``), not here.
+    may be reached is decided when it is fetched (``offload.net.address_policy``), not here.
     """
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")

@@ -10,7 +10,8 @@ import os
 from collections.abc import Mapping
 
 import dagster as dg
-from dagster._utils.error import SerializableErrorInfo
+
+from offload.runtime.dagster_internals import SerializableErrorInfo
 
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 

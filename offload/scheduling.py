@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, available_timezones
 
 import dagster as dg
-
-# The iterator Dagster's scheduler daemon itself walks cron strings with (private, but the Dagster set is
-# pinned): the previous tick we compute is then the one the daemon fired, across DST changes too.
-from dagster._utils.schedules import is_valid_cron_string, reverse_cron_string_iterator
 from pydantic import Field, field_validator
 
 from offload.errors import ConfigurationError
+
+# The iterator Dagster's scheduler daemon itself walks cron strings with (private, but the Dagster set is
+# pinned): the previous tick we compute is then the one the daemon fired, across DST changes too.
+from offload.runtime.dagster_internals import is_valid_cron_string, reverse_cron_string_iterator
 
 DEFAULT_TIMEZONE = "UTC"
 TIMESTAMP_TAG = "offload/timestamp"

@@ -10,10 +10,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.concurrency import Queue
 from offload.log import StepLog
 from offload.payload import payload_mapping
 from offload.result import job_result
+from offload.runtime.concurrency import Queue
 
 QUEUE = Queue("default")
 

@@ -1,7 +1,8 @@
 """``welcome_user``: a parent job whose step runs child jobs and waits for their outputs.
 
 ``{user_id, email, name}``: ``hello_world`` makes the greeting while ``typed_task`` stores the user's
-record (both child runs at once, ``offload.children.run_children``); the result holds both outputs. Each
+record (both child runs at once, ``offload.client.children.run_children``); the result holds both outputs.
+Each
 child is a run of its own in the UI, in its own queue (``typed_task``: one run per user), on the next
 nesting level, so parents waiting for their children never deadlock the run queue.
 """
@@ -11,11 +12,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.children import run_children
-from offload.concurrency import Queue
+from offload.client.children import run_children
 from offload.keys import id_rule
 from offload.payload import check_email, payload_mapping
 from offload.result import job_result
+from offload.runtime.concurrency import Queue
 
 QUEUE = Queue("onboarding")
 

@@ -13,11 +13,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.concurrency import Queue
 from offload.keys import check_id, id_rule
 from offload.log import StepLog
 from offload.payload import check_email, payload_mapping
 from offload.result import job_result
+from offload.runtime.concurrency import Queue
 from resources.storage import Storage
 
 QUEUE = Queue("records", key_field="user_id", key_limit=1)

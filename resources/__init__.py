@@ -16,8 +16,8 @@ from typing import Any
 import dagster as dg
 
 from offload import paths
-from offload.download import Downloader
-from offload.http import HttpClient
+from offload.net.download import Downloader
+from offload.net.http import HttpClient
 from offload.webhooks.inbox import InboxResource
 from offload.webhooks.inbox import default_url as inbox_url
 from resources.ai import OpenAIResource

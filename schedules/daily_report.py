@@ -17,7 +17,7 @@ from offload.scheduling import ScheduledTime
 from pipelines.reports.assets import START_DATE
 
 if TYPE_CHECKING:  # not exported by dagster; define_asset_job returns one
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+    from offload.runtime.dagster_internals import UnresolvedAssetJobDefinition
 
 CRON = "0 9 * * *"
 NAME = "daily_report"

@@ -9,7 +9,8 @@ every step's stored output was reused correctly. A step configured with ``block:
 named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every mapped step ran.
 
 ``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
-termination, so only a kill ends it; the job declares a max runtime of 2 s with ``offload.limits``.
+termination, so only a kill ends it; the job declares a max runtime of 2 s with
+``offload.runtime.max_runtime``.
 Not part of the product's definitions.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from offload.limits import max_runtime
+from offload.runtime.max_runtime import max_runtime
 
 
 class Scratch(dg.ConfigurableResource):

@@ -1,7 +1,9 @@
 """Distributed steps: ``OFFLOAD_EXECUTOR=celery`` sends each step of a run to Celery workers over a broker.
 
-The settings the executor and the workers share (``offload.executors.celery_settings``) as pure functions;
-then the real thing: a Celery worker process (``offload/celery_worker.py``) on the local Redis, on a queue
+The settings the executor and the workers share (``offload.runtime.executors.celery_settings``) as pure
+functions;
+then the real thing: a Celery worker process (``offload/runtime/celery_worker.py``) on the local Redis, on a
+queue
 of this test run's own, and ``offload job execute`` of ``video_pipeline`` on a 1 s clip with a persistent
 instance (SQLite in a temporary DAGSTER_HOME) the worker shares. The run succeeds, and the event log shows
 that the steps ran in the worker's pool processes (their pids are its children, not the CLI's or this
@@ -23,7 +25,7 @@ import redis
 
 from offload import paths
 from offload.errors import ConfigurationError
-from offload.executors import BACKEND_VAR, BROKER_VAR, LOCAL_BROKER, QUEUE_VAR, celery_settings
+from offload.runtime.executors import BACKEND_VAR, BROKER_VAR, LOCAL_BROKER, QUEUE_VAR, celery_settings
 from pipelines.video.samples import make_clip
 from tests.support import services
 from tests.test_cli import cli_env

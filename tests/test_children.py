@@ -11,8 +11,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from offload.children import run_children
 from offload.client import Run, RunHandle, Status
+from offload.client.children import run_children
 
 NOW = datetime.now(UTC)
 

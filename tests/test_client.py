@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from offload.client import IDEMPOTENCY_TAG, Client, Status
+from offload.client.idempotency import STALE_CLAIM_SECONDS, IdempotencyStore, keys_table
 from offload.errors import (
     InvalidPayloadError,
     RunNotFoundError,
@@ -28,7 +29,6 @@ from offload.errors import (
     UnknownJobError,
     WebserverUnreachableError,
 )
-from offload.idempotency import STALE_CLAIM_SECONDS, IdempotencyStore, keys_table
 from offload.payload import payload_errors
 from pipelines.video.payload import VideoPayload
 from tests.support import dagster_services
@@ -232,7 +232,7 @@ def test_a_failed_run_clears_its_key(deployment):
 
 def test_a_queued_run_and_a_running_run_are_canceled(deployment):
     """Two long videos of one user hold that user's two video slots, so a third waits in the queue (a run
-    with room would start at once: offload/coordinator.py): wait times out on it, and it is canceled
+    with room would start at once: offload/runtime/coordinator.py): wait times out on it, and it is canceled
     without ever starting; then a running one is interrupted."""
     client = deployment.client
     payload = video_payload(deployment, "long", seconds=20, formats=["webm"], user_id="canceler")

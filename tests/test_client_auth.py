@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from offload.client import Client
+from offload.client.transport import GraphQL, credentials
 from offload.errors import AuthenticationError, ConfigurationError
-from offload.graphql import GraphQL, credentials
 from tests.support import nginx_proxy
 from tests.support.http_server import LocalHTTPServer
 

@@ -3,8 +3,8 @@ and the instance's generic rules cover every limit a Queue may declare."""
 
 import pytest
 
-from offload import concurrency, instance
-from offload.concurrency import Queue, run_tags
+from offload.runtime import concurrency, instance
+from offload.runtime.concurrency import Queue, run_tags
 
 VIDEO = Queue("video", key_field="user_id", key_limit=2).job_tags()
 BATCH = Queue("batch", limit=2).job_tags()

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from offload import paths
-from offload.download import Downloader
+from offload.net.download import Downloader
 from offload.payload import payload_errors
 from pipelines.content import content_workflow, generate_content
 from pipelines.content.jobs import content_workflow_graph

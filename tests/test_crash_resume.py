@@ -9,7 +9,7 @@ code location tests/crash_location.py, runs submitted through GraphQL.
 Each time: the run is failed within 30 s, a retry run completes, the step log shows that the steps that
 had finished ran exactly once and the interrupted one again from its start, and the final output equals an
 uninterrupted run's. Also with mapped steps, when the worker dies in the first of three (the retry must run
-the two that never started: offload/reexecution.py).
+the two that never started: offload/runtime/reexecution.py).
 * A run over its ``dagster/max_runtime`` ends as failed with "exceeded max runtime of 2 s", is not
   retried, and its worker is gone, also when the step swallows the interrupt.
 """
@@ -24,7 +24,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
-from offload.launcher import RunWorker, run_worker
+from offload.runtime.launcher import RunWorker, run_worker
 from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
 HERE = Path(__file__).parent

@@ -20,7 +20,8 @@ import click
 import pytest
 import yaml
 
-from offload import concurrency, instance, paths
+from offload import paths
+from offload.runtime import concurrency, instance
 
 ROOT = paths.PROJECT_ROOT
 DEPLOY = ROOT / "deploy"

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
+from offload.cli.scaffold import job_files
 from offload.paths import PROJECT_ROOT
-from offload.scaffold import job_files
 from tests.support.project_copy import copy_env, copy_project
 
 PAGES = sorted([PROJECT_ROOT / "README.md", *(PROJECT_ROOT / "docs").glob("*.md"),

@@ -25,8 +25,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from offload.download import Downloader, safe_url, scheme_error
 from offload.errors import FetchError
+from offload.net.download import Downloader, safe_url, scheme_error
 from tests.support.http_server import LocalHTTPServer, body, chunked, hang, redirect, sequence, statuses
 from tests.support.moto_s3 import moto_s3_endpoint
 
@@ -185,7 +185,7 @@ def test_transient_statuses_fail_retryable_when_attempts_run_out(
 def test_rate_limited_source_is_retried_after_its_retry_after(
     server: LocalHTTPServer, tmp_path: Path
 ) -> None:
-    """The downloader's HTTP goes through offload.http.fetch, so a 429 waits as long as the server asks."""
+    """The downloader's HTTP goes through offload.net.http.fetch: a 429 waits as long as the server asks."""
     server.routes["/busy"] = sequence(body(b"", 429, {"Retry-After": "1"}), body(PAYLOAD))
     assert downloader_for(server).fetch(server.url("/busy"), tmp_path / "f") == len(PAYLOAD)
     assert server.paths == ["/busy", "/busy"]
@@ -355,7 +355,7 @@ NAMESPACE_SCRIPT = textwrap.dedent(
     """
     import json, sys, tempfile
     from pathlib import Path
-    from offload.download import Downloader
+    from offload.net.download import Downloader
     from offload.errors import FetchError
     from tests.support.http_server import LocalHTTPServer, redirect
 

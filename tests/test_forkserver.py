@@ -1,4 +1,5 @@
-"""offload/forkserver.py with real processes: a run worker forked from the preloaded server executes a real
+"""offload/runtime/forkserver.py with real processes: a run worker forked from the preloaded server executes
+a real
 run of a code location in a temporary directory, runs the code on disk after an edit (the server is
 replaced, not serving the module it preloaded), and keeps running when the server stops, which it does at
 once; a server whose preload raises makes the fork fail at once."""
@@ -11,7 +12,7 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._grpc.types import ExecuteRunArgs
 
-from offload.forkserver import ForkServer, code_fingerprint, shared
+from offload.runtime.forkserver import ForkServer, code_fingerprint, shared
 from tests.support.dagster_dev import finished, wait_for
 
 # A code location whose job writes its module's VERSION (and waits for a gate file when asked to).
@@ -126,11 +127,11 @@ def test_the_server_stops_at_once_and_its_worker_goes_on(server, instance, locat
 
 def servers() -> list[psutil.Process]:
     """This process's running fork servers."""
-    return [p for p in psutil.Process().children() if "offload.forkserver" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process().children() if "offload.runtime.forkserver" in " ".join(p.cmdline())]
 
 
 def test_warming_in_the_background_makes_the_server_warm_and_an_edit_makes_it_cold(server, location):
-    """The run coordinator starts a run at once only on a warm server (offload/coordinator.py)."""
+    """The run coordinator starts a run at once only on a warm server (offload/runtime/coordinator.py)."""
     assert not server.is_warm()
     server.warm_in_background()
     server.warm_in_background()  # a second call while warming starts nothing more

@@ -1,4 +1,5 @@
-"""``offload.http.fetch`` (Trigger.dev's ``retry.fetch``) and the ``HttpClient`` resource against a flaky HTTP
+"""``offload.net.http.fetch`` (Trigger.dev's ``retry.fetch``) and the ``HttpClient`` resource against a flaky
+HTTP
 server on loopback: 429 honouring ``Retry-After`` (seconds and HTTP date) and rate-limit reset headers, 5xx
 backing off until success, other 4xx failing at once, a hanging server timing out, per-status strategies,
 the attempt budget, size caps, redirects, and the SSRF guard in front of it all.
@@ -17,8 +18,8 @@ import httpx
 import pytest
 
 from offload.errors import FetchError
-from offload.http import FetchRetry, HttpClient, fetch, wait_from_headers
-from offload.netguard import guarded_client
+from offload.net.address_policy import guarded_client
+from offload.net.http import FetchRetry, HttpClient, fetch, wait_from_headers
 from offload.retry import RetryPolicy
 from tests.support.http_server import (
     LocalHTTPServer,

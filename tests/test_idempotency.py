@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from offload import idempotency
-from offload.idempotency import IdempotencyStore, keys_table
+from offload.client import idempotency
+from offload.client.idempotency import IdempotencyStore, keys_table
 from tests.support.dagster_services import postgres_database
 
 

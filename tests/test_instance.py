@@ -1,4 +1,5 @@
-"""offload/instance.py and the ``offload`` CLI's instance handling: the embedded dagster.yaml comes from
+"""offload/runtime/instance.py and the ``offload`` CLI's instance handling: the embedded dagster.yaml comes
+from
 deploy/instance-common.yaml, loads into a real Dagster instance of offload's class with its launcher, run
 monitoring and run retries, and is rewritten only when it is offload's (marker line, or what an older
 offload wrote)."""
@@ -7,9 +8,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from offload import instance
-from offload.launcher import OffloadRunLauncher
-from offload.reexecution import OffloadInstance
+from offload.runtime import instance
+from offload.runtime.launcher import OffloadRunLauncher
+from offload.runtime.reexecution import OffloadInstance
 
 
 def test_embedded_config_is_the_common_settings_plus_telemetry_off():
@@ -63,7 +64,7 @@ def test_file_written_by_an_older_offload_is_upgraded(tmp_path, legacy):
     assert instance.ensure_config(tmp_path) == instance.UPDATED
     assert (
         yaml.safe_load((tmp_path / "dagster.yaml").read_text())["run_launcher"]["module"]
-        == "offload.launcher"
+        == "offload.runtime.launcher"
     )
 
 

@@ -1,4 +1,5 @@
-"""offload/launcher.py against real processes: a run worker is alive while a process with its pid exists that
+"""offload/runtime/launcher.py against real processes: a run worker is alive while a process with its pid
+exists that
 started before it reported the pid (a recycled pid or a zombie reads as dead), the health check reads the
 pid Dagster recorded for the run and judges only runs launched on this machine, and ``stop`` interrupts a
 worker, then kills it and its children when it ignores the interrupt."""
@@ -14,9 +15,9 @@ import pytest
 from dagster._core.events import EngineEventData
 from dagster._core.launcher import WorkerStatus
 
-from offload import instance as offload_instance
 from offload import paths
-from offload.launcher import WORKER_HOST_TAG, OffloadRunLauncher, RunWorker, run_worker
+from offload.runtime import instance as offload_instance
+from offload.runtime.launcher import WORKER_HOST_TAG, OffloadRunLauncher, RunWorker, run_worker
 from tests.support.dagster_dev import wait_for
 
 SLEEPER = "import time\nwhile True: time.sleep(0.1)"

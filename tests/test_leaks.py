@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from offload.client import Client, Status
+from offload.client.transport import credentials
 from offload.errors import ClientError
-from offload.graphql import credentials
 from tests.support import dagster_services, services
 from tests.support.http_server import LocalHTTPServer, body
 from tests.support.openai_server import openai_server

@@ -17,10 +17,11 @@ from dagster._core.scheduler.instigation import InstigatorState
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from offload import concurrency, instance, paths
+from offload import paths
 from offload.client import Client, Status
-from offload.launcher import OffloadRunLauncher
-from offload.reexecution import OffloadInstance
+from offload.runtime import concurrency, instance
+from offload.runtime.launcher import OffloadRunLauncher
+from offload.runtime.reexecution import OffloadInstance
 from tests.support import dagster_services
 
 PG_VARIABLES = (
@@ -33,7 +34,7 @@ PG_VARIABLES = (
 
 
 def test_committed_file_is_what_the_generator_writes(capsys):
-    """Regenerate with `python -m offload.instance --production > deploy/dagster.yaml`."""
+    """Regenerate with `python -m offload.runtime.instance --production > deploy/dagster.yaml`."""
     instance.main(["--production"])
     assert capsys.readouterr().out == instance.PRODUCTION_FILE.read_text()
 

@@ -22,7 +22,7 @@ import resend
 from botocore.config import Config
 
 from offload import paths
-from offload.download import Downloader
+from offload.net.download import Downloader
 from pipelines.video import media
 from pipelines.video.jobs import video_pipeline
 from resources import resources_for

@@ -1,4 +1,4 @@
-"""offload/reexecution.py, the two run-retry fixes of offload's instance class.
+"""offload/runtime/reexecution.py, the two run-retry fixes of offload's instance class.
 
 * A run whose process is killed in the first of three mapped steps: Dagster's own from-failure selection
   drops the two mapped steps that never started (dagster issue #30248); offload's adds them back, and the
@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 from dagster._core.execution.plan.state import KnownExecutionState
 
-from offload import instance as offload_instance
-from offload import reexecution
+from offload.runtime import instance as offload_instance
+from offload.runtime import reexecution
 from tests.crash_location import mapped_steps_job
 from tests.support.dagster_dev import step_log, wait_for
 

@@ -4,8 +4,8 @@ event records, as the webserver returns them."""
 import dagster as dg
 import pytest
 
+from offload.client.runs import RETRY_DECISION_GRACE, Status, error_of, result_of, status_of
 from offload.retry import RetryPolicy, retrying
-from offload.runs import RETRY_DECISION_GRACE, Status, error_of, result_of, status_of
 
 
 def record(status, start=None, end=None, **tags):
@@ -181,7 +181,7 @@ def test_the_clients_queries_are_valid_for_the_webserver():
     from dagster_graphql.schema import create_schema
     from graphql import parse, validate
 
-    from offload.client import EVENTS_QUERY, RUN_QUERY, RUNS_QUERY
+    from offload.client.api import EVENTS_QUERY, RUN_QUERY, RUNS_QUERY
 
     for query in (EVENTS_QUERY, RUN_QUERY, RUNS_QUERY):
         assert validate(create_schema().graphql_schema, parse(query)) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.scaffold import ScaffoldError, job_files, new_job
+from offload.cli.scaffold import ScaffoldError, job_files, new_job
 from tests.support.project_copy import copy_env, copy_project
 
 

@@ -1,6 +1,6 @@
 """The Dagster UI in a real browser: Debian's headless chromium driven by playwright (``executable_path``; no
-browser download), against ``offload dev`` (webserver behind offload/ui_guard.py, daemon, code location) on
-a temporary instance.
+browser download), against ``offload dev`` (webserver behind offload/runtime/ui_guard.py, daemon, code
+location) on a temporary instance.
 
 First, a page of another loopback origin (what any site an operator visits could serve) tries everything a
 page can without the UI's consent: a form POST and a ``no-cors`` fetch of a ``launchRun`` mutation, an

@@ -1,4 +1,5 @@
-"""offload/ui_guard.py: which requests reach the Dagster UI's server. The pure decision for each rule (Host
+"""offload/runtime/ui_guard.py: which requests reach the Dagster UI's server. The pure decision for each rule
+(Host
 allow-list, same Origin only, GraphQL mutations only by JSON POST), then the middleware in front of a
 stand-in app for HTTP and websockets, and ``offload dev``'s hooks into Dagster's dev command."""
 
@@ -14,8 +15,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from offload import dev
-from offload.ui_guard import UIGuard, allowed_hosts, refusal
+from offload.runtime import dev_server as dev
+from offload.runtime.ui_guard import UIGuard, allowed_hosts, refusal
 
 HOSTS = allowed_hosts({"OFFLOAD_UI_URL": "https://Ops.Acme.example/dagster"})
 OWN = "127.0.0.1:3000"
@@ -183,7 +184,7 @@ def test_offload_dev_refuses_to_run_if_dagster_starts_its_daemon_without_the_gua
     monkeypatch.setattr(cli, "main", fake_cli_main_ok)
     dev.main([])
     assert started == [
-        ["python", "-m", "offload.dev", "--port", "1"],
+        ["python", "-m", "offload.runtime.dev_server", "--port", "1"],
         ["python", "-m", "dagster._daemon", "run"],
     ]
 

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from offload.download import Downloader
+from offload.net.download import Downloader
 from offload.retry import MAX_ATTEMPTS_TAG, RetryPolicy
 from pipelines.video import media
 from pipelines.video.jobs import process_video, process_video_graph, video_pipeline

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from pydantic import ValidationError
 
-from offload.http import HttpClient
+from offload.net.http import HttpClient
 from offload.payload import payload_errors
 from offload.retry import MAX_ATTEMPTS_TAG, POLICY_TAG, RetryPolicy
 from pipelines.web import resilient_task, scrape_websites

@@ -2,8 +2,8 @@
 
 uvicorn runs with the gateway's abuse limits (offload/webhooks/abuse.py). One worker process (the launcher
 and the group-commit writer live in it); run several behind a load balancer if one is not enough, they share
-the inbox. Settings come from the environment (README,
-"Webhooks"); DAGSTER_HOME defaults to the project's ``.dagster_home`` as for the ``offload`` command.
+the inbox. Settings come from the environment
+(docs/webhooks.md); DAGSTER_HOME defaults to the project's ``.dagster_home`` as for the ``offload`` command.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from offload import paths
-from offload.sql import UTCDateTime, create_engine, insert
+from offload.sql_engines import UTCDateTime, create_engine, insert
 from offload.webhooks.event import WebhookEvent
 
 URL_VARIABLE = "OFFLOAD_WEBHOOK_INBOX_URL"

@@ -41,10 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterRunAlreadyExists
 
 from offload import paths
 from offload.log import redact
+from offload.runtime.dagster_internals import (
+    DagsterRunAlreadyExists,
+    JobSubsetSelector,
+    workspace_process_context,
+)
 from offload.webhooks.event import EVENT_TAG, PROVIDER_TAG, WebhookEvent, event_key, run_id_for, run_tags
 from offload.webhooks.inbox import Inbox, InboxRow, now
 
@@ -80,13 +84,8 @@ class Workspace:
         threading.Thread(target=self._load, name="workspace-loader", daemon=True).start()
 
     def _load(self) -> None:
-        from dagster._core.workspace.context import WorkspaceProcessContext
-        from dagster._core.workspace.load_target import WorkspaceFileTarget
-
         try:
-            self._context = WorkspaceProcessContext(
-                self.instance, WorkspaceFileTarget(paths=[str(self.workspace_file)])
-            )
+            self._context = workspace_process_context(self.instance, str(self.workspace_file))
         except BaseException as error:
             self._error = error
         finally:
@@ -119,8 +118,6 @@ def create_run(
     than the webserver's GraphQL ``launchRun`` (median 310 ms against 348 ms for create + submit under
     load, benchmarks/webhook_ingest.py), needs no webserver, and takes the run id it is given.
     """
-    from dagster._core.definitions.selector import JobSubsetSelector
-
     for location in request_context.code_locations:
         for repository in location.get_repositories().values():
             if not repository.has_job(job_name):

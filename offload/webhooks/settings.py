@@ -1,6 +1,6 @@
 """The gateway's settings, all from environment variables, checked once at start with one-line errors.
 
-The abuse limits (offload/webhooks/abuse.py) have defaults fit for the internet; README "Security" lists them.
+The abuse limits (offload/webhooks/abuse.py) have defaults fit for the internet; docs/security.md lists them.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.payload import payload_mapping
+from offload.runtime.concurrency import Queue
 from pipelines.batch.payload import BatchPayload
 from pipelines.batch.steps import process_batch, split, summarize
 

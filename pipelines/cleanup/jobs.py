@@ -11,11 +11,11 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.log import StepLog
 from offload.payload import payload_mapping
 from offload.result import job_result
 from offload.retry import retrying
+from offload.runtime.concurrency import Queue
 from offload.webhooks.inbox import InboxResource
 from pipelines.cleanup.cleaners import RETENTIONS, Sources
 from pipelines.cleanup.payload import CleanupPayload

@@ -10,8 +10,8 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.payload import payload_mapping
+from offload.runtime.concurrency import Queue
 from pipelines.content.payload import ContentWorkflowPayload, GenerateContentPayload
 from pipelines.content.steps import generate, hero_image, optimise_seo, outline, publish, write_article
 

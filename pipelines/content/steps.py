@@ -13,10 +13,10 @@ from typing import Any
 import dagster as dg
 
 from offload import paths
-from offload.download import Downloader
 from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import article_key, image_key
 from offload.log import StepLog
+from offload.net.download import Downloader
 from offload.result import job_result
 from pipelines.content import images, prompts, text
 from pipelines.content.payload import ContentWorkflowPayload, GenerateContentPayload

@@ -10,11 +10,11 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.errors import AbortTaskRunError
 from offload.log import StepLog
 from offload.payload import payload_mapping
 from offload.result import job_result
+from offload.runtime.concurrency import Queue
 from pipelines.email.payload import SendEmailPayload
 from pipelines.usage import record_usage, run_family_id
 from resources.database import AppDatabase, UsageItem

@@ -6,8 +6,8 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.payload import payload_mapping
+from offload.runtime.concurrency import Queue
 from pipelines.invoicing.payload import InvoicingPayload
 from pipelines.invoicing.steps import bill_usage, email_invoices, store_documents
 

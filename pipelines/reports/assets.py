@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.errors import ConfigurationError
 from offload.keys import report_key
 from offload.log import StepLog
 from offload.payload import check_email
 from offload.result import RESULT_LABEL
 from offload.retry import retrying
+from offload.runtime.concurrency import Queue
 from pipelines.reports.chart import chart_png
 from pipelines.reports.metrics import RunMetrics, run_metrics, run_summaries, with_failures
 from pipelines.reports.render import report_html
@@ -32,7 +32,7 @@ from resources.email import Email, EmailSender
 from resources.storage import Storage
 
 if TYPE_CHECKING:  # not exported by dagster; define_asset_job returns one
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+    from offload.runtime.dagster_internals import UnresolvedAssetJobDefinition
 
 # One report run at a time: a backfill of many days queues instead of loading the machine.
 QUEUE = Queue("reports", limit=1)

@@ -17,10 +17,10 @@ from typing import Any
 import dagster as dg
 
 from offload import paths
-from offload.download import Downloader
 from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import thumbnail_key, video_key
 from offload.log import Progress, StepLog
+from offload.net.download import Downloader
 from offload.result import job_result
 from offload.retry import retrying
 from pipelines.usage import record_usage, run_family_id

@@ -6,9 +6,9 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.payload import payload_mapping
 from offload.retry import RetryPolicy
+from offload.runtime.concurrency import Queue
 from pipelines.web.payload import ResilientPayload, ScrapePayload
 from pipelines.web.steps import call_endpoint, scrape
 

@@ -1,6 +1,6 @@
 """The web jobs' steps: one risky call (``call_endpoint``) and a fan of page fetches (``scrape``).
 
-Both fetch through ``HttpClient`` (``offload.http``): the SSRF guard on every connection, per-request
+Both fetch through ``HttpClient`` (``offload.net.http``): the SSRF guard on every connection, per-request
 timeouts, and the request's own retries per status. What is left after those is the step's to decide:
 an error that another attempt could fix is raised as it is, so the step's retry policy (``@retrying``)
 tries again; one that cannot (a 404, a refused address) is an ``AbortTaskRunError`` and ends the run at
@@ -17,8 +17,8 @@ from typing import Any
 import dagster as dg
 
 from offload.errors import AbortTaskRunError, FetchError
-from offload.http import Fetched, HttpClient, safe_url
 from offload.log import StepLog, redact
+from offload.net.http import Fetched, HttpClient, safe_url
 from offload.result import job_result
 from offload.retry import retrying
 from pipelines.web.extract import select

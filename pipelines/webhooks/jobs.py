@@ -11,9 +11,9 @@ from typing import Any
 
 import dagster as dg
 
-from offload.concurrency import Queue
 from offload.payload import payload_mapping
 from offload.retry import retrying
+from offload.runtime.concurrency import Queue
 from offload.webhooks.event import WebhookEvent
 from pipelines.webhooks import clerk_events, github_events, stripe_events
 from resources.database import AppDatabase

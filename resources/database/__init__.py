@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr
 
 from offload import paths
 from offload.errors import ConfigurationError, configuration_checked
-from offload.sql import insert as _insert
+from offload.sql_engines import insert as _insert
 from resources.database import engine as engines
 from resources.database.records import (
     UNITS,

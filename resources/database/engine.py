@@ -1,7 +1,7 @@
 """Engines for the app database, and its migrations.
 
 ``DATABASE_URL`` may be a SQLite file (the embedded default) or Postgres; the engines come from
-``offload.sql`` (shared with the webhook inbox). On SQLite every transaction starts with ``BEGIN
+``offload.sql_engines`` (shared with the webhook inbox). On SQLite every transaction starts with ``BEGIN
 IMMEDIATE``, so migrations, whose DDL is then transactional too, queue on its lock instead of failing
 halfway.
 
@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from offload.sql import create_engine, normalize_url
+from offload.sql_engines import create_engine, normalize_url
 
 __all__ = ["VERSION_TABLE", "create_engine", "current_revision", "head_revision", "migrate", "normalize_url"]
 

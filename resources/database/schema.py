@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from offload.sql import UTCDateTime
+from offload.sql_engines import UTCDateTime
 
 # Constraint names fixed by convention, so a later migration can name the constraint it changes.
 metadata = sa.MetaData(

@@ -25,7 +25,8 @@ import httpx
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
-from offload import instance, paths
+from offload import paths
+from offload.runtime import instance
 
 T = TypeVar("T")
 

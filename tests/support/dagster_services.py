@@ -1,7 +1,8 @@
 """A real Dagster deployment for tests and benchmarks: ``dagster dev`` (webserver, daemon and code server)
 on a free loopback port, with its own DAGSTER_HOME.
 
-The instance config starts from offload's embedded one (``offload.instance.embedded_config()``, the one source
+The instance config starts from offload's embedded one (``offload.runtime.instance.embedded_config()``, the
+one source
 of truth) and may swap storage (Postgres) or shrink the per-level slots. The services run in their own
 process group (``start_new_session``: Dagster maps SIGTERM to SIGINT, which background processes started
 without job control ignore) and are stopped by that group's id. Ready means: the code location's jobs are
@@ -28,7 +29,8 @@ import httpx
 import psycopg2
 import yaml
 
-from offload import instance, paths
+from offload import paths
+from offload.runtime import instance
 
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -141,7 +143,7 @@ def start(
 ) -> DagsterServices:
     """Start ``dagster dev`` for this project with DAGSTER_HOME and OFFLOAD_DATA_DIR under ``root``, on the
     project's workspace.yaml unless another ``workspace`` file is given; ``cli="offload"`` starts
-    ``offload dev`` instead (the UI behind offload/ui_guard.py)."""
+    ``offload dev`` instead (the UI behind offload/runtime/ui_guard.py)."""
     home, data = root / "home", root / "data"
     home.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from offload import instance, paths
+from offload import paths
+from offload.runtime import instance
 
 T = TypeVar("T")
 
@@ -46,7 +47,8 @@ def free_port() -> int:
 
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
-    """The DAGSTER_HOME ``offload`` makes (``offload.instance.embedded_config()``: its run coordinator and
+    """The DAGSTER_HOME ``offload`` makes (``offload.runtime.instance.embedded_config()``: its run
+    coordinator and
     launcher), with ``run_queue`` settings laid over the run coordinator's."""
     home.mkdir(parents=True, exist_ok=True)
     config = instance.embedded_config()
@@ -144,10 +146,11 @@ def daemon(env: Mapping[str, str], log: Path) -> Service:
 
 
 def celery_worker(env: Mapping[str, str], name: str, log: Path, concurrency: int = 2) -> Service:
-    """A step worker as README runs it (``offload/celery_worker.py``), with ``definitions`` imported before
+    """A step worker as README runs it (``offload/runtime/celery_worker.py``), with ``definitions`` imported
+    before
     the pool forks; no gossip or mingle, so it neither waits for nor talks to other workers on the broker."""
     executable = str(Path(sys.executable).with_name("celery"))
-    args = [executable, "-A", "offload.celery_worker", "worker", "-I", "definitions", "-n", name,
+    args = [executable, "-A", "offload.runtime.celery_worker", "worker", "-I", "definitions", "-n", name,
             "--concurrency", str(concurrency), "--loglevel", "INFO",
             "--without-gossip", "--without-mingle"]  # fmt: skip
     return Service("celery worker", args, env, log)

@@ -113,13 +113,14 @@ def run_tags(
 
 def run_coordinator_config(level_slots: int = LEVEL_SLOTS) -> dict[str, Any]:
     """The instance's ``run_coordinator`` block: Dagster's run queue with the rules behind every ``Queue``,
-    through offload's coordinator, which starts a run at once when it would not wait (offload/coordinator.py).
+    through offload's coordinator, which starts a run at once when it would not wait
+    (offload/runtime/coordinator.py).
 
     ``max_concurrent_runs`` is off because it would count parents and children alike (the deadlock above);
     the ``offload/depth`` rule caps runs per level instead. The daemon looks for runs to start every second:
     Dagster's default, 5 s, would be most of a queued run's start latency."""
     return {
-        "module": "offload.coordinator",
+        "module": "offload.runtime.coordinator",
         "class": "OffloadRunCoordinator",
         "config": {
             "start_at_once": True,

@@ -8,7 +8,8 @@ poll, so a run ends between N and N + poll interval seconds after it started
 (``deploy/instance-common.yaml``).
 
 Dagster's own failure text is "Exceeded maximum runtime of N seconds."; offload's launcher records
-:func:`max_runtime_message` instead (``offload/launcher.py``), so the UI says "exceeded max runtime of N s".
+:func:`max_runtime_message` instead (``offload/runtime/launcher.py``), so the UI says "exceeded max runtime
+of N s".
 """
 
 from __future__ import annotations

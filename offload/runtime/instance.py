@@ -1,11 +1,12 @@
 """The Dagster instance configuration (``dagster.yaml``) offload runs with, from one source.
 
 ``deploy/instance-common.yaml`` holds the settings every deployment needs (the instance class, the
-launcher, run monitoring, run retries); ``offload.concurrency`` adds the run queue. The embedded default's
+launcher, run monitoring, run retries); ``offload.runtime.concurrency`` adds the run queue. The embedded
+default's
 ``DAGSTER_HOME/dagster.yaml`` is those plus telemetry off, written by :func:`ensure_config` (the
 ``offload`` command calls it). The production ``deploy/dagster.yaml`` is :func:`production_config`: the
 same settings with Postgres storage and a compute log directory, both read from environment variables
-when Dagster loads the file. It is generated (``python -m offload.instance --production``) and a test
+when Dagster loads the file. It is generated (``python -m offload.runtime.instance --production``) and a test
 checks that the committed file is current, so the two cannot drift.
 
 The embedded file starts with :data:`MARKER`: a file with the marker (or one an older offload wrote) is
@@ -23,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from offload import concurrency, paths
+from offload import paths
+from offload.runtime import concurrency
 
 COMMON_SETTINGS = paths.PROJECT_ROOT / "deploy" / "instance-common.yaml"
 MARKER = (
@@ -34,9 +36,10 @@ EMBEDDED_ONLY = {"telemetry": {"enabled": False}}  # the embedded default works 
 PRODUCTION_FILE = paths.PROJECT_ROOT / "deploy" / "dagster.yaml"
 PRODUCTION_HEADER = (
     "# Production Dagster instance for offload. Generated: edit deploy/instance-common.yaml or\n"
-    "# offload/instance.py, then run `python -m offload.instance --production > deploy/dagster.yaml`.\n"
-    "# Every `env:` value is read from the environment when a Dagster process loads this file (README,\n"
-    '# "Running in production").\n'
+    "# offload/runtime/instance.py, then run\n"
+    "# `python -m offload.runtime.instance --production > deploy/dagster.yaml`.\n"
+    "# Every `env:` value is read from the environment when a Dagster process loads this file\n"
+    "# (docs/production.md).\n"
 )
 
 
@@ -103,7 +106,8 @@ def common_settings() -> dict[str, Any]:
 
 
 def instance_config(storage: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """The common settings, offload's run queue (generated from ``offload.concurrency``: its rules follow
+    """The common settings, offload's run queue (generated from ``offload.runtime.concurrency``: its rules
+    follow
     the ``Queue`` limits, so they are code, not YAML), and a deployment's own blocks (``storage`` ...)."""
     base = merge(common_settings(), {"run_coordinator": concurrency.run_coordinator_config()})
     return merge(merge(base, {"storage": storage} if storage else {}), overrides)
@@ -152,7 +156,7 @@ def ensure_config(home: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m offload.instance", description="Print a dagster.yaml offload runs with."
+        prog="python -m offload.runtime.instance", description="Print a dagster.yaml offload runs with."
     )
     parser.add_argument("--production", action="store_true", help="the production file (deploy/dagster.yaml)")
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ the setting that changes it; GraphQL-level errors become ``GraphQLError``. Conne
 (nothing was sent yet, so even a mutation is safe to resend); answers are never retried here.
 
 The webserver has no authentication of its own; in production it sits behind an authenticating proxy
-(deploy/proxy/, README "Security"). ``credentials`` reads what the client sends it on every request: a
+(deploy/proxy/, docs/security.md). ``credentials`` reads what the client sends it on every request: a
 bearer token (``OFFLOAD_API_TOKEN``) or basic auth (``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``). The
 values go only into the ``Authorization`` header: never into the URL, a message or a log line.
 """

@@ -2,7 +2,8 @@
 
 Every step that downloads (the video pipeline's download step first) goes through here, so the rules
 live in one place: only http, https, file and s3 URLs; HTTP connections only to public addresses unless
-a host is allow-listed (``offload.netguard``, checked on every redirect hop); ``file://`` only inside
+a host is allow-listed (``offload.net.address_policy``, checked on every redirect hop); ``file://`` only
+inside
 configured roots; a size cap checked against the declared length and again while streaming; transient
 failures retried, permanent ones raised at once. The file appears at ``dest`` only when complete.
 
@@ -26,9 +27,9 @@ import dagster as dg
 import httpx
 
 from offload.errors import FetchError, retryable_status
-from offload.http import FetchRetry, fetch, safe_url
 from offload.log import StepLog, redact
-from offload.netguard import guarded_client
+from offload.net.address_policy import guarded_client
+from offload.net.http import FetchRetry, fetch, safe_url
 from offload.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class Downloader(dg.ConfigurableResource):
     ) -> int:
         """Stream ``url`` into ``dest`` and return the bytes written; ``FetchError`` if it cannot.
 
-        http(s) goes through ``offload.http.fetch``, the one HTTP retry loop: transient failures
+        http(s) goes through ``offload.net.http.fetch``, the one HTTP retry loop: transient failures
         (connection errors, timeouts, HTTP 408/409/5xx, and 429 after the wait its headers ask for) are
         tried again up to ``attempts`` times in all, backing off from ``retry_base_delay``; each attempt
         starts the file over, and each retry is logged to ``log``. s3 reads use botocore's own retries

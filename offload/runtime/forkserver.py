@@ -3,9 +3,10 @@
 A run worker started the stock way is a new Python process that imports Dagster and the whole code location
 before its first step: 4-15 s on a 2-core machine (``import definitions`` is most of it), which is most of
 the time from a trigger or a webhook to its run starting. :class:`ForkServer` keeps a server process
-(``python -m offload.forkserver``) that imported ``preload_modules`` once, in the code location's directory,
+(``python -m offload.runtime.forkserver``) that imported ``preload_modules`` once, in the code location's
+directory,
 and forks each run worker from it, so the worker only runs Dagster's own ``dagster api execute_run`` body
-(:func:`execute_run`). ``offload/launcher.py`` uses it by default.
+(:func:`execute_run`). ``offload/runtime/launcher.py`` uses it by default.
 
 Why not the standard library's ``multiprocessing`` forkserver: it imports its preload with the launching
 process's working directory (Python 3.11 ignores the ``sys_path`` it is given), there is one per process,
@@ -24,7 +25,8 @@ module outside the working directory (an installed package upgraded under a runn
 
 **Ownership.** The server is a child of the process that launches (the Dagster daemon, whose run queue
 calls the launcher; the webserver or the gateway, whose run coordinator starts runs that need not wait:
-offload/coordinator.py) and exits when that process closes its stdin or is gone. Such a process starts it
+offload/runtime/coordinator.py) and exits when that process closes its stdin or is gone. Such a process
+starts it
 in the background (:meth:`ForkServer.warm_in_background`) and starts runs at once only when it is warm;
 one server per process (:func:`shared`). Workers do not depend on it: they keep running when it exits (a
 replaced server, a daemon restart), finish and record their outcome themselves; offload's launcher judges
@@ -49,12 +51,12 @@ from collections.abc import Sequence
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import deserialize_value, serialize_value
 
-from offload import migrations
+from offload.runtime import schema_scripts
 
 DEFAULT_PRELOAD = ("dagster", "definitions")
 READY = b"ready"  # the server's first line: its preload is done
 
-log = logging.getLogger("offload.forkserver")
+log = logging.getLogger("offload.runtime.forkserver")
 
 
 def execute_run(serialized_args: str) -> int:
@@ -164,7 +166,7 @@ class ForkServer:
         replies, reply_to = os.pipe()
         try:
             self._server = subprocess.Popen(
-                [sys.executable, "-m", "offload.forkserver", str(reply_to), *self.preload_modules],
+                [sys.executable, "-m", "offload.runtime.forkserver", str(reply_to), *self.preload_modules],
                 cwd=self.working_directory, stdin=subprocess.PIPE, pass_fds=(reply_to,),
             )  # fmt: skip
         finally:
@@ -216,7 +218,7 @@ def serve(reply_to: int, preload: Sequence[str]) -> None:
     sys.path.insert(0, os.getcwd())
     for module in preload:
         __import__(module)
-    migrations.warm()  # every worker checks the storage schema: inherit alembic's scripts read once
+    schema_scripts.warm()  # every worker checks the storage schema: inherit alembic's scripts read once
     # What the server imported is never freed: take it out of the garbage collector's sight, so a worker's
     # first full collection does not walk (and copy, page by page) the whole code location: 0.1-0.3 s.
     gc.freeze()

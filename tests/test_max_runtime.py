@@ -1,10 +1,17 @@
-"""offload/limits.py: the one way jobs declare a max runtime, how a run's limit is read (as Dagster's
+"""offload/runtime/max_runtime.py: the one way jobs declare a max runtime, how a run's limit is read (as
+Dagster's
 monitor reads it), and the failure wording "exceeded max runtime of N s"."""
 
 import dagster as dg
 import pytest
 
-from offload.limits import MAX_RUNTIME_TAG, is_over, max_runtime, max_runtime_message, max_runtime_of
+from offload.runtime.max_runtime import (
+    MAX_RUNTIME_TAG,
+    is_over,
+    max_runtime,
+    max_runtime_message,
+    max_runtime_of,
+)
 
 
 def test_max_runtime_returns_dagsters_tag():

@@ -3,8 +3,9 @@
 Dagster needs ``DAGSTER_HOME`` to keep runs between commands; without it every command gets a throwaway
 instance. ``offload <dagster args>`` defaults it to the project-local ``.dagster_home`` (created on first
 use), brings its ``dagster.yaml`` up to date (offload's launcher, run monitoring and retries, telemetry off:
-``offload/instance.py``) and runs ``dagster <dagster args>``; ``offload dev`` is ``dagster dev`` with its UI
-behind offload's guard against other web pages (``offload/dev.py``).
+``offload/runtime/instance.py``) and runs ``dagster <dagster args>``; ``offload dev`` is ``dagster dev`` with
+its UI
+behind offload's guard against other web pages (``offload/runtime/dev_server.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from offload import instance, paths
+from offload import paths
+from offload.runtime import instance
 
 
 def ensure_instance() -> Path:
@@ -25,7 +27,7 @@ def ensure_instance() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if instance.ensure_config(home) == instance.NOT_MANAGED:
         settings = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
-        if (settings.get("run_launcher") or {}).get("module") != "offload.launcher":
+        if (settings.get("run_launcher") or {}).get("module") != "offload.runtime.launcher":
             print(
                 f"offload: {home / 'dagster.yaml'} is not managed by offload and does not use its run"
                 " launcher: crashed runs will not be detected or resumed (settings:"
@@ -44,12 +46,12 @@ def dagster_executable() -> str:
 
 def main() -> None:
     if sys.argv[1:2] in (["new"], ["init"]):  # offload's own commands (dagster has neither)
-        from offload import scaffold
+        from offload.cli import scaffold
 
         sys.exit(scaffold.main(sys.argv[1:]))
     ensure_instance()
     if sys.argv[1:2] == ["dev"]:
-        from offload import dev
+        from offload.runtime import dev_server as dev
 
         dev.main(sys.argv[2:])
         return

@@ -1,4 +1,5 @@
-"""The SSRF guard in ``offload.netguard``: which addresses are forbidden (pure, no network), how a host is
+"""The SSRF guard in ``offload.net.address_policy``: which addresses are forbidden (pure, no network), how a
+host is
 checked against all its addresses and the allow list (fake resolvers), that the network backend connects
 to the address it checked and nothing else (a recording backend, no sockets), and that over real TLS on
 127.0.0.1 the server still sees the host name in SNI and ``Host``.
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from offload.errors import FetchError
-from offload.netguard import GuardedBackend, check_host, forbidden_reason, guarded_client
+from offload.net.address_policy import GuardedBackend, check_host, forbidden_reason, guarded_client
 from tests.support.http_server import LocalHTTPServer, body
 from tests.support.tls import self_signed
 

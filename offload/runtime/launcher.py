@@ -4,7 +4,8 @@ imports), and two safeguards Dagster's default launcher lacks on one machine.
 * **Fast start** (``start_method: forkserver``, the default). Dagster's ``DefaultRunLauncher`` asks the
   code server to start each run worker as a new Python process that imports Dagster and the code location
   first: 4-15 s on a 2-core machine. Here the worker is forked from a server that imported them once
-  (``offload/forkserver.py``, which also explains how edited code, reloaded or not, is never run stale: the
+  (``offload/runtime/forkserver.py``, which also explains how edited code, reloaded or not, is never run
+  stale: the
   server is replaced when the code location's files change). The worker records its pid at once (an
   engine event, as a stock worker's "Started process for run (pid: N)"), and a cancel from the UI
   interrupts it directly, since no code server knows it. ``start_method: spawn`` keeps Dagster's way, for
@@ -26,18 +27,18 @@ imports), and two safeguards Dagster's default launcher lacks on one machine.
   from its beginning (steps are the unit of checkpointing). Fail-then-retry rather than ``resume_run``: a
   resumed worker skips finished steps only with Dagster's step-delegating executors (Docker,
   Kubernetes), not with the in-process or multiprocess executors offload uses. Mapped steps:
-  ``offload/reexecution.py``.
+  ``offload/runtime/reexecution.py``.
 * **A run over its max runtime is only asked to stop.** Dagster's monitor cancels it, which interrupts the
   worker; a step that ignores the interrupt keeps running, and the failure reads "Exceeded maximum
   runtime of N seconds.". Here ``terminate`` records the failure as ``exceeded max runtime of N s``
-  (``offload/limits.py``), marks it final (no run retry), interrupts the worker and kills it with its
+  (``offload/max_runtime.py``), marks it final (no run retry), interrupts the worker and kills it with its
   child processes if it has not exited after ``terminate_grace_seconds``.
 
 The pid check needs the daemon on the machine that runs the workers. The launcher records that machine's
 name on every run whose worker it forks or starts through a local code server (unix socket or loopback
 address) as the tag ``offload/worker_host``; a run without it, or launched elsewhere, is reported RUNNING:
 it is not judged from here (its code server still fails it if the worker dies while the server lives).
-Settings: ``deploy/instance-common.yaml``; guarantee and limits: README, "Crash-resume and time limits".
+Settings: ``deploy/instance-common.yaml``; guarantee and limits: docs/crash-resume.md.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ from dagster._core.storage.tags import MAX_RETRIES_TAG
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData
 
-from offload import forkserver, limits, paths
+from offload import paths
+from offload.runtime import forkserver, max_runtime
 
 WORKER_HOST_TAG = "offload/worker_host"
 START_METHOD_TAG = "offload/start_method"  # forkserver (no code server knows the worker) or spawn
@@ -142,7 +144,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
     Configure it in ``dagster.yaml`` (``deploy/instance-common.yaml`` holds the block)::
 
         run_launcher:
-          module: offload.launcher
+          module: offload.runtime.launcher
           class: OffloadRunLauncher
           config:
             start_method: forkserver           # or spawn: Dagster's new process per run
@@ -204,7 +206,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         """Whether ``launch_run`` would start ``run``'s worker without waiting for a preload: a fork
         server that is up with the current code, or Dagster's way. When the fork server is not ready it
         is started in the background, so the run coordinator queues this run and starts the next at once
-        (offload/coordinator.py)."""
+        (offload/runtime/coordinator.py)."""
         if not self._forks(run, _local_worker_host(LaunchRunContext(dagster_run=run, workspace=workspace))):
             return True
         if self.fork_server.is_warm():
@@ -295,8 +297,8 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         if record is None or record.dagster_run.is_finished:
             return super().terminate(run_id)
         run = record.dagster_run
-        limit = limits.max_runtime_of(run.tags, self._instance.run_monitoring_max_runtime_seconds)
-        if not limits.is_over(record.start_time, limit):
+        limit = max_runtime.max_runtime_of(run.tags, self._instance.run_monitoring_max_runtime_seconds)
+        if not max_runtime.is_over(record.start_time, limit):
             if run.tags.get(START_METHOD_TAG) == FORKSERVER:
                 return self._interrupt(run)
             return super().terminate(run_id)
@@ -305,7 +307,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         worker = run_worker(self._instance, run_id) if local else None
         remote = None if worker else self._get_grpc_client_for_termination(run_id)  # needs an unfinished run
         self._instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0"})
-        self._instance.report_run_failed(run, limits.max_runtime_message(limit))
+        self._instance.report_run_failed(run, max_runtime.max_runtime_message(limit))
         if worker is not None:
             if worker.stop(self.terminate_grace_seconds):
                 self._instance.report_engine_event(

@@ -1,4 +1,4 @@
-"""offload/migrations.py: Dagster's schema check reads the migration scripts once per process, and still
+"""offload/schema_scripts.py: Dagster's schema check reads the migration scripts once per process, and still
 compares each database with the real newest revision."""
 
 import dagster as dg
@@ -7,7 +7,7 @@ from alembic.util import coerce_resource_to_filename
 from dagster._core.storage.runs.sqlite import sqlite_run_storage
 from dagster._core.storage.sql import check_alembic_revision, get_alembic_config
 
-from offload import migrations
+from offload.runtime import schema_scripts
 
 
 def fresh_head() -> str:
@@ -20,7 +20,7 @@ def fresh_head() -> str:
 
 
 def test_scripts_are_read_once_per_location_and_the_check_is_unchanged(tmp_path):
-    migrations.warm()
+    schema_scripts.warm()
     config = get_alembic_config(sqlite_run_storage.__file__)
     location = config.get_main_option("script_location")
     other = get_alembic_config(sqlite_run_storage.__file__, script_location=location)
@@ -36,7 +36,7 @@ def test_scripts_are_read_once_per_location_and_the_check_is_unchanged(tmp_path)
 
 
 def test_install_twice_keeps_one_cache():
-    migrations.install()
+    schema_scripts.install()
     patched = ScriptDirectory.from_config
-    migrations.install()
+    schema_scripts.install()
     assert ScriptDirectory.from_config == patched

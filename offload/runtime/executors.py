@@ -8,7 +8,8 @@ the default spawn start method), against 23 s for bare ffmpeg (benchmarks/pipeli
 from a server that has already imported the code so a step starts in a fraction of a second. Use it on
 machines with more cores than one encoder can use.
 ``celery``: each step is a Celery task (dagster-celery), run by whichever worker takes it from the broker
-(``offload/celery_worker.py``): parallel branches spread over as many machines as run workers. The broker
+(``offload/runtime/celery_worker.py``): parallel branches spread over as many machines as run workers. The
+broker
 and result backend come from the environment (:func:`celery_settings`), the same variables the workers read.
 """
 

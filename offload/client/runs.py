@@ -134,7 +134,7 @@ def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
         if tags.get(FAILURE_REASON_TAG) in FAILED_REASONS or CONFIGURATION_ERROR_TAG in tags:
             return Status.FAILED
         return Status.CRASHED
-    raise ClientError(f"unknown Dagster run status {dagster_status!r}: offload.runs needs updating")
+    raise ClientError(f"unknown Dagster run status {dagster_status!r}: offload.client.runs needs updating")
 
 
 def tag_dict(record: Mapping[str, Any]) -> dict[str, str]:

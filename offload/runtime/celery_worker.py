@@ -1,8 +1,9 @@
-"""The Celery app offload's step workers run: ``celery -A offload.celery_worker worker``.
+"""The Celery app offload's step workers run: ``celery -A offload.runtime.celery_worker worker``.
 
 dagster-celery's own app (``dagster_celery.app``) reads its broker from a YAML file and listens on the
 ``dagster`` queue; this one is the same app and task, configured from the variables the executor reads
-(``offload.executors.celery_settings``), so a worker and the code location cannot disagree on the broker,
+(``offload.runtime.executors.celery_settings``), so a worker and the code location cannot disagree on the
+broker,
 the backend or the queue. A worker needs what a run worker needs: this project installed, the same
 environment, and the same files (``DAGSTER_HOME``'s storage for step outputs, ``OFFLOAD_DATA_DIR`` for
 work files): on other machines, a shared filesystem. Each task reloads the job from ``definitions.py``
@@ -17,7 +18,7 @@ from dagster_celery.make_app import make_app_with_task_routes
 from dagster_celery.tasks import create_task
 from kombu import Queue
 
-from offload.executors import celery_settings
+from offload.runtime.executors import celery_settings
 
 settings = celery_settings()
 executor = CeleryExecutor.for_cli(

@@ -8,7 +8,8 @@ and ``batchTriggerAndWait``.
         ...
 
 Each child is a run of its own (its own logs, retries and queue), tagged with its parent. It takes its
-slot on the next nesting level (offload/concurrency.py), so a parent holding a slot while it waits never
+slot on the next nesting level (offload/runtime/concurrency.py), so a parent holding a slot while it waits
+never
 starves its children of one, however small the limits. The idempotency key is derived from the parent's
 run family, the step, the job and the payload, so re-executing the parent from failure picks up the
 children it already started (or their outputs) instead of starting more; a child that failed is started

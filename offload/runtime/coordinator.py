@@ -45,9 +45,9 @@ from dagster._core.workspace.context import BaseWorkspaceRequestContext
 from dagster._serdes import ConfigurableClassData
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
-from offload import migrations
+from offload.runtime import schema_scripts
 
-log = logging.getLogger("offload.coordinator")
+log = logging.getLogger("offload.runtime.coordinator")
 
 
 class OffloadRunCoordinator(QueuedRunCoordinator):
@@ -56,7 +56,7 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
     Configure it in ``dagster.yaml`` (offload's instance files have it)::
 
         run_coordinator:
-          module: offload.coordinator
+          module: offload.runtime.coordinator
           class: OffloadRunCoordinator
           config:
             start_at_once: true      # false: every run waits for the daemon, as with QueuedRunCoordinator
@@ -66,7 +66,7 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
     def __init__(self, start_at_once: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.start_at_once = start_at_once
-        migrations.install()  # each new run's event log file gets a schema check here: without rereading
+        schema_scripts.install()  # each new run's event log file gets a schema check here: without rereading
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:

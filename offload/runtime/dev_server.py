@@ -1,8 +1,10 @@
-"""``offload dev``: ``dagster dev`` whose webserver serves the UI behind ``offload.ui_guard.UIGuard``.
+"""``offload dev``: ``dagster dev`` whose webserver serves the UI behind ``offload.runtime.ui_guard.UIGuard``.
 
 ``dagster dev`` starts three things: code servers, the daemon, and ``python -m dagster_webserver <args>``.
 ``main`` runs Dagster's own dev command in this process with one change: that webserver command becomes
-``python -m offload.dev <same args>``, which is dagster-webserver's own command line with the app it builds
+``python -m offload.runtime.dev_server <same args>``, which is dagster-webserver's own command line with the
+app it
+builds
 wrapped in the guard. Everything else (daemon, code servers, shutdown, options) is Dagster's code, unchanged.
 
 Both hooks are checked: if a Dagster upgrade renames what they replace, or ``dagster dev`` starts its
@@ -37,7 +39,7 @@ def _hook(module: Any, name: str) -> Any:
 
 def _hosts_or_exit() -> frozenset[str]:
     """The UI's allowed Host names; a bad ``OFFLOAD_UI_URL`` is one line on stderr and exit status 2."""
-    from offload.ui_guard import allowed_hosts
+    from offload.runtime.ui_guard import allowed_hosts
 
     try:
         return allowed_hosts()
@@ -75,7 +77,7 @@ def serve_webserver() -> None:
     """dagster-webserver's command line (``sys.argv``), its app wrapped in ``UIGuard``."""
     import dagster_webserver.cli as webserver_cli
 
-    from offload.ui_guard import UIGuard
+    from offload.runtime.ui_guard import UIGuard
 
     hosts = _hosts_or_exit()
     create_app = _hook(webserver_cli, "create_app_from_workspace_process_context")

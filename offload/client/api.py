@@ -7,14 +7,15 @@
     run = client.retrieve(handle.id)                    # run.status, run.output once COMPLETED
 
 ``trigger`` returns as soon as the run exists (queued); Dagster's daemon starts it when its queue has a
-slot (offload/concurrency.py). Statuses are offload's (offload/runs.py, with the mapping from Dagster's);
+slot (offload/runtime/concurrency.py). Statuses are offload's (offload/client/runs.py, with the mapping from
+Dagster's);
 ``output`` is what the job declared with ``offload.result.job_result``. The payload is the run config
 (offload/payload.py): the webserver checks it against the job's rules and a bad one raises
 ``InvalidPayloadError`` with the CLI's lines, starting nothing. The client refuses payloads that carry
 secrets (the run config is shown in the UI) or ``{env: NAME}`` values (which would read the server's
 environment). Behind an authenticating proxy, set ``OFFLOAD_API_TOKEN`` (bearer) or ``OFFLOAD_API_USER``
 and ``OFFLOAD_API_PASSWORD`` (basic auth); a refusal raises ``AuthenticationError``. Idempotency keys are
-kept in a small table (offload/idempotency.py).
+kept in a small table (offload/client/idempotency.py).
 """
 
 from __future__ import annotations
@@ -32,19 +33,8 @@ from typing import Any
 
 import httpx
 
-from offload import concurrency, idempotency, limits
-from offload.errors import (
-    ClientError,
-    GraphQLError,
-    InvalidPayloadError,
-    RunNotFoundError,
-    RunTimeoutError,
-    UnknownJobError,
-)
-from offload.graphql import GraphQL
-from offload.log import redact
-from offload.payload import config_error_line
-from offload.runs import (
+from offload.client import idempotency
+from offload.client.runs import (
     DAGSTER_STATUSES,
     MAX_RETRIES_TAG,
     BatchResult,
@@ -57,6 +47,18 @@ from offload.runs import (
     tag_dict,
     timestamp,
 )
+from offload.client.transport import GraphQL
+from offload.errors import (
+    ClientError,
+    GraphQLError,
+    InvalidPayloadError,
+    RunNotFoundError,
+    RunTimeoutError,
+    UnknownJobError,
+)
+from offload.log import redact
+from offload.payload import config_error_line
+from offload.runtime import concurrency, max_runtime
 
 __all__ = ["BatchResult", "Client", "Run", "RunHandle", "Status"]
 
@@ -257,7 +259,8 @@ class Client:
         auth: httpx.Auth | None = None,
     ):
         """``auth``: credentials for the proxy in front of the webserver; default from the environment
-        (``OFFLOAD_API_TOKEN``, or ``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``; offload/graphql.py)."""
+        (``OFFLOAD_API_TOKEN``, or ``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``;
+        offload/client/transport.py)."""
         self._graphql = GraphQL(url, timeout=timeout, auth=auth)
         self.url = self._graphql.url
         self._idempotency_db = idempotency_db
@@ -316,7 +319,7 @@ class Client:
         unless that run failed (FAILED, CRASHED, TIMED_OUT), which frees the key. ``max_attempts``: runs
         in all, counting the first (Dagster run retries). ``concurrency_key``: the key of the job's
         queue's per-key limit (else the payload's ``key_field``). ``parent_run_id``: the run is a child of
-        that run (offload/children.py) and takes its slot on the next nesting level.
+        that run (offload/client/children.py) and takes its slot on the next nesting level.
         """
         info = self._job(job)
         params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, {})
@@ -524,8 +527,8 @@ class Client:
             error = error_of(events, tag_dict(current)) if status.is_failure else None
             if status is Status.TIMED_OUT and not (error or "").startswith("exceeded max runtime"):
                 # Canceled by Dagster's run monitor: the steps only say they were interrupted.
-                limit = limits.max_runtime_of(tag_dict(current))
-                error = limits.max_runtime_message(limit) if limit else error
+                limit = max_runtime.max_runtime_of(tag_dict(current))
+                error = max_runtime.max_runtime_message(limit) if limit else error
         return Run(
             id=run["runId"],
             job=run["jobName"],

@@ -38,12 +38,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
-from offload.concurrency import Queue
 from offload.keys import id_rule
 from offload.log import StepLog
 from offload.payload import payload_mapping
 from offload.result import job_result
 from offload.retry import retrying
+from offload.runtime.concurrency import Queue
 
 JOB = "$name"
 QUEUE = Queue(JOB)  # limits, e.g. Queue(JOB, key_field="user_id", key_limit=1): docs/concurrency.md

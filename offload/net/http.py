@@ -12,7 +12,7 @@ Every HTTP call offload itself makes goes through ``fetch`` (the downloader, the
   policy: a step that fails after its requests ran out may still be retried as a whole by ``@retrying``.
 
 Redirects are followed here, at most ``MAX_REDIRECTS``, only to http and https. The client decides where
-a connection may go: pass one from ``offload.netguard.guarded_client`` for any user-supplied URL.
+a connection may go: pass one from ``offload.net.address_policy.guarded_client`` for any user-supplied URL.
 Failures are ``FetchError``s whose one line names the rule and a URL without credentials or query.
 """
 
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from offload.errors import FetchError
 from offload.log import StepLog, redact
-from offload.netguard import guarded_client
+from offload.net.address_policy import guarded_client
 from offload.retry import RetryPolicy
 
 MAX_REDIRECTS = 5
@@ -370,7 +370,7 @@ class HttpClient(dg.ConfigurableResource):
         content: bytes | str | None = None,
         log: StepLog | None = None,
     ) -> Fetched:
-        """``fetch`` with this resource's guard, timeouts, cap and retries; see ``offload.http.fetch``."""
+        """``fetch`` with this resource's guard, timeouts, cap and retries; see ``offload.net.http.fetch``."""
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
         with guarded_client(timeout=timeout, allow_hosts=self.allow_hosts) as client:
             return fetch(

@@ -1,0 +1,6 @@
+"""Trigger and follow runs from any Python app: ``from offload.client import Client``."""
+
+from offload.client.api import IDEMPOTENCY_TAG, Client
+from offload.client.runs import BatchResult, Run, RunHandle, Status
+
+__all__ = ["IDEMPOTENCY_TAG", "BatchResult", "Client", "Run", "RunHandle", "Status"]
