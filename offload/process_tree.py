@@ -91,8 +91,3 @@ def kill_tree(process: psutil.Process) -> list[psutil.Process]:
             member.kill()
     return family
 
-
-def wait_gone(processes: list[psutil.Process], seconds: float) -> bool:
-    """Whether every process in ``processes`` has exited within ``seconds``."""
-    _, alive = psutil.wait_procs(processes, timeout=seconds)
-    return not alive
