@@ -206,11 +206,11 @@ def ffmpegs_of(dev: DagsterDev, run_id: str) -> list[psutil.Process]:
 
 
 def encoding(dev: DagsterDev, run_id: str, fmt: str) -> psutil.Process | None:
-    """The run's ffmpeg encoding ``fmt``, once its output has bytes in it (the encode is under way)."""
+    """The run's ffmpeg encoding ``fmt``, once it has been at it for 2 s (of the slowed encode's 8). Not
+    judged by its output file: the GIF encoder writes nothing until it has seen every frame."""
     for process in ffmpegs_of(dev, run_id):
         with contextlib.suppress(psutil.NoSuchProcess, OSError):
-            output = Path(process.cmdline()[-1])
-            if output.suffix == f".{fmt}" and output.is_file() and output.stat().st_size > 0:
+            if process.cmdline()[-1].endswith(f".{fmt}") and time.time() - process.create_time() >= 2:
                 return process
     return None
 
