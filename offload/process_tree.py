@@ -11,6 +11,7 @@ Why: a plain ``subprocess.Popen`` child keeps running when its parent dies. A ru
   parent died between the fork and the ``prctl``, the child kills itself at once. Leaving the ``with``
   block by an exception (Dagster's interrupt on cancel or max runtime) kills the group before waiting,
   where ``Popen.__exit__`` alone would wait for the child to finish.
+* :func:`run` is :func:`popen` run to its end (``subprocess.run(..., check=True)`` without output capture).
 * :func:`kill_tree` is what the launcher uses to end a run worker: the worker, every descendant, and the
   process group each descendant leads. The worker is stopped (SIGSTOP) first, so it cannot start a child
   between the listing and the kill.
@@ -67,6 +68,14 @@ def popen(command: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
             raise
 
 
+def run(command: list[str]) -> None:
+    """Run ``command`` to its end as a :func:`popen` child; ``CalledProcessError`` if it fails."""
+    with popen(command) as process:
+        code = process.wait()
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL the process group ``pgid`` (a :func:`popen` child leads its own); no error if it is gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -90,4 +99,3 @@ def kill_tree(process: psutil.Process) -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
     return family
-
