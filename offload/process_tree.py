@@ -46,12 +46,11 @@ _PRCTL = _prctl()
 
 
 def _die_with(parent: int) -> None:
-    """In the forked child, before exec: own process group, SIGKILL when the parent thread exits."""
-    os.setpgid(0, 0)
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
+    """In the forked child, before exec: SIGKILL when the parent thread exits. Kept to two system calls
+    (the parent may have other threads, whose locks the child inherits held)."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -60,7 +59,8 @@ def popen(command: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
 
     On an exception inside the block the child's group is killed, then reaped."""
     parent = os.getpid()
-    with subprocess.Popen(command, preexec_fn=lambda: _die_with(parent), **kwargs) as process:
+    die_with_parent = (lambda: _die_with(parent)) if _PRCTL is not None else None
+    with subprocess.Popen(command, process_group=0, preexec_fn=die_with_parent, **kwargs) as process:
         try:
             yield process
         except BaseException:
