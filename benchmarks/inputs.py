@@ -36,6 +36,14 @@ def clip_720p(seconds: int = 30) -> Path:
     )
 
 
+def clip_360p(seconds: int = 30) -> Path:
+    """An H.264 + AAC test pattern, 640x360 at 30 fps: the size of issue 13's crash trials."""
+    return _cached(
+        f"clip-{seconds}s-640x360-30fps.mp4",
+        lambda target: make_clip(target, seconds=seconds, width=640, height=360, fps=30),
+    )
+
+
 def heavy_720p(seconds: int) -> Path:
     """MJPEG at the highest quality over a lightly noised test pattern (~12.5 MiB/s), with AAC audio.
 

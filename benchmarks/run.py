@@ -16,12 +16,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import peak_rss, pipeline_vs_ffmpeg, report, transcode_overhead
+from benchmarks import peak_rss, pipeline_vs_ffmpeg, report, transcode_overhead, verify_cost
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "transcode_overhead": transcode_overhead.run,
     "pipeline_vs_ffmpeg": pipeline_vs_ffmpeg.run,
     "peak_rss": peak_rss.run,
+    "verify_cost": verify_cost.run,
 }
 
 

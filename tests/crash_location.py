@@ -9,17 +9,31 @@ every step's stored output was reused correctly. A step configured with ``block:
 named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every mapped step ran.
 
 ``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
-termination, so only a kill ends it; the job declares a max runtime of 2 s with
-``offload.runtime.max_runtime``.
+termination, so only a kill ends it; the job declares a max runtime of 2 s with ``offload.limits``.
+
+``slow_video``: the product's video graph with local resources under ``OFFLOAD_DATA_DIR`` (storage, outbox,
+app database; file URLs allowed under it), steps in the run worker as in the default, and every encode
+slowed on purpose to the clip's own pace (ffmpeg's ``-re``, patched into this process's
+``media.encode_args``): an encode of an 8 s clip outlasts a crash's detection and resume, so a ffmpeg left
+running by a killed worker would still be writing when the retry's encode starts.
 Not part of the product's definitions.
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from offload.runtime.max_runtime import max_runtime
+from offload import paths
+from offload.download import Downloader
+from offload.limits import max_runtime
+from pipelines.video import media
+from pipelines.video.jobs import process_video_graph, video_pipeline
+from resources.database import AppDatabase
+from resources.email import OutboxEmail
+from resources.storage import LocalStorage
 
 
 class Scratch(dg.ConfigurableResource):
@@ -124,8 +138,35 @@ def overtime() -> None:
     sleep_forever()
 
 
+def _at_native_rate(encode_args: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """``encode_args`` with ``-re`` before the input: ffmpeg reads the source no faster than it plays."""
+
+    def slowed(*args: Any, **kwargs: Any) -> list[str]:
+        command = encode_args(*args, **kwargs)
+        at = command.index("-i")
+        return [*command[:at], "-re", *command[at:]]
+
+    return slowed
+
+
+media.encode_args = _at_native_rate(media.encode_args)
+
+_data = paths.data_dir()
+slow_video = process_video_graph.to_job(
+    name="slow_video",
+    config=video_pipeline.config_mapping,
+    executor_def=dg.in_process_executor,
+    resource_defs={
+        "storage": LocalStorage(root=str(_data / "storage")),
+        "email": OutboxEmail(directory=str(_data / "outbox")),
+        "downloader": Downloader(file_roots=[str(_data)]),
+        "database": AppDatabase(url=f"sqlite:///{_data / 'app.db'}"),
+    },
+)
+
 defs = dg.Definitions(
-    jobs=[three_steps, mapped_steps, overtime], resources={"scratch": Scratch.configure_at_launch()}
+    jobs=[three_steps, mapped_steps, overtime, slow_video],
+    resources={"scratch": Scratch.configure_at_launch()},
 )
 
 

@@ -12,8 +12,12 @@ uninterrupted run's. Also with mapped steps, when the worker dies in the first o
 the two that never started: offload/runtime/reexecution.py).
 * A run over its ``dagster/max_runtime`` ends as failed with "exceeded max runtime of 2 s", is not
   retried, and its worker is gone, also when the step swallows the interrupt.
+* ``kill -9`` of the run worker in the middle of ``transcode[mp4|webm|gif]`` (an encode slowed to outlast
+  the resume): no ffmpeg of the run is left 1 s after the kill, the retry's output decodes (and for mp4
+  and gif is byte for byte an uninterrupted run's).
 """
 
+import contextlib
 import os
 import pickle
 import signal
@@ -21,10 +25,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 from dagster._core.events import DagsterEventType
 
-from offload.runtime.launcher import RunWorker, run_worker
+from offload.launcher import RunWorker, run_worker
+from pipelines.video import media
+from pipelines.video.samples import make_clip
 from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
 HERE = Path(__file__).parent
@@ -163,3 +170,77 @@ def test_max_runtime_ends_the_run_and_its_worker(dev, instance, tmp_path, stubbo
     assert will_retry == "false"  # a timed-out run is final
     if stubborn:
         assert "ignored interrupt" in step_log(tmp_path)
+
+
+CLIP_SECONDS = 8  # the slowed encode takes as long: longer than detecting the crash and starting the retry
+
+
+@pytest.fixture(scope="module")
+def clip(dev) -> Path:
+    return make_clip(dev.data_dir / "clips" / "clip.mp4", seconds=CLIP_SECONDS, width=320, height=240)
+
+
+def submit_video(dev: DagsterDev, clip: Path, video_id: str, formats: list[str]) -> str:
+    payload = {"video_id": video_id, "video_url": clip.as_uri(), "user_id": "u1",
+               "user_email": "ada@example.com", "formats": formats}  # fmt: skip
+    return dev.client().submit_job_execution(
+        "slow_video", repository_location_name="crash_tests", run_config=payload
+    )
+
+
+def stored_video(dev: DagsterDev, video_id: str, fmt: str) -> Path:
+    return dev.data_dir / "storage" / "videos" / "u1" / f"{video_id}.{fmt}"
+
+
+def ffmpegs_of(dev: DagsterDev, run_id: str) -> list[psutil.Process]:
+    """The live ffmpeg processes working in the run's work directory."""
+    work = str(dev.data_dir / "work" / run_id)
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] == psutil.STATUS_ZOMBIE or not cmdline or "ffmpeg" not in cmdline[0]:
+            continue
+        if any(work in arg for arg in cmdline):
+            found.append(process)
+    return found
+
+
+def encoding(dev: DagsterDev, run_id: str, fmt: str) -> psutil.Process | None:
+    """The run's ffmpeg encoding ``fmt``, once it has been at it for 2 s (of the slowed encode's 8). Not
+    judged by its output file: the GIF encoder writes nothing until it has seen every frame."""
+    for process in ffmpegs_of(dev, run_id):
+        with contextlib.suppress(psutil.NoSuchProcess, OSError):
+            if process.cmdline()[-1].endswith(f".{fmt}") and time.time() - process.create_time() >= 2:
+                return process
+    return None
+
+
+@pytest.fixture(scope="module")
+def reference_videos(dev, instance, clip) -> str:
+    """The uninterrupted run of every format (slowed as the crashed ones are): its video id."""
+    run_id = submit_video(dev, clip, "reference", ["mp4", "webm", "gif"])
+    run = wait_for(lambda: finished(instance, run_id), 240, "the uninterrupted video run")
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    return "reference"
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif"])
+def test_worker_killed_mid_transcode_leaves_no_ffmpeg_and_resumes_with_a_whole_file(
+    dev, instance, clip, reference_videos, fmt
+):
+    run_id = submit_video(dev, clip, f"crash-{fmt}", [fmt])
+    wait_for(lambda: encoding(dev, run_id, fmt), 120, f"transcode[{fmt}] to be encoding")
+    worker = run_worker(instance, run_id)
+    assert worker is not None and worker.is_alive()
+    os.kill(worker.pid, signal.SIGKILL)
+    # The kernel ends ffmpeg with its worker (PR_SET_PDEATHSIG): nothing keeps writing the run's files.
+    wait_for(lambda: not ffmpegs_of(dev, run_id), 1, "every ffmpeg of the killed run to be gone")
+    failed = wait_for(lambda: finished(instance, run_id), DETECTION_TARGET, "the dead run to be failed")
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    retry_id = wait_for(lambda: run_of(instance, run_id).tags.get("dagster/auto_retry_run_id"), 30, "retry")
+    retry = wait_for(lambda: finished(instance, retry_id), 120, "the retry to finish")
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    output = stored_video(dev, f"crash-{fmt}", fmt)
+    media.verify(output, fmt, media.probe(clip))  # decodes end to end, every stream, the full length
+    if fmt in ("mp4", "gif"):  # libvpx's realtime mode is not bit-exact from run to run
+        assert output.read_bytes() == stored_video(dev, reference_videos, fmt).read_bytes()

@@ -7,6 +7,7 @@ delays, or a single attempt) with run tags."""
 import email
 import email.policy
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -215,14 +216,23 @@ def flaky_upload_job() -> dg.JobDefinition:
     )
 
 
+def flaky_upload_job_work_removed() -> dg.JobDefinition:
+    """The same job under another name: Dagster caches a rebuilt job (with its resources' directories)
+    per import path, so each test case needs its own."""
+    return flaky_upload_job()
+
+
+@pytest.mark.parametrize("work_removed", [False, True], ids=["work-files-kept", "work-files-removed"])
 def test_reexecution_after_failed_upload_skips_download_and_transcodes(
-    clips, data_dir, tmp_path, monkeypatch
+    clips, data_dir, tmp_path, monkeypatch, work_removed
 ):
+    """Also when the cleanup job removed the run's work files in between: the upload fetches the source
+    again and rebuilds the renditions its inputs describe, instead of failing on the missing file."""
     fails = tmp_path / "upload-fails"
     fails.touch()
     monkeypatch.setenv("OFFLOAD_TEST_UPLOAD_FAILS", str(fails))
     monkeypatch.setenv("OFFLOAD_TEST_ROOT", str(clips["plain"].parent))
-    job = dg.reconstructable(flaky_upload_job)
+    job = dg.reconstructable(flaky_upload_job_work_removed if work_removed else flaky_upload_job)
     (tmp_path / "home").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
         first = dg.execute_job(
@@ -235,6 +245,8 @@ def test_reexecution_after_failed_upload_skips_download_and_transcodes(
         assert started_steps(instance, first.run_id) == {
             "download", "probe", "thumbnail", "transcode[mp4]", "transcode[gif]", "upload"}  # fmt: skip
         fails.unlink()
+        if work_removed:
+            shutil.rmtree(data_dir / "work")
         second = dg.execute_job(
             job,
             instance=instance,
@@ -242,8 +254,51 @@ def test_reexecution_after_failed_upload_skips_download_and_transcodes(
         )
         assert second.success
         assert started_steps(instance, second.run_id) == {"upload", "notify"}
-    assert (data_dir / "storage" / "videos" / "u1" / "v1.mp4").is_file()
+        messages = [entry.user_message for entry in instance.all_logs(second.run_id)]
+        assert any(m.startswith("source fetched again") for m in messages) == work_removed
+    source_info = media.probe(clips["plain"])
+    for fmt in ("mp4", "gif"):
+        media.verify(data_dir / "storage" / "videos" / "u1" / f"v1.{fmt}", fmt, source_info)
+    assert (data_dir / "storage" / "thumbnails" / "u1" / "v1.jpg").is_file()
     assert len(list((data_dir / "outbox").glob("*.eml"))) == 1
     # Billed once, under the first run of the family (the re-execution's root).
     assert usage_of(data_dir)["emails_sent"] == (1, "email", first.run_id)
     assert usage_of(data_dir)["video_transcoded"][2] == first.run_id
+
+
+@pytest.mark.parametrize("corrupt_times", [1, 3], ids=["once", "every-attempt"])
+def test_a_corrupt_rendition_is_retried_and_never_stored(clips, data_dir, monkeypatch, corrupt_times):
+    """ffmpeg "succeeds" but leaves half a file (as when another process wrote over it): verification
+    fails the step, which is retried (3 attempts); a file that stays corrupt never reaches storage."""
+    real = media.run_ffmpeg
+    corrupted: list[Path] = []
+
+    def half_written(args: list[str], seconds: float, on_progress: Any = None) -> None:
+        real(args, seconds, on_progress)
+        target = Path(args[-1])
+        if target.suffix == ".mp4" and len(corrupted) < corrupt_times:
+            data = target.read_bytes()
+            target.write_bytes(data[: len(data) // 2])
+            corrupted.append(target)
+
+    monkeypatch.setattr(media, "run_ffmpeg", half_written)
+    instance = dg.DagsterInstance.ephemeral()
+    result = video_pipeline.execute_in_process(
+        run_config=payload(clips["plain"], formats=["mp4"]),
+        resources=local_resources(data_dir, [clips["plain"].parent]),
+        instance=instance,
+        raise_on_error=False,
+    )
+    restarts = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    assert restarts == ["transcode[mp4]"] * min(corrupt_times, 2)
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("mp4 failed verification: mp4: does not decode") for m in messages)
+    stored = data_dir / "storage" / "videos" / "u1" / "v1.mp4"
+    if corrupt_times < 3:
+        assert result.success
+        media.verify(stored, "mp4", media.probe(clips["plain"]))
+    else:
+        assert not result.success
+        assert [e.step_key for e in result.get_step_failure_events()] == ["transcode[mp4]"]
+        assert not stored.exists()
+        assert list((data_dir / "outbox").glob("*.eml")) == []

@@ -62,8 +62,7 @@ from dagster._core.storage.tags import MAX_RETRIES_TAG
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData
 
-from offload import paths
-from offload.runtime import forkserver, max_runtime
+from offload import forkserver, limits, paths, process_tree
 
 WORKER_HOST_TAG = "offload/worker_host"
 START_METHOD_TAG = "offload/start_method"  # forkserver (no code server knows the worker) or spawn
@@ -116,6 +115,9 @@ class RunWorker:
         _signal(process, signal.SIGINT)
         if _wait_gone(self, grace_seconds):
             return False
+        # The whole tree as it is now (and the process groups its members lead), plus any child seen before
+        # the interrupt that its parent left behind since.
+        process_tree.kill_tree(process)
         for member in family:
             _signal(member, signal.SIGKILL)
         _wait_gone(self, 10)

@@ -26,7 +26,7 @@ def process_video_graph() -> Any:
     info, formats = probe(source)
     thumb = thumbnail(source, info)
     renditions = formats.map(lambda fmt: transcode(fmt, source, info)).collect()
-    stored = upload(source, thumb, renditions)
+    stored = upload(source, info, thumb, renditions)
     return notify(source, info, stored)
 
 

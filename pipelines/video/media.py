@@ -9,6 +9,7 @@ frame rate (resampled to a constant rate) and a missing audio track (the audio m
 
 from __future__ import annotations
 
+import math
 import subprocess
 import threading
 from collections import deque
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import av
 import imageio_ffmpeg
+
+from offload import process_tree
 
 FORMATS = ("mp4", "webm", "gif")
 CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif", "jpg": "image/jpeg"}
@@ -152,7 +155,8 @@ def run_ffmpeg(args: list[str], seconds: float, on_progress: Callable[[float], N
     """Run ffmpeg with machine-readable progress on stdout; raise with its last error lines on failure."""
     command = [ffmpeg_exe(), "-loglevel", "error", "-progress", "pipe:1", "-nostats", *args]
     errors: deque[str] = deque(maxlen=20)
-    with subprocess.Popen(
+    # process_tree.popen: ffmpeg dies with the run worker (and on an interrupt), never writing on after it.
+    with process_tree.popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
     ) as process:
         assert process.stdout is not None and process.stderr is not None
@@ -171,3 +175,48 @@ def run_ffmpeg(args: list[str], seconds: float, on_progress: Callable[[float], N
     if code != 0:
         detail = " | ".join(line.strip() for line in errors if line.strip())[-500:]
         raise FFmpegFailed(f"ffmpeg exited with {code}: {detail}")
+
+
+class CorruptOutput(RuntimeError):
+    """A produced file that does not decode to the end, or lacks a stream, or is too short or too long."""
+
+
+DURATION_TOLERANCE = 0.25  # seconds an output may differ from the source (issue 13)
+
+
+def expected_streams(fmt: str, info: VideoInfo) -> int:
+    """Streams an output of ``fmt`` has: video, plus audio when the source has it (a GIF never does)."""
+    return 1 + (1 if info.has_audio and fmt in ("mp4", "webm") else 0)
+
+
+def verify(path: Path, fmt: str, info: VideoInfo) -> float:
+    """Decode ``path`` end to end; raise :class:`CorruptOutput` unless it has :func:`expected_streams`
+    streams and its video plays :func:`output_seconds` within ``DURATION_TOLERANCE``. Its duration.
+
+    The decoded duration is the end of the last video frame (pts + frame duration) minus the first frame's
+    start: a truncated or half-overwritten file decodes short, or raises."""
+    try:
+        with av.open(str(path)) as container:
+            streams = len(container.streams.video) + len(container.streams.audio)
+            if streams != expected_streams(fmt, info) or not container.streams.video:
+                raise CorruptOutput(f"{fmt}: {streams} streams, expected {expected_streams(fmt, info)}")
+            video = container.streams.video[0]
+            start, end = math.inf, -math.inf
+            for frame in container.decode(*container.streams.video, *container.streams.audio):
+                if not isinstance(frame, av.VideoFrame) or frame.pts is None or frame.time_base is None:
+                    continue  # audio is decoded (a corrupt packet raises) but the video sets the length
+                at = float(frame.pts * frame.time_base)
+                length = float(frame.duration * frame.time_base) if frame.duration else 0.0
+                if not length and video.average_rate:
+                    length = 1 / float(video.average_rate)
+                start, end = min(start, at), max(end, at + length)
+    except CorruptOutput:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise CorruptOutput(f"{fmt}: does not decode: {str(error).splitlines()[0][:200]}") from error
+    if end < start:
+        raise CorruptOutput(f"{fmt}: no decodable video frame")
+    duration, expected = end - start, output_seconds(fmt, info)
+    if abs(duration - expected) > DURATION_TOLERANCE:
+        raise CorruptOutput(f"{fmt}: plays {duration:.3f} s, expected {expected:.3f} s")
+    return round(duration, 3)

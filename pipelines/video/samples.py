@@ -3,9 +3,9 @@ sources, so nothing is downloaded."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from offload import process_tree
 from pipelines.video.media import ffmpeg_exe
 
 
@@ -52,12 +52,11 @@ def make_clip(
     command += [*video_filter, "-c:v", codec, *pixels, *quality]
     command += ["-c:a", "aac", "-shortest"] if audio else []
     target = path if not rotation else path.with_name(path.stem + ".unrotated" + path.suffix)
-    subprocess.run([*command, str(target)], check=True)
+    process_tree.run([*command, str(target)])  # ffmpeg ends with this process, never left behind
     if rotation:
-        subprocess.run(
+        process_tree.run(
             [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
              "-display_rotation", str(rotation), "-i", str(target), "-c", "copy", str(path)],
-            check=True,
         )  # fmt: skip
         target.unlink()
     return path

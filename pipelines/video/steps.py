@@ -3,11 +3,20 @@ failed run from failure starts at the failed step and reuses the files the finis
 
 The steps that talk to the network (``download``, ``upload``, ``notify``) retry under the project's retry
 policy (``offload.retry``); ``notify`` may, because its email carries an idempotency key. ``probe``,
-``thumbnail`` and ``transcode`` do not: FFmpeg given the same file fails the same way again.
+``thumbnail`` and ``transcode`` do not: FFmpeg given the same file fails the same way again. The one
+exception is an output that fails verification (``media.verify``: it must decode end to end, with every
+stream, as long as the source): that step is retried, and the file never reaches storage.
+
+Crash-resume safety (issue 13). Every encode writes into a directory of its own attempt
+(``<work>/attempts/<run id>-<retry>/``), is verified, and only then renamed into place (``output.mp4``): a
+resumed or retried step never writes where an earlier attempt may still be writing. A step whose work files
+are gone (the cleanup job removed them before a re-execution from failure) fetches the source again and
+rebuilds what it needs from its inputs, instead of failing again on the same missing file.
 """
 
 import base64
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -79,12 +88,7 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
             progress.update(done / total)
 
     with log.timed("downloaded", {"video_id": config.video_id}) as fields:
-        try:
-            size = downloader.fetch(config.video_url, target, on_progress=on_bytes, log=log)
-        except FetchError as error:
-            if not error.retryable:
-                raise AbortTaskRunError(f"video_url: {error}") from None
-            raise FetchError(f"video_url: {error}", retryable=True, status=error.status) from error
+        size = _fetch(downloader, config.video_url, target, on_bytes, log)
         fields["bytes"] = size
     return Source(
         payload=config.model_dump(),
@@ -95,11 +99,39 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
     )
 
 
+def _fetch(downloader: Downloader, url: str, target: Path, on_bytes: Any, log: StepLog) -> int:
+    try:
+        return downloader.fetch(url, target, on_progress=on_bytes, log=log)
+    except FetchError as error:
+        if not error.retryable:
+            raise AbortTaskRunError(f"video_url: {error}") from None
+        raise FetchError(f"video_url: {error}", retryable=True, status=error.status) from error
+
+
+def _source_file(context: dg.OpExecutionContext, source: Source, downloader: Downloader) -> Path:
+    """The downloaded original, fetched again if its work file is gone (removed by the cleanup job before
+    a re-execution from failure). A source that changed size since the first download fails for good: the
+    outputs already made came from the other one."""
+    path = Path(source.path)
+    if path.is_file():
+        return path
+    log = StepLog(context)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with log.timed("source fetched again (work file was gone)", {"path": str(path)}):
+        size = _fetch(downloader, source.payload["video_url"], path, None, log)
+    if size != source.size:
+        path.unlink(missing_ok=True)
+        raise AbortTaskRunError(
+            f"video_url: changed since the first download ({size} bytes, was {source.size})"
+        )
+    return path
+
+
 @dg.op(out={"info": dg.Out(media.VideoInfo), "formats": dg.DynamicOut(str)})
-def probe(context: dg.OpExecutionContext, source: Source):
+def probe(context: dg.OpExecutionContext, source: Source, downloader: Downloader):
     """Read duration, size, rate and codecs; a file that is not a decodable video fails for good here."""
     try:
-        info = media.probe(Path(source.path))
+        info = media.probe(_source_file(context, source, downloader))
     except media.NotAVideo as error:
         raise AbortTaskRunError(f"not a video: {error}") from None
     StepLog(context).info("probed", asdict(info) | {"has_audio": info.has_audio})
@@ -110,17 +142,45 @@ def probe(context: dg.OpExecutionContext, source: Source):
         yield dg.DynamicOutput(fmt, output_name="formats", mapping_key=fmt)
 
 
+def _attempt_dir(context: dg.OpExecutionContext, source: Source, kind: str) -> Path:
+    """A directory only this attempt (run id, output kind, retry number) writes: an earlier attempt, still
+    writing after a crash, can never touch this attempt's file."""
+    attempt = Path(source.work_dir) / "attempts" / f"{context.run_id}-{kind}-{context.retry_number}"
+    attempt.mkdir(parents=True, exist_ok=True)
+    return attempt
+
+
 def _encode(
-    context: dg.OpExecutionContext, kind: str, args: list[str], seconds: float, target: Path
+    context: dg.OpExecutionContext,
+    source: Source,
+    info: media.VideoInfo,
+    kind: str,
+    source_path: Path,
 ) -> Rendition:
+    """Encode ``kind`` (a format, or ``thumbnail``) into this attempt's directory, verify it, then rename it
+    into place (``output.<fmt>``, ``thumbnail.jpg``) in one step: the file at that path is always whole."""
     log = StepLog(context)
     progress = Progress(log, kind)
+    name = "thumbnail.jpg" if kind == "thumbnail" else f"output.{kind}"
+    attempt = _attempt_dir(context, source, kind)
+    partial, target = attempt / name, Path(source.work_dir) / name
+    if kind == "thumbnail":
+        args, seconds = media.thumbnail_args(info, source_path, partial), 0.0
+    else:
+        args, seconds = media.encode_args(kind, info, source_path, partial), media.output_seconds(kind, info)
     started = time.perf_counter()
     try:
         media.run_ffmpeg(args, seconds, on_progress=progress.update)
+        if kind != "thumbnail":
+            media.verify(partial, kind, info)
+        os.replace(partial, target)
     except media.FFmpegFailed as error:
-        target.unlink(missing_ok=True)
         raise dg.Failure(description=f"{kind}: {error}") from None
+    except media.CorruptOutput as error:
+        log.warning(f"{kind} failed verification: {error}")
+        raise dg.RetryRequested(max_retries=2) from error
+    finally:
+        shutil.rmtree(attempt, ignore_errors=True)
     elapsed = round(time.perf_counter() - started, 3)
     rendition = Rendition(kind=kind, path=str(target), size=target.stat().st_size, seconds=elapsed)
     log.info(f"{kind} ready", {"bytes": rendition.size, "duration_s": elapsed})
@@ -128,13 +188,12 @@ def _encode(
 
 
 @dg.op
-def thumbnail(context: dg.OpExecutionContext, source: Source, info: media.VideoInfo) -> dg.Output[Rendition]:
+def thumbnail(
+    context: dg.OpExecutionContext, source: Source, info: media.VideoInfo, downloader: Downloader
+) -> dg.Output[Rendition]:
     """A JPEG frame at about 10% of the duration, shown in the UI as the step's metadata."""
-    target = Path(source.work_dir) / "thumbnail.jpg"
-    rendition = _encode(
-        context, "thumbnail", media.thumbnail_args(info, Path(source.path), target), 0, target
-    )
-    inline = base64.b64encode(target.read_bytes()).decode()
+    rendition = _encode(context, source, info, "thumbnail", _source_file(context, source, downloader))
+    inline = base64.b64encode(Path(rendition.path).read_bytes()).decode()
     return dg.Output(rendition, metadata={
         "thumbnail": dg.MetadataValue.md(f"![thumbnail](data:image/jpeg;base64,{inline})"),
         "bytes": rendition.size,
@@ -143,13 +202,29 @@ def thumbnail(context: dg.OpExecutionContext, source: Source, info: media.VideoI
 
 @dg.op
 def transcode(
-    context: dg.OpExecutionContext, fmt: str, source: Source, info: media.VideoInfo
+    context: dg.OpExecutionContext, fmt: str, source: Source, info: media.VideoInfo, downloader: Downloader
 ) -> dg.Output[Rendition]:
     """Encode one format with the ffmpeg binary, logging progress at every 10%."""
-    target = Path(source.work_dir) / f"output.{fmt}"
-    args = media.encode_args(fmt, info, Path(source.path), target)
-    rendition = _encode(context, fmt, args, media.output_seconds(fmt, info), target)
+    rendition = _encode(context, source, info, fmt, _source_file(context, source, downloader))
     return dg.Output(rendition, metadata={"bytes": rendition.size, "encode_seconds": rendition.seconds})
+
+
+def _in_place(
+    context: dg.OpExecutionContext,
+    source: Source,
+    info: media.VideoInfo,
+    item: Rendition,
+    downloader: Downloader,
+) -> Path:
+    """The rendition's file as its step made it, rebuilt (source fetched again if needed) when the work
+    files were removed or it is not the size recorded: a re-execution never fails on a missing file."""
+    path = Path(item.path)
+    if path.is_file() and path.stat().st_size == item.size:
+        return path
+    StepLog(context).warning(
+        f"{item.kind} work file missing or changed: making it again", {"path": str(path)}
+    )
+    return Path(_encode(context, source, info, item.kind, _source_file(context, source, downloader)).path)
 
 
 @dg.op
@@ -157,9 +232,11 @@ def transcode(
 def upload(
     context: dg.OpExecutionContext,
     source: Source,
+    info: media.VideoInfo,
     thumb: Rendition,
     renditions: list[Rendition],
     storage: Storage,
+    downloader: Downloader,
 ) -> dg.Output[dict[str, Uploaded]]:
     """Stream every output to storage under keys generated from the validated ids."""
     log = StepLog(context)
@@ -171,7 +248,7 @@ def upload(
         else:
             key, content_type = video_key(user_id, video_id, item.kind), media.CONTENT_TYPES[item.kind]
         with log.timed("uploaded", {"key": key, "bytes": item.size}):
-            obj = storage.put_file(key, Path(item.path), content_type)
+            obj = storage.put_file(key, _in_place(context, source, info, item, downloader), content_type)
         stored[item.kind] = Uploaded(key=obj.key, url=obj.url, size=obj.size)
     metadata: dict[str, Any] = {f"{kind}_url": dg.MetadataValue.url(u.url) for kind, u in stored.items()}
     metadata |= {f"{kind}_bytes": u.size for kind, u in stored.items()}

@@ -2,8 +2,10 @@
 
 ``DagsterDev(home, workspace)`` writes ``home/dagster.yaml`` from offload's own instance settings with
 short intervals (run monitoring and the run queue every second), starts ``offload dev`` on a free loopback
-port in its own session (so it can be stopped, or crashed, as one process group), and waits until the code
-location is loaded and the daemons that crash-resume relies on report healthy. ``kill_everything()`` is
+port in its own session (so it can be stopped, or crashed, as one process group) with a data directory
+of its own (``OFFLOAD_DATA_DIR`` beside the home: work files and storage never land in the project's
+``var/``), and waits until the code location is loaded and the daemons that crash-resume relies on report
+healthy. ``kill_everything()`` is
 ``kill -9`` of the whole tree, run workers included; ``start()`` again is the restart.
 """
 
@@ -68,6 +70,7 @@ class DagsterDev:
     def __init__(self, home: Path, workspace: Path, log: Path, fast: bool = True, **overrides: Any) -> None:
         """``fast=False`` keeps the product's intervals (deploy/instance-common.yaml, Dagster's defaults)."""
         self.home, self.workspace, self.log, self.fast = home, workspace, log, fast
+        self.data_dir = home.parent / "data"  # OFFLOAD_DATA_DIR of every process: work files, storage
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.ready_at = 0.0  # when the last start() found it ready (epoch seconds)
@@ -80,7 +83,11 @@ class DagsterDev:
         # Code-server sockets and temporary workspaces go beside the home: a killed tree litters no /tmp.
         scratch = self.home.parent / "tmp"
         scratch.mkdir(exist_ok=True)
-        env |= {"DAGSTER_HOME": str(self.home), "TMPDIR": str(scratch)}
+        env |= {
+            "DAGSTER_HOME": str(self.home),
+            "TMPDIR": str(scratch),
+            "OFFLOAD_DATA_DIR": str(self.data_dir),
+        }
         if self.fast:  # the run-retry daemon's interval is only settable this way (default 5 s)
             env["DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS"] = "1"
         return env
