@@ -9,7 +9,8 @@ every step's stored output was reused correctly. A step configured with ``block:
 named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every mapped step ran.
 
 ``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
-termination, so only a kill ends it; the job declares a max runtime of 2 s with ``offload.limits``.
+termination, so only a kill ends it; the job declares a max runtime of 2 s with
+``offload.runtime.max_runtime``.
 
 ``slow_video``: the product's video graph with local resources under ``OFFLOAD_DATA_DIR`` (storage, outbox,
 app database; file URLs allowed under it), steps in the run worker as in the default, and every encode
@@ -27,8 +28,8 @@ from typing import Any
 import dagster as dg
 
 from offload import paths
-from offload.download import Downloader
-from offload.limits import max_runtime
+from offload.net.download import Downloader
+from offload.runtime.max_runtime import max_runtime
 from pipelines.video import media
 from pipelines.video.jobs import process_video_graph, video_pipeline
 from resources.database import AppDatabase

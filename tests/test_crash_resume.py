@@ -29,7 +29,7 @@ import psutil
 import pytest
 from dagster._core.events import DagsterEventType
 
-from offload.launcher import RunWorker, run_worker
+from offload.runtime.launcher import RunWorker, run_worker
 from pipelines.video import media
 from pipelines.video.samples import make_clip
 from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for

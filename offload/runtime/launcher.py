@@ -62,7 +62,8 @@ from dagster._core.storage.tags import MAX_RETRIES_TAG
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData
 
-from offload import forkserver, limits, paths, process_tree
+from offload import paths, process_tree
+from offload.runtime import forkserver, max_runtime
 
 WORKER_HOST_TAG = "offload/worker_host"
 START_METHOD_TAG = "offload/start_method"  # forkserver (no code server knows the worker) or spawn
