@@ -9,6 +9,7 @@ test's), under the worker's name. The worker is stopped by its own pid and must 
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from tests.support import services
 from tests.test_cli import cli_env
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+DEATH_REDIS_URL = "redis://127.0.0.1:6379/11"  # the worker-death test's own database
 STEPS_IN_PARALLEL = ("thumbnail", "transcode[mp4]", "transcode[webm]")
 
 
@@ -87,8 +89,8 @@ def test_a_bad_queue_name_is_one_line_naming_the_variable(clean_env, queue):
 # -- a real worker --------------------------------------------------------------------------------------
 
 
-def worker_answers(name: str) -> bool:
-    app = celery.Celery(broker=REDIS_URL)
+def worker_answers(name: str, broker: str = REDIS_URL) -> bool:
+    app = celery.Celery(broker=broker)
     try:
         return bool(app.control.ping(destination=[name], timeout=1.0))
     finally:
@@ -145,3 +147,57 @@ def test_video_steps_run_in_a_celery_worker(tmp_path):
     assert {step: taken_by.get(step) for step in STEPS_IN_PARALLEL} == dict.fromkeys(STEPS_IN_PARALLEL, name)
     for fmt in ("mp4", "webm"):
         assert (data / "storage" / "videos" / "u1" / f"celery1.{fmt}").stat().st_size > 0
+
+
+def started_pids(root: Path) -> list[int]:
+    return sorted(int(path.name.removeprefix("started-")) for path in root.glob("started-*"))
+
+
+def test_a_step_whose_worker_process_is_killed_runs_again_and_its_effect_happens_once(tmp_path):
+    """The pool process running a step is killed (SIGKILL, by its pid) after the step's effect (an email
+    with an idempotency key) and before the step returns. The broker delivers the step again, a new pool
+    process runs it to the end, the run succeeds, and there is one email."""
+    queue = f"offload-death-{uuid.uuid4().hex[:12]}"
+    name = f"{queue}@{socket.gethostname()}"
+    broker = DEATH_REDIS_URL
+    env = cli_env(tmp_path, OFFLOAD_EXECUTOR="celery", **{BROKER_VAR: broker, QUEUE_VAR: queue})
+    root = tmp_path / "scratch"
+    root.mkdir()
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"ops:\n  effect: {{config: {{root: '{root}'}}}}\n  after: {{config: {{root: '{root}'}}}}\n"
+    )
+    worker = services.celery_worker(env, name, tmp_path / "worker.log", concurrency=1).start()
+    run = services.Service(
+        "offload job execute",
+        [str(Path(sys.executable).with_name("offload")), "job", "execute", "-f", "tests/celery_death_location.py",
+         "-j", "worker_death", "-c", str(config)],
+        env, tmp_path / "run.log",
+    )  # fmt: skip
+    try:
+        services.wait_for(lambda: worker.process.poll() is None and worker_answers(name, broker), 120,
+                          f"the celery worker {name} to answer (log: {worker.log})")  # fmt: skip
+        run.start()
+        services.wait_for(lambda: started_pids(root), 240, f"the step to start ({run.tail()})")
+        [first] = started_pids(root)
+        assert first in {child.pid for child in psutil.Process(worker.pid).children()}
+        services.wait_for(lambda: len(list((root / "outbox").glob("*.eml"))) == 1, 60, "the effect")
+        os.kill(first, signal.SIGKILL)  # the step is waiting for the gate: killed mid-step
+
+        services.wait_for(lambda: len(started_pids(root)) == 2, 120, f"the step again ({worker.tail()})")
+        assert first in started_pids(root)  # and another pool process took the step
+        (root / "gate").touch()
+        assert run.process is not None and run.process.wait(timeout=300) == 0, run.tail(60)
+    finally:
+        run.stop()
+        worker.stop()
+        redis.Redis.from_url(broker).delete(queue, f"_kombu.binding.{queue}")
+
+    assert (root / "after").read_text() == "effect done"
+    assert len(list((root / "outbox").glob("*.eml"))) == 1  # the second run of the step sent nothing new
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [record] = instance.get_run_records()
+        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        events = [e.dagster_event for e in instance.all_logs(record.dagster_run.run_id) if e.dagster_event]
+    successes = [e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_SUCCESS]
+    assert sorted(successes) == ["after", "effect"]
