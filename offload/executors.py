@@ -74,7 +74,7 @@ class CelerySettings:
                     "interval_step": 0.2,
                     "interval_max": 0.5,
                     "visibility_timeout": self.visibility_timeout,
-                },  # fmt: skip
+                },
             },
         }
 

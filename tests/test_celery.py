@@ -170,8 +170,8 @@ def test_a_step_whose_worker_process_is_killed_runs_again_and_its_effect_happens
     worker = services.celery_worker(env, name, tmp_path / "worker.log", concurrency=1).start()
     run = services.Service(
         "offload job execute",
-        [str(Path(sys.executable).with_name("offload")), "job", "execute", "-f", "tests/celery_death_location.py",
-         "-j", "worker_death", "-c", str(config)],
+        [str(Path(sys.executable).with_name("offload")), "job", "execute",
+         "-f", "tests/celery_death_location.py", "-j", "worker_death", "-c", str(config)],
         env, tmp_path / "run.log",
     )  # fmt: skip
     try:
