@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import celery
-from celery.backends.base import KeyValueStoreBackend
+from celery.backends.base import BaseKeyValueStoreBackend
 from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app_with_task_routes
@@ -93,7 +93,7 @@ class StepTask(celery.Task):
 
     def _stored_result(self, task_id: str) -> tuple[Any] | None:
         """The result an earlier delivery stored, as a 1-tuple; None when the backend has none."""
-        if not isinstance(self.backend, KeyValueStoreBackend):
+        if not isinstance(self.backend, BaseKeyValueStoreBackend):
             return None
         deadline = time.monotonic() + STORED_RESULT_WAIT_SECONDS
         while True:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -24,7 +25,14 @@ import redis
 
 from offload import paths
 from offload.errors import ConfigurationError
-from offload.executors import BACKEND_VAR, BROKER_VAR, LOCAL_BROKER, QUEUE_VAR, celery_settings
+from offload.executors import (
+    BACKEND_VAR,
+    BROKER_VAR,
+    LOCAL_BROKER,
+    QUEUE_VAR,
+    VISIBILITY_VAR,
+    celery_settings,
+)
 from pipelines.video.samples import make_clip
 from tests.support import services
 from tests.test_cli import cli_env
@@ -201,3 +209,56 @@ def test_a_step_whose_worker_process_is_killed_runs_again_and_its_effect_happens
         events = [e.dagster_event for e in instance.all_logs(record.dagster_run.run_id) if e.dagster_event]
     successes = [e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_SUCCESS]
     assert sorted(successes) == ["after", "effect"]
+
+
+def test_acks_late_and_the_visibility_timeout_reach_the_workers(clean_env):
+    clean_env.setenv(VISIBILITY_VAR, "900")
+    source = celery_settings().executor_config()["config_source"]
+    assert source["task_acks_late"] is True and source["task_reject_on_worker_lost"] is True
+    assert source["broker_transport_options"]["visibility_timeout"] == 900
+    clean_env.setenv(VISIBILITY_VAR, "soon")
+    with pytest.raises(ConfigurationError, match=f"^{VISIBILITY_VAR} = 'soon': must be a whole number"):
+        celery_settings()
+
+
+def test_a_second_delivery_waits_for_the_first_and_returns_its_result(tmp_path, monkeypatch):
+    """Two deliveries of one task id (the broker gave the step again while its first delivery still ran):
+    the second waits for the first, then returns the first's stored result without running the body; a
+    third, after both, does the same."""
+    from offload import celery_worker
+
+    monkeypatch.setenv("OFFLOAD_IDEMPOTENCY_DB", f"sqlite:///{tmp_path / 'leases.sqlite3'}")
+    monkeypatch.setattr(celery_worker, "_store", None)
+    app = celery.Celery("lease-test", broker="memory://", backend=DEATH_REDIS_URL)
+    app.conf.task_store_eager_result = True
+    runs: list[str] = []
+    gate = threading.Event()
+
+    @app.task(base=celery_worker.StepTask, name="lease-test.step")
+    def step() -> str:
+        runs.append("ran")
+        assert gate.wait(60)
+        return f"result {len(runs)}"
+
+    task_id = f"lease-test-{uuid.uuid4().hex}"
+    results: dict[str, object] = {}
+
+    def deliver(which: str) -> None:
+        results[which] = step.apply(task_id=task_id).get(timeout=120)
+
+    first = threading.Thread(target=deliver, args=("first",))
+    second = threading.Thread(target=deliver, args=("second",))
+    try:
+        first.start()
+        services.wait_for(lambda: runs == ["ran"], 30, "the first delivery to start the body")
+        second.start()
+        second.join(timeout=3)  # the second is still waiting: it did not run the body meanwhile
+        assert second.is_alive() and runs == ["ran"]
+        gate.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+        deliver("third")
+    finally:
+        gate.set()
+        redis.Redis.from_url(DEATH_REDIS_URL).delete(f"celery-task-meta-{task_id}")
+    assert results == {"first": "result 1", "second": "result 1", "third": "result 1"} and runs == ["ran"]
