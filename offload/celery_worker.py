@@ -38,7 +38,7 @@ from offload.idempotency import IdempotencyStore
 LEASE_JOB = "celery-step"  # the leases' rows in the idempotency table: job = this, key = the task id
 LEASE_RENEW_SECONDS = 2.0  # a running delivery renews its lease this often ...
 LEASE_STALE_SECONDS = 10.0  # ... and a lease not renewed for this long belonged to a dead process
-LEASE_TTL_SECONDS = 7 * 86400.0
+LEASE_TTL_SECONDS = 86400.0  # a finished delivery's mark outlives any redelivery (visibility timeout)
 FINISHED = "finished"  # the lease row's run_id once its delivery has returned
 STORED_RESULT_WAIT_SECONDS = 30.0  # a finished delivery's result reaches the backend just after it returns
 
@@ -61,6 +61,7 @@ class StepTask(celery.Task):
         if not task_id:  # called in process (no delivery): nothing to guard
             return super().__call__(*args, **kwargs)
         leases = _leases()
+        # Waits for as long as an earlier delivery of the step keeps its lease alive.
         claim = leases.claim(
             LEASE_JOB, task_id, LEASE_TTL_SECONDS, wait=LEASE_TTL_SECONDS, stale_after=LEASE_STALE_SECONDS
         )
@@ -84,6 +85,7 @@ class StepTask(celery.Task):
             raise
         stop.set()
         leases.record(LEASE_JOB, task_id, claim.token, FINISHED)
+        leases.delete_expired(LEASE_JOB)  # the marks of steps finished over a day ago
         return result
 
     @staticmethod

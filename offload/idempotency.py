@@ -172,6 +172,15 @@ class IdempotencyStore:
                 )
             )
 
+    def delete_expired(self, job: str) -> None:
+        """Remove ``job``'s rows whose TTL has passed (a claim only clears an expired row of its own key)."""
+        with self.engine.begin() as tx:
+            tx.execute(
+                sa.delete(keys_table).where(
+                    (keys_table.c.job == job) & (keys_table.c.expires_at <= time.time())
+                )
+            )
+
     def clear(self, job: str, key: str, run_id: str) -> None:
         """Forget the key if it still points at ``run_id`` (that run failed)."""
         with self.engine.begin() as tx:
