@@ -161,21 +161,25 @@ def started_pids(root: Path) -> list[int]:
     return sorted(int(path.name.removeprefix("started-")) for path in root.glob("started-*"))
 
 
-def test_a_step_whose_worker_process_is_killed_runs_again_and_its_effect_happens_once(tmp_path):
-    """The pool process running a step is killed (SIGKILL, by its pid) after the step's effect (an email
-    with an idempotency key) and before the step returns. The broker delivers the step again, a new pool
-    process runs it to the end, the run succeeds, and there is one email."""
+@pytest.mark.parametrize("killed", ["pool process", "whole worker"])
+def test_a_step_whose_worker_is_killed_runs_again_and_its_effect_happens_once(tmp_path, killed):
+    """Killed (SIGKILL, by pid) after the step's effect (an email with an idempotency key) and before the
+    step returns: either the pool process running the step (the worker's main process requeues the step at
+    once), or the whole worker, main process and pool (a machine lost: a second worker gets the step after
+    the visibility timeout, 10 s here). The step runs again to the end, the run succeeds, one email."""
     queue = f"offload-death-{uuid.uuid4().hex[:12]}"
-    name = f"{queue}@{socket.gethostname()}"
+    names = [f"{queue}-{n}@{socket.gethostname()}" for n in (1, 2)]
     broker = DEATH_REDIS_URL
-    env = cli_env(tmp_path, OFFLOAD_EXECUTOR="celery", **{BROKER_VAR: broker, QUEUE_VAR: queue})
+    env = cli_env(
+        tmp_path, OFFLOAD_EXECUTOR="celery", **{BROKER_VAR: broker, QUEUE_VAR: queue, VISIBILITY_VAR: "10"}
+    )
     root = tmp_path / "scratch"
     root.mkdir()
     config = tmp_path / "run.yaml"
     config.write_text(
         f"ops:\n  effect: {{config: {{root: '{root}'}}}}\n  after: {{config: {{root: '{root}'}}}}\n"
     )
-    worker = services.celery_worker(env, name, tmp_path / "worker.log", concurrency=1).start()
+    workers = [services.celery_worker(env, names[0], tmp_path / "worker-1.log", concurrency=1).start()]
     run = services.Service(
         "offload job execute",
         [str(Path(sys.executable).with_name("offload")), "job", "execute",
@@ -183,22 +187,32 @@ def test_a_step_whose_worker_process_is_killed_runs_again_and_its_effect_happens
         env, tmp_path / "run.log",
     )  # fmt: skip
     try:
-        services.wait_for(lambda: worker.process.poll() is None and worker_answers(name, broker), 120,
-                          f"the celery worker {name} to answer (log: {worker.log})")  # fmt: skip
+        worker = workers[0]
+        services.wait_for(lambda: worker.process.poll() is None and worker_answers(names[0], broker), 120,
+                          f"the celery worker {names[0]} to answer (log: {worker.log})")  # fmt: skip
         run.start()
         services.wait_for(lambda: started_pids(root), 240, f"the step to start ({run.tail()})")
         [first] = started_pids(root)
         assert first in {child.pid for child in psutil.Process(worker.pid).children()}
         services.wait_for(lambda: len(list((root / "outbox").glob("*.eml"))) == 1, 60, "the effect")
-        os.kill(first, signal.SIGKILL)  # the step is waiting for the gate: killed mid-step
-
-        services.wait_for(lambda: len(started_pids(root)) == 2, 120, f"the step again ({worker.tail()})")
-        assert first in started_pids(root)  # and another pool process took the step
+        # The step is waiting for the gate: killed mid-step.
+        if killed == "pool process":
+            os.kill(first, signal.SIGKILL)
+        else:
+            os.killpg(worker.pid, signal.SIGKILL)  # the worker leads its own process group: pool included
+            services.wait_for(lambda: not worker.group_alive(), 30, "the killed worker's processes to end")
+            workers.append(
+                services.celery_worker(env, names[1], tmp_path / "worker-2.log", concurrency=1).start()
+            )
+            worker = workers[1]
+        services.wait_for(lambda: len(started_pids(root)) == 2, 180, f"the step again ({worker.tail()})")
+        assert first in started_pids(root)  # and another process took the step
         (root / "gate").touch()
         assert run.process is not None and run.process.wait(timeout=300) == 0, run.tail(60)
     finally:
         run.stop()
-        worker.stop()
+        for started in workers:
+            started.stop()
         redis.Redis.from_url(broker).delete(queue, f"_kombu.binding.{queue}")
 
     assert (root / "after").read_text() == "effect done"
