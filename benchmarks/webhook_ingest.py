@@ -33,9 +33,16 @@ and how long an event takes from being received to its run starting.
    read from the run storage.
 3. **Launch path**: the gateway's ``create_run`` (Dagster instance API) against
    ``DagsterGraphQLClient.submit_job_execution`` through a webserver, alternated, same job and config.
+4. **Sustained launching** (``--sustained RATE``, alone): a daemon and the gateway launching at once, as in
+   2; GitHub pushes sent on a fixed schedule at RATE events/s for ``--sustained-seconds`` (max 120), each
+   run executed. Every 5 s it samples the backlog (events received without a run yet, runs created but not
+   started); at the end, received -> run created / run started p50 and p90 over every event, and how long
+   the backlog took to drain (bounded: 300 s). A backlog that keeps growing through the load, and is still
+   there long after, means launching does not keep up with the rate.
 
 Every request goes to 127.0.0.1; counts and durations are bounded. Run:
-``.venv/bin/python -m benchmarks.webhook_ingest [--seconds 5] [--rounds 2] [--events 15] [--skip-runs]``.
+``.venv/bin/python -m benchmarks.webhook_ingest [--seconds 5] [--rounds 2] [--events 15] [--skip-runs]``,
+or ``... --sustained 10 [--sustained-seconds 60]``.
 """
 
 from __future__ import annotations
@@ -333,6 +340,92 @@ def run_latency(root: Path, events: int) -> dict[str, list[float]]:
         instance.dispose()
 
 
+# -- 4. sustained launching ------------------------------------------------------------------------------
+
+
+def sustained(root: Path, rate: float, seconds: float) -> dict[str, Any]:
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from offload.webhooks.event import PROVIDER_TAG
+    from offload.webhooks.inbox import Inbox
+
+    home = services.write_instance(root / "sustained-home")
+    inbox_url = f"sqlite:///{root / 'sustained-inbox.db'}"
+    env = {
+        **os.environ,
+        **SECRETS_ENV,
+        "DAGSTER_HOME": str(home),
+        "OFFLOAD_DATA_DIR": str(root / "sustained-data"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
+        "OFFLOAD_WEBHOOK_LAUNCH": "immediate",
+    }
+    port = services.free_port()
+    daemon = services.daemon(env, root / "sustained-daemon.log").start()
+    gateway = services.gateway(env, port, root / "sustained-gateway.log").start()
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    inbox = Inbox(inbox_url)
+    total = int(rate * seconds)
+    samples: list[
+        tuple[float, int, int]
+    ] = []  # (seconds since the first send, unlaunched rows, unstarted runs)
+    waiting = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING]
+
+    def backlog() -> tuple[int, int]:
+        unlaunched = inbox.counts().get("received", 0)
+        runs = instance.get_runs_count(dg.RunsFilter(statuses=waiting, tags={PROVIDER_TAG: "github"}))
+        return unlaunched, runs
+
+    try:
+        services.wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's workspace")
+        requests = []
+        for _ in range(total):
+            body = body_of(github_push())
+            requests.append(_request("/webhooks/github", body, github_headers(body)))
+        stop = False
+
+        async def sampler(started: float) -> None:
+            while not stop:
+                samples.append((time.perf_counter() - started, *await asyncio.to_thread(backlog)))
+                await asyncio.sleep(5)
+
+        async def drive() -> list[float]:
+            nonlocal stop
+            task = asyncio.create_task(sampler(time.perf_counter()))
+            latencies = await open_loop(port, Load(requests), rate, seconds, connections=16)
+            stop = True
+            await task
+            return latencies
+
+        answer_latencies = asyncio.run(drive())
+        load_ended = time.perf_counter()
+        try:
+            services.wait_for(lambda: backlog() == (0, 0), 300, "the backlog to drain", interval=1.0)
+            drain_seconds = time.perf_counter() - load_ended
+        except AssertionError:
+            drain_seconds = float("nan")  # not within 300 s
+        created: list[float] = []
+        started: list[float] = []
+        rows = {row.run_id: row for row in inbox.in_status("launched", limit=100_000) if row.run_id}
+        rows |= {row.run_id: row for row in inbox.in_status("succeeded", limit=100_000) if row.run_id}
+        for record in instance.get_run_records(dg.RunsFilter(tags={PROVIDER_TAG: "github"})):
+            row = rows.get(record.dagster_run.run_id)
+            if row is None or record.start_time is None:
+                continue
+            received = row.received_at.timestamp()
+            created.append(record.create_timestamp.timestamp() - received)
+            started.append(record.start_time - received)
+        return {
+            "sent": total, "answer_p99_ms": percentile(answer_latencies, 99) * 1000, "samples": samples,
+            "created": created, "started": started, "drain_seconds": drain_seconds,
+        }  # fmt: skip
+    finally:
+        inbox.dispose()
+        gateway.stop()
+        daemon.stop()
+        instance.dispose()
+
+
 # -- 3. launch path --------------------------------------------------------------------------------------
 
 
@@ -431,9 +524,30 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=128)
     parser.add_argument("--events", type=int, default=15, help="events timed to run start (max 50)")
     parser.add_argument("--skip-runs", action="store_true", help="ingest only (no daemon, no runs)")
+    parser.add_argument("--sustained", type=float, metavar="RATE", help="only: launch RATE events/s (max 20)")
+    parser.add_argument(
+        "--sustained-seconds", type=float, default=60.0, help="length of --sustained (max 120)"
+    )
     args = parser.parse_args()
     if args.serve_hello:
         serve_hello(args.serve_hello)
+        return
+    if args.sustained:
+        rate, length = min(args.sustained, 20.0), min(args.sustained_seconds, 120.0)
+        print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
+        with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp:
+            found = sustained(Path(tmp), rate, length)
+        print(f"sent {found['sent']} GitHub pushes at {rate:g}/s for {length:g} s "
+              f"(answers p99 {found['answer_p99_ms']:.0f} ms)")  # fmt: skip
+        for at, unlaunched, unstarted in found["samples"]:
+            print(f"  t={at:5.1f} s: {unlaunched:4} events without a run, {unstarted:4} runs not started yet")
+        print(f"backlog drained {found['drain_seconds']:.1f} s after the last send")
+        for name in ("created", "started"):
+            values = found[name]
+            p50, p90 = statistics.median(values), percentile(values, 90)
+            print(f"received -> run {name:8}: p50 {p50:.2f} s, p90 {p90:.2f} s, max {max(values):.2f} s "
+                  f"(n={len(values)})")  # fmt: skip
+        print(f"load average after: {load_average()}")
         return
     seconds, rounds, events = min(args.seconds, 30.0), min(args.rounds, 5), min(args.events, 50)
     print(f"load average before: {load_average()} ({os.cpu_count()} cores)")

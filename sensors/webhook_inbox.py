@@ -1,23 +1,28 @@
 """``webhook_inbox``: the safety net under the gateway's own launches.
 
 Every tick it (1) records the runs it asked for on earlier ticks, (2) copies finished runs' outcomes onto
-their inbox rows (``succeeded``, ``failed``, ``canceled``, ``ignored``), and (3) launches every event still
-waiting for a run: unclaimed for longer than the grace period (``OFFLOAD_WEBHOOK_SENSOR_GRACE``, 10 s:
-the gateway normally launches within a second), or claimed by a launcher that has not finished within
-the claim timeout (``OFFLOAD_WEBHOOK_CLAIM_TIMEOUT``, 120 s: it died). It claims each row as the gateway
-does, looks for a run tagged with the event first, and asks for a run with ``run_key = <provider>:<id>``,
-so it never makes a second run (see ``offload/webhooks/launch.py`` for the whole argument).
+their inbox rows (``succeeded``, ``failed``, ``canceled``, ``ignored``): the outcome of the event's run
+family, i.e. of the latest retry when Dagster's run retries launched the run again (a failed first
+attempt whose retry succeeded makes the row ``succeeded``; a failure still to be retried leaves it
+``launched``), and (3) launches every event still waiting for a run: unclaimed for longer than the grace
+period (``OFFLOAD_WEBHOOK_SENSOR_GRACE``, 10 s: the gateway normally launches within a second), or claimed
+by a launcher that has not finished within the claim timeout (``OFFLOAD_WEBHOOK_CLAIM_TIMEOUT``, 120 s: it
+died). It claims each row as the gateway does, looks for a run tagged with the event first, and asks for
+a run with ``run_key = <provider>:<id>``, so it never makes a second run (see
+``offload/webhooks/launch.py`` for the whole argument).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
 import dagster as dg
 
+from offload.runs import RETRY_DECISION_GRACE, WILL_RETRY_TAG
 from offload.webhooks.event import IGNORED, OUTCOME_TAG, event_key, run_tags
 from offload.webhooks.inbox import (
     CANCELED,
@@ -59,18 +64,42 @@ def record_requested_runs(instance: dg.DagsterInstance, inbox: Inbox) -> int:
     return recorded
 
 
+ROOT_RUN_TAG = "dagster/root_run_id"  # on every retry and re-execution: the family's first run
+
+
+def _family_outcome(instance: dg.DagsterInstance, record: dg.RunRecord) -> str | None:
+    """The outcome of the run family started by ``record``'s run: its latest run's, once that is final
+    and no retry of it is coming; None while the family is still going."""
+    retries = instance.get_run_records(dg.RunsFilter(tags={ROOT_RUN_TAG: record.dagster_run.run_id}), limit=1)
+    latest = retries[0] if retries else record
+    run = latest.dagster_run
+    if run.status not in _OUTCOMES:
+        return None
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        will_retry = run.tags.get(WILL_RETRY_TAG)
+        if will_retry == "true":
+            return None
+        # Dagster writes the failure first and its retry decision a moment later: wait for the decision.
+        ended = latest.end_time or time.time()
+        if will_retry is None and instance.run_retries_enabled and time.time() - ended < RETRY_DECISION_GRACE:
+            return None
+    outcome = _OUTCOMES[run.status]
+    if outcome == SUCCEEDED and run.tags.get(OUTCOME_TAG) == IGNORED:
+        outcome = IGNORED
+    return outcome
+
+
 def record_outcomes(instance: dg.DagsterInstance, inbox: Inbox) -> int:
-    """Copy the outcome of every finished run onto its row."""
+    """Copy the outcome of every finished run family onto its row."""
     rows = {row.run_id: row for row in inbox.in_status(LAUNCHED, limit=1000) if row.run_id}
     if not rows:
         return 0
     finished = 0
-    for run in instance.get_runs(dg.RunsFilter(run_ids=list(rows), statuses=list(_OUTCOMES))):
-        outcome = _OUTCOMES[run.status]
-        if outcome == SUCCEEDED and run.tags.get(OUTCOME_TAG) == IGNORED:
-            outcome = IGNORED
-        inbox.finish(rows[run.run_id].id, outcome)
-        finished += 1
+    for record in instance.get_run_records(dg.RunsFilter(run_ids=list(rows), statuses=list(_OUTCOMES))):
+        outcome = _family_outcome(instance, record)
+        if outcome is not None:
+            inbox.finish(rows[record.dagster_run.run_id].id, outcome)
+            finished += 1
     return finished
 
 

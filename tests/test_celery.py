@@ -11,9 +11,11 @@ test's), under the worker's name. The worker is stopped by its own pid and must 
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -25,12 +27,20 @@ import redis
 
 from offload import paths
 from offload.errors import ConfigurationError
-from offload.runtime.executors import BACKEND_VAR, BROKER_VAR, LOCAL_BROKER, QUEUE_VAR, celery_settings
+from offload.executors import (
+    BACKEND_VAR,
+    BROKER_VAR,
+    LOCAL_BROKER,
+    QUEUE_VAR,
+    VISIBILITY_VAR,
+    celery_settings,
+)
 from pipelines.video.samples import make_clip
 from tests.support import services
 from tests.test_cli import cli_env
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+DEATH_REDIS_URL = "redis://127.0.0.1:6379/11"  # the worker-death test's own database
 STEPS_IN_PARALLEL = ("thumbnail", "transcode[mp4]", "transcode[webm]")
 
 
@@ -89,8 +99,8 @@ def test_a_bad_queue_name_is_one_line_naming_the_variable(clean_env, queue):
 # -- a real worker --------------------------------------------------------------------------------------
 
 
-def worker_answers(name: str) -> bool:
-    app = celery.Celery(broker=REDIS_URL)
+def worker_answers(name: str, broker: str = REDIS_URL) -> bool:
+    app = celery.Celery(broker=broker)
     try:
         return bool(app.control.ping(destination=[name], timeout=1.0))
     finally:
@@ -147,3 +157,124 @@ def test_video_steps_run_in_a_celery_worker(tmp_path):
     assert {step: taken_by.get(step) for step in STEPS_IN_PARALLEL} == dict.fromkeys(STEPS_IN_PARALLEL, name)
     for fmt in ("mp4", "webm"):
         assert (data / "storage" / "videos" / "u1" / f"celery1.{fmt}").stat().st_size > 0
+
+
+def started_pids(root: Path) -> list[int]:
+    return sorted(int(path.name.removeprefix("started-")) for path in root.glob("started-*"))
+
+
+@pytest.mark.parametrize("killed", ["pool process", "whole worker"])
+def test_a_step_whose_worker_is_killed_runs_again_and_its_effect_happens_once(tmp_path, killed):
+    """Killed (SIGKILL, by pid) after the step's effect (an email with an idempotency key) and before the
+    step returns: either the pool process running the step (the worker's main process requeues the step at
+    once), or the whole worker, main process and pool (a machine lost: a second worker gets the step after
+    the visibility timeout, 10 s here). The step runs again to the end, the run succeeds, one email."""
+    queue = f"offload-death-{uuid.uuid4().hex[:12]}"
+    names = [f"{queue}-{n}@{socket.gethostname()}" for n in (1, 2)]
+    broker = DEATH_REDIS_URL
+    env = cli_env(
+        tmp_path, OFFLOAD_EXECUTOR="celery", **{BROKER_VAR: broker, QUEUE_VAR: queue, VISIBILITY_VAR: "10"}
+    )
+    root = tmp_path / "scratch"
+    root.mkdir()
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"ops:\n  effect: {{config: {{root: '{root}'}}}}\n  after: {{config: {{root: '{root}'}}}}\n"
+    )
+    workers = [services.celery_worker(env, names[0], tmp_path / "worker-1.log", concurrency=1).start()]
+    run = services.Service(
+        "offload job execute",
+        [str(Path(sys.executable).with_name("offload")), "job", "execute",
+         "-f", "tests/celery_death_location.py", "-j", "worker_death", "-c", str(config)],
+        env, tmp_path / "run.log",
+    )  # fmt: skip
+    try:
+        worker = workers[0]
+        services.wait_for(lambda: worker.process.poll() is None and worker_answers(names[0], broker), 120,
+                          f"the celery worker {names[0]} to answer (log: {worker.log})")  # fmt: skip
+        run.start()
+        services.wait_for(lambda: started_pids(root), 240, f"the step to start ({run.tail()})")
+        [first] = started_pids(root)
+        assert first in {child.pid for child in psutil.Process(worker.pid).children()}
+        services.wait_for(lambda: len(list((root / "outbox").glob("*.eml"))) == 1, 60, "the effect")
+        # The step is waiting for the gate: killed mid-step.
+        if killed == "pool process":
+            os.kill(first, signal.SIGKILL)
+        else:
+            os.killpg(worker.pid, signal.SIGKILL)  # the worker leads its own process group: pool included
+            services.wait_for(lambda: not worker.group_alive(), 30, "the killed worker's processes to end")
+            workers.append(
+                services.celery_worker(env, names[1], tmp_path / "worker-2.log", concurrency=1).start()
+            )
+            worker = workers[1]
+        services.wait_for(lambda: len(started_pids(root)) == 2, 180, f"the step again ({worker.tail()})")
+        assert first in started_pids(root)  # and another process took the step
+        (root / "gate").touch()
+        assert run.process is not None and run.process.wait(timeout=300) == 0, run.tail(60)
+    finally:
+        run.stop()
+        for started in workers:
+            started.stop()
+        redis.Redis.from_url(broker).delete(queue, f"_kombu.binding.{queue}")
+
+    assert (root / "after").read_text() == "effect done"
+    assert len(list((root / "outbox").glob("*.eml"))) == 1  # the second run of the step sent nothing new
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [record] = instance.get_run_records()
+        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        events = [e.dagster_event for e in instance.all_logs(record.dagster_run.run_id) if e.dagster_event]
+    successes = [e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_SUCCESS]
+    assert sorted(successes) == ["after", "effect"]
+
+
+def test_acks_late_and_the_visibility_timeout_reach_the_workers(clean_env):
+    clean_env.setenv(VISIBILITY_VAR, "900")
+    source = celery_settings().executor_config()["config_source"]
+    assert source["task_acks_late"] is True and source["task_reject_on_worker_lost"] is True
+    assert source["broker_transport_options"]["visibility_timeout"] == 900
+    clean_env.setenv(VISIBILITY_VAR, "soon")
+    with pytest.raises(ConfigurationError, match=f"^{VISIBILITY_VAR} = 'soon': must be a whole number"):
+        celery_settings()
+
+
+def test_a_second_delivery_waits_for_the_first_and_returns_its_result(tmp_path, monkeypatch):
+    """Two deliveries of one task id (the broker gave the step again while its first delivery still ran):
+    the second waits for the first, then returns the first's stored result without running the body; a
+    third, after both, does the same."""
+    from offload import celery_worker
+
+    monkeypatch.setenv("OFFLOAD_IDEMPOTENCY_DB", f"sqlite:///{tmp_path / 'leases.sqlite3'}")
+    monkeypatch.setattr(celery_worker, "_store", None)
+    app = celery.Celery("lease-test", broker="memory://", backend=DEATH_REDIS_URL)
+    app.conf.task_store_eager_result = True
+    runs: list[str] = []
+    gate = threading.Event()
+
+    @app.task(base=celery_worker.StepTask, name="lease-test.step")
+    def step() -> str:
+        runs.append("ran")
+        assert gate.wait(60)
+        return f"result {len(runs)}"
+
+    task_id = f"lease-test-{uuid.uuid4().hex}"
+    results: dict[str, object] = {}
+
+    def deliver(which: str) -> None:
+        results[which] = step.apply(task_id=task_id).get(timeout=120)
+
+    first = threading.Thread(target=deliver, args=("first",))
+    second = threading.Thread(target=deliver, args=("second",))
+    try:
+        first.start()
+        services.wait_for(lambda: runs == ["ran"], 30, "the first delivery to start the body")
+        second.start()
+        second.join(timeout=3)  # the second is still waiting: it did not run the body meanwhile
+        assert second.is_alive() and runs == ["ran"]
+        gate.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+        deliver("third")
+    finally:
+        gate.set()
+        redis.Redis.from_url(DEATH_REDIS_URL).delete(f"celery-task-meta-{task_id}")
+    assert results == {"first": "result 1", "second": "result 1", "third": "result 1"} and runs == ["ran"]

@@ -32,7 +32,9 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from offload.webhooks.event import EVENT_TAG, PROVIDER_TAG, event_key, run_id_for
-from offload.webhooks.inbox import Inbox
+from offload.webhooks.inbox import Inbox, Incoming, now
+from offload.webhooks.launch import GatewayLauncher
+from offload.webhooks.providers import PROVIDERS
 from resources.database import AppDatabase
 from tests.support import services
 from tests.support.webhooks import (
@@ -234,6 +236,54 @@ def test_100_events_sent_3_times_within_one_sensor_tick_make_100_runs(stack: Sta
     tagged = stack.instance.get_runs(dg.RunsFilter(tags={EVENT_TAG: event_key("github", ids[0])}))
     assert [run.tags.get("offload/launched_by") for run in tagged] == ["webhook_inbox"]
     assert tagged[0].tags["dagster/run_key"] == event_key("github", ids[0])
+
+
+class KilledBetweenCreateAndSubmit(BaseException):
+    """Stands for ``kill -9`` of a gateway between creating an event's run and submitting it: nothing of
+    the launcher's error handling runs (it catches ``Exception``)."""
+
+
+def test_a_run_created_but_never_submitted_is_submitted_by_the_running_gateways_sweep(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launcher (in this process, on the stack's instance) creates an event's run and dies before
+    submitting it. The gateway that is already running, not restarted, submits it: the run is queued (not
+    left NOT_STARTED until Dagster's start timeout), and it stays the event's one run."""
+    for name, value in stack.env.items():  # the launcher's code server loads the code as the stack's does
+        monkeypatch.setenv(name, value)
+    launcher = GatewayLauncher(
+        stack.inbox, stack.instance, {name: p.job_name for name, p in PROVIDERS.items()}, claim_timeout=600
+    )
+    try:
+        launcher.workspace.request_context(timeout=180)
+        delivery, body, _headers = github_deliveries(1)[0]
+        [stored] = stack.inbox.store([Incoming("github", delivery, "push", body.decode(), now())])
+
+        def killed(*args: object, **kwargs: object) -> None:
+            raise KilledBetweenCreateAndSubmit
+
+        with monkeypatch.context() as patch:
+            patch.setattr(stack.instance, "submit_run", killed)
+            with pytest.raises(KilledBetweenCreateAndSubmit):
+                launcher.launch(stored.id)
+    finally:
+        launcher.close()
+    run_id = run_id_for("github", delivery)
+    run = stack.instance.get_run_by_id(run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.NOT_STARTED
+
+    def submitted() -> bool:
+        current = stack.instance.get_run_by_id(run_id)
+        return current is not None and current.status != dg.DagsterRunStatus.NOT_STARTED
+
+    services.wait_for(submitted, 120, "the running gateway's sweep to submit the orphaned run")
+    current = stack.instance.get_run_by_id(run_id)
+    assert current is not None and current.status == dg.DagsterRunStatus.QUEUED  # github runs are held
+    # The sensor takes the dead launcher's claim over after the claim timeout and records the same run.
+    services.wait_for(lambda: stack.all_launched("github", [delivery]), CLAIM_TIMEOUT + 120, "the row's run")
+    row = stack.inbox.find("github", delivery)
+    assert row is not None and row.run_id == run_id
+    assert stack.runs_per_event("github", [delivery]) == {event_key("github", delivery): 1}
 
 
 class Sender:

@@ -7,6 +7,7 @@ method), duplicates acknowledged and stored once, and nothing stored for any ref
 from __future__ import annotations
 
 import json
+import random
 import select
 import socket
 import time
@@ -145,6 +146,66 @@ def test_stripe_signed_but_malformed_json_is_refused(gateway: Gateway) -> None:
     answer = gateway.post("stripe", body, stripe_headers(body))
     assert answer.status_code == 400 and answer.json()["error"] == "body: malformed JSON"
     assert not gateway.stored("stripe", "evt_broken")
+
+
+def _library_accepts(body: bytes, header: str) -> bool:
+    """What Stripe's own ``construct_event`` check says of ``header`` (tolerance 300 s)."""
+    try:
+        return stripe.WebhookSignature.verify_header(body, header, STRIPE_SECRET, tolerance=300)
+    except (stripe.SignatureVerificationError, TypeError, ValueError):
+        return False
+
+
+def test_stripe_header_parsed_as_stripes_library_parses_it(gateway: Gateway) -> None:
+    """``t=<now>=`` is ``t=<now>`` to Stripe's library (it splits each item on its first two "="): the
+    gateway reads it the same way instead of answering 500."""
+    event = stripe_event()
+    body = body_of(event)
+    now = int(time.time())
+    signed = stripe.WebhookSignature.generate_signature_header(body.decode(), STRIPE_SECRET, timestamp=now)
+    header = signed.replace(f"t={now},", f"t={now}=,")
+    assert header != signed and _library_accepts(body, header)
+    answer = gateway.post("stripe", body, {"Stripe-Signature": header})
+    assert answer.status_code == 200, answer.text
+    assert gateway.stored("stripe", event["id"])
+
+
+def test_any_stripe_signature_header_answers_2xx_or_4xx_as_the_library_decides(tmp_path: Path) -> None:
+    """600 mutations of a valid header (characters inserted, dropped, replaced, "=" and "," and non-ASCII
+    among them): never a 5xx, and 200 exactly when Stripe's library accepts the header."""
+    settings = GatewaySettings(
+        inbox_url=f"sqlite:///{tmp_path / 'inbox.db'}", secrets={"stripe": STRIPE_SECRET}, launch="sensor",
+        rate_limit=None,
+    )  # fmt: skip
+    body = body_of(stripe_event())
+    valid = stripe.WebhookSignature.generate_signature_header(body.decode(), STRIPE_SECRET)
+    alphabet = "t=v1,=, 0123456789abcdef-_.\xe9\x00\t"
+    rng = random.Random(13)
+    headers = []
+    for _ in range(600):
+        chars = list(valid)
+        for _ in range(rng.randint(1, 3)):
+            where = rng.randrange(len(chars) + 1)
+            action = rng.choice(("insert", "drop", "replace"))
+            if action == "insert" or where == len(chars):
+                chars.insert(where, rng.choice(alphabet))
+            elif action == "drop":
+                del chars[where]
+            else:
+                chars[where] = rng.choice(alphabet)
+        header = "".join(chars).strip(" \t")
+        if header and "\x00" not in header:  # a header value cannot hold NUL (h11 refuses it, and httpx)
+            headers.append(header)
+    accepted = 0
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for header in headers:
+            answer = client.post(
+                "/webhooks/stripe", content=body, headers={"Stripe-Signature": header.encode("latin-1")}
+            )
+            assert answer.status_code < 500, (header, answer.text)
+            assert (answer.status_code == 200) == _library_accepts(body, header), (header, answer.text)
+            accepted += answer.status_code == 200
+    assert 0 < accepted < len(headers)  # both kinds were exercised
 
 
 # -- Clerk (svix.webhooks.Webhook signs) ---------------------------------------------------------------------

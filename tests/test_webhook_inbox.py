@@ -119,3 +119,43 @@ def test_group_commit_answers_each_concurrent_store(inbox: Inbox) -> None:
         writer.close()
     assert sum(news) == 150 and len(news) == 300
     assert inbox.counts() == {"received": 150}
+
+
+def test_a_row_follows_its_run_family_to_the_latest_retry(tmp_path: Path) -> None:
+    """Dagster's run retries: a first attempt that failed and will be retried leaves its row ``launched``;
+    the row then takes the outcome of the latest retry (succeeded), not of the failed first attempt."""
+    import dagster as dg
+
+    from sensors.webhook_inbox import record_outcomes
+
+    inbox = Inbox(f"sqlite:///{tmp_path / 'inbox.db'}")
+    inbox.create_schema()
+    failure, started, success = (
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.SUCCESS,
+    )
+    families = {  # event: (first attempt's status and will_retry, its retry's status or None)
+        "evt_retried_ok": ((failure, "true"), success),
+        "evt_retrying": ((failure, "true"), started),
+        "evt_final": ((failure, "false"), None),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        for event_id, ((status, will_retry), retry) in families.items():
+            [stored] = inbox.store([incoming(event_id)])
+            first = f"run-{event_id}"
+            instance.add_run(dg.DagsterRun(job_name="stripe_webhook", run_id=first, status=status,
+                                           tags={"dagster/will_retry": will_retry}))  # fmt: skip
+            inbox.record_run(stored.id, first)
+            if retry is not None:
+                tags = {
+                    "dagster/root_run_id": first,
+                    "dagster/parent_run_id": first,
+                    "dagster/retry_number": "1",
+                }
+                instance.add_run(dg.DagsterRun(job_name="stripe_webhook", run_id=f"retry-{event_id}",
+                                               status=retry, tags=tags))  # fmt: skip
+        assert record_outcomes(instance, inbox) == 2
+    statuses = {event_id: row.status for event_id in families if (row := inbox.find("stripe", event_id))}
+    assert statuses == {"evt_retried_ok": "succeeded", "evt_retrying": "launched", "evt_final": "failed"}
+    inbox.dispose()

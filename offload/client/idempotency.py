@@ -102,8 +102,11 @@ class IdempotencyStore:
             if not sa.inspect(self.engine).has_table(keys_table.name):
                 raise
 
-    def claim(self, job: str, key: str, ttl: float, *, wait: float = 60.0) -> Claim:
-        """Insert our claim, or return the run the key already has. Waits while another caller launches."""
+    def claim(
+        self, job: str, key: str, ttl: float, *, wait: float = 60.0, stale_after: float = STALE_CLAIM_SECONDS
+    ) -> Claim:
+        """Insert our claim, or return the run the key already has. Waits while another caller launches;
+        takes over a claim not made or renewed (:meth:`renew`) for ``stale_after`` seconds."""
         deadline = time.monotonic() + wait
         delay = 0.02
         while True:
@@ -123,7 +126,7 @@ class IdempotencyStore:
                 row = conn.execute(sa.select(keys_table).where(row_filter)).first()
             if row is not None and row.run_id is not None:
                 return Claim(token=row.claim, run_id=row.run_id)
-            if row is not None and now - row.claimed_at > STALE_CLAIM_SECONDS:
+            if row is not None and now - row.claimed_at > stale_after:
                 with self.engine.begin() as tx:
                     taken = tx.execute(
                         sa.update(keys_table)
@@ -136,6 +139,20 @@ class IdempotencyStore:
                 raise TimeoutError(f"idempotency_key {key!r}: another caller is still launching its run")
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def renew(self, job: str, key: str, token: str) -> bool:
+        """Keep our claim fresh while the work it guards goes on; False if it is no longer ours."""
+        with self.engine.begin() as tx:
+            return (
+                tx.execute(
+                    sa.update(keys_table)
+                    .where(
+                        (keys_table.c.job == job) & (keys_table.c.key == key) & (keys_table.c.claim == token)
+                    )
+                    .values(claimed_at=time.time())
+                ).rowcount
+                == 1
+            )
 
     def record(self, job: str, key: str, token: str, run_id: str) -> None:
         """The run our claim launched; callers waiting on the key return it from now on."""
@@ -152,6 +169,15 @@ class IdempotencyStore:
             tx.execute(
                 sa.delete(keys_table).where(
                     (keys_table.c.job == job) & (keys_table.c.key == key) & (keys_table.c.claim == token)
+                )
+            )
+
+    def delete_expired(self, job: str) -> None:
+        """Remove ``job``'s rows whose TTL has passed (a claim only clears an expired row of its own key)."""
+        with self.engine.begin() as tx:
+            tx.execute(
+                sa.delete(keys_table).where(
+                    (keys_table.c.job == job) & (keys_table.c.expires_at <= time.time())
                 )
             )
 

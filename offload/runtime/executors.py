@@ -34,6 +34,11 @@ QUEUE_VAR = "OFFLOAD_CELERY_QUEUE"
 LOCAL_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "dagster"  # dagster-celery's own queue name
 QUEUE_RULE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+VISIBILITY_VAR = "OFFLOAD_CELERY_VISIBILITY_TIMEOUT"
+# Seconds a step taken from a Redis (or SQS) broker may stay unacknowledged before the broker hands it to
+# another worker: the dead worker's steps come back after this long, so it must exceed the longest step
+# (a step still running then is not run twice: offload/celery_worker.py waits for it). Celery's default.
+DEFAULT_VISIBILITY_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class CelerySettings:
     queue: str
     broker_var: str | None
     backend_var: str | None
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
 
     def executor_config(self) -> dict[str, Any]:
         """dagster-celery's executor config. URLs that came from a variable are given as ``{"env": name}``:
@@ -53,7 +59,24 @@ class CelerySettings:
         return {
             "broker": {"env": self.broker_var} if self.broker_var else self.broker,
             "backend": {"env": self.backend_var} if self.backend_var else self.backend,
-            "config_source": {"task_default_queue": self.queue},
+            "config_source": {
+                "task_default_queue": self.queue,
+                # A step is acknowledged when it has finished, not when a worker takes it: a worker that
+                # dies mid-step (its pool process killed, or the whole machine) leaves the step on the
+                # broker, which delivers it again (at once for a lost pool process, after the visibility
+                # timeout for a lost worker) instead of losing it.
+                "task_acks_late": True,
+                "task_reject_on_worker_lost": True,
+                "worker_prefetch_multiplier": 1,  # a worker holds no step it has not started
+                # dagster-celery's transport options, with the visibility timeout (replaced as a whole).
+                "broker_transport_options": {
+                    "max_retries": 3,
+                    "interval_start": 0,
+                    "interval_step": 0.2,
+                    "interval_max": 0.5,
+                    "visibility_timeout": self.visibility_timeout,
+                },
+            },
         }
 
 
@@ -75,7 +98,15 @@ def celery_settings() -> CelerySettings:
     queue = os.environ.get(QUEUE_VAR, "").strip() or DEFAULT_QUEUE
     if not QUEUE_RULE.match(queue):
         raise ConfigurationError(f"{QUEUE_VAR} = {queue!r}: must be 1-100 characters of A-Z, a-z, 0-9, _ . -")
-    return CelerySettings(broker, backend, queue, broker_var, backend_var)
+    raw = os.environ.get(VISIBILITY_VAR, "").strip()
+    visibility = DEFAULT_VISIBILITY_TIMEOUT
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigurationError(
+                f"{VISIBILITY_VAR} = {raw!r}: must be a whole number of seconds, at least 1"
+            )
+        visibility = int(raw)
+    return CelerySettings(broker, backend, queue, broker_var, backend_var, visibility)
 
 
 def executor_from_env() -> dg.ExecutorDefinition:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -96,20 +95,10 @@ class Gateway:
                 {name: provider.job_name for name, provider in PROVIDERS.items()},
                 claim_timeout=settings.claim_timeout,
             )
-            threading.Thread(target=self._recover, name="launch-recovery", daemon=True).start()
+            self.launcher.start_sweep()  # runs created but never submitted, by any gateway
         for name, provider in PROVIDERS.items():
             if name not in settings.secrets:
                 log.warning("%s is not set: every %s webhook is refused", provider.secret_variable, name)
-
-    def _recover(self) -> None:
-        """Once the workspace is up: queue runs a killed gateway created but never submitted."""
-        assert self.launcher is not None
-        try:
-            self.launcher.workspace.request_context(timeout=600)
-            for run_id in self.launcher.resubmit_orphans():
-                log.info("submitted run %s left unsubmitted by a previous gateway", run_id)
-        except Exception as error:
-            log.warning("launch recovery: %s", redact(str(error)))
 
     def close(self) -> None:
         self.writer.close()

@@ -55,6 +55,12 @@ from offload.webhooks.inbox import Inbox, InboxRow, now
 log = logging.getLogger("offload.webhooks")
 
 DEFAULT_CLAIM_TIMEOUT = 120.0  # seconds a claim holds before the sensor may take the row over
+# The sweep for runs a killed gateway created but never submitted: every SWEEP_SECONDS, runs still
+# NOT_STARTED ORPHAN_SECONDS after their creation (a live launcher submits within milliseconds of creating).
+# An orphan is thus submitted within ~15 s of its creation, or of a restarted gateway's workspace loading,
+# well inside Dagster's 180 s start timeout.
+SWEEP_SECONDS = 10.0
+ORPHAN_SECONDS = 5.0
 
 
 def existing_run(instance: dg.DagsterInstance, provider: str, event_id: str) -> str | None:
@@ -178,6 +184,11 @@ class GatewayLauncher:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="launch")
         self._pending = threading.BoundedSemaphore(max_pending)
         self._on_launched = on_launched
+        self._stop = threading.Event()
+
+    def start_sweep(self) -> None:
+        """Run :meth:`sweep` in a background thread until :meth:`close`."""
+        threading.Thread(target=self.sweep, args=(self._stop,), name="launch-sweep", daemon=True).start()
 
     def submit(self, row_id: int) -> bool:
         """Launch the row's run soon; False when too many launches are pending (the sensor will do it)."""
@@ -187,6 +198,7 @@ class GatewayLauncher:
         return True
 
     def close(self) -> None:
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.workspace.close()
 
@@ -196,9 +208,9 @@ class GatewayLauncher:
         if run is not None and run.status == dg.DagsterRunStatus.NOT_STARTED:
             self.instance.submit_run(run_id, self.workspace.request_context(timeout=self.claim_timeout / 2))
 
-    def resubmit_orphans(self, older_than: float = 10.0) -> list[str]:
-        """Submit webhook runs a previous gateway created but did not submit (killed between create and
-        submit); called once the workspace has loaded. Returns their ids."""
+    def resubmit_orphans(self, older_than: float = ORPHAN_SECONDS) -> list[str]:
+        """Submit webhook runs a gateway (this one, another, a previous one) created but did not submit
+        (killed between create and submit). Returns their ids."""
         records = self.instance.get_run_records(
             dg.RunsFilter(
                 statuses=[dg.DagsterRunStatus.NOT_STARTED],
@@ -209,6 +221,23 @@ class GatewayLauncher:
         for record in records:
             self._submit_if_not_started(record.dagster_run.run_id)
         return [record.dagster_run.run_id for record in records]
+
+    def sweep(self, stop: threading.Event, interval: float = SWEEP_SECONDS) -> None:
+        """Until ``stop``: once the workspace has loaded, and then every ``interval`` seconds, submit the
+        orphans (:meth:`resubmit_orphans`). Periodic, not only at start: a gateway restarted within seconds
+        of a kill finds the killed one's run too young to be an orphan yet."""
+        try:
+            self.workspace.request_context(timeout=600)
+        except Exception as error:
+            log.warning("launch recovery: %s", redact(str(error)))
+            return
+        while not stop.is_set():
+            try:
+                for run_id in self.resubmit_orphans():
+                    log.info("submitted run %s that its gateway created but did not submit", run_id)
+            except Exception as error:
+                log.warning("launch recovery: %s", redact(str(error)))
+            stop.wait(interval)
 
     def _launch_and_release(self, row_id: int) -> None:
         try:
