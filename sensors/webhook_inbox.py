@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from offload.runs import RETRY_DECISION_GRACE, WILL_RETRY_TAG
+from offload.client.runs import RETRY_DECISION_GRACE, WILL_RETRY_TAG
 from offload.webhooks.event import IGNORED, OUTCOME_TAG, event_key, run_tags
 from offload.webhooks.inbox import (
     CANCELED,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from offload.executors import executor_from_env
+from offload.runtime.executors import executor_from_env
 from resources.email import Email, OutboxEmail
 
 

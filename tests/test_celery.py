@@ -27,7 +27,7 @@ import redis
 
 from offload import paths
 from offload.errors import ConfigurationError
-from offload.executors import (
+from offload.runtime.executors import (
     BACKEND_VAR,
     BROKER_VAR,
     LOCAL_BROKER,
@@ -241,7 +241,7 @@ def test_a_second_delivery_waits_for_the_first_and_returns_its_result(tmp_path, 
     """Two deliveries of one task id (the broker gave the step again while its first delivery still ran):
     the second waits for the first, then returns the first's stored result without running the body; a
     third, after both, does the same."""
-    from offload import celery_worker
+    from offload.runtime import celery_worker
 
     monkeypatch.setenv("OFFLOAD_IDEMPOTENCY_DB", f"sqlite:///{tmp_path / 'leases.sqlite3'}")
     monkeypatch.setattr(celery_worker, "_store", None)

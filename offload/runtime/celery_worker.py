@@ -10,7 +10,8 @@ work files): on other machines, a shared filesystem. Each task reloads the job f
 and runs one step, writing its events straight into the instance's storage.
 
 A worker that dies mid-step does not lose the step: steps are acknowledged once finished (the settings in
-``offload.executors.CelerySettings.executor_config``), so the broker delivers the step again. A delivery can
+``offload.runtime.executors.CelerySettings.executor_config``), so the broker delivers the step again. A
+delivery can
 then meet an earlier one of the same task that is still running (a worker cut off from the broker for
 longer than the visibility timeout) or that finished without being acknowledged (the worker died after
 storing the result): :class:`StepTask` holds a lease on the task id while it runs, so the later delivery
@@ -33,8 +34,8 @@ from dagster_celery.make_app import make_app_with_task_routes
 from dagster_celery.tasks import create_task
 from kombu import Queue
 
-from offload.executors import celery_settings
-from offload.idempotency import IdempotencyStore
+from offload.client.idempotency import IdempotencyStore
+from offload.runtime.executors import celery_settings
 
 LEASE_JOB = "celery-step"  # the leases' rows in the idempotency table: job = this, key = the task id
 LEASE_RENEW_SECONDS = 2.0  # a running delivery renews its lease this often ...

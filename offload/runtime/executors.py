@@ -37,7 +37,8 @@ QUEUE_RULE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 VISIBILITY_VAR = "OFFLOAD_CELERY_VISIBILITY_TIMEOUT"
 # Seconds a step taken from a Redis (or SQS) broker may stay unacknowledged before the broker hands it to
 # another worker: the dead worker's steps come back after this long, so it must exceed the longest step
-# (a step still running then is not run twice: offload/celery_worker.py waits for it). Celery's default.
+# (a step still running then is not run twice: offload/runtime/celery_worker.py waits for it). Celery's
+# default.
 DEFAULT_VISIBILITY_TIMEOUT = 3600
 
 
