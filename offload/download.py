@@ -145,17 +145,23 @@ class Downloader(dg.ConfigurableResource):
         if not any(path.is_relative_to(Path(root).resolve()) for root in self.file_roots):
             raise FetchError(f"refused: {requested} is outside the allowed file roots")
         try:
-            # The resolved path has no symlinks; O_NOFOLLOW keeps a link swapped in since then from
-            # being followed (parent directories swapped in that instant are not covered).
-            source = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+            # A FIFO or a device would block open() (a FIFO until a writer comes: forever) or read();
+            # refused before opening. The resolved path has no symlinks; O_NOFOLLOW keeps a link swapped
+            # in since then from being followed, and O_NONBLOCK keeps a FIFO swapped in from blocking the
+            # open (fstat below refuses it). Parent directories swapped in that instant are not covered.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise FetchError(f"not a file: {requested}")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError as exc:
             raise FetchError(f"not found: {requested}") from exc
         except OSError as exc:
             raise FetchError(f"unreadable: {requested} ({exc.strerror})") from exc
-        with source:
+        with os.fdopen(fd, "rb") as source:
             info = os.fstat(source.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise FetchError(f"not a file: {requested}")
+            # Regular files never block; clear the flag so reads behave as usual.
+            os.set_blocking(fd, True)
             sink.start(info.st_size)
             while chunk := source.read(CHUNK_BYTES):
                 sink.write(chunk)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -279,6 +280,33 @@ def test_file_size_cap_applies(roots: dict[str, Path]) -> None:
     downloader = Downloader(file_roots=[str(roots["inside"])], max_bytes=1000)
     with pytest.raises(FetchError, match=r"^too large: more than 1000 bytes"):
         downloader.fetch((roots["inside"] / "sub" / "clip one.mp4").as_uri(), roots["dest"] / "x")
+    assert leftovers(roots["dest"]) == []
+
+
+def test_a_fifo_inside_a_root_is_refused_without_blocking(roots: dict[str, Path]) -> None:
+    """Opening a FIFO for reading waits for a writer: forever, unless the downloader refuses it first."""
+    fifo = roots["inside"] / "pipe.mp4"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | int] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(
+                Downloader(file_roots=[str(roots["inside"])]).fetch(fifo.as_uri(), roots["dest"] / "x")
+            )
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():  # blocked in open(): a writer releases it, then the test fails
+        with open(fifo, "wb"):
+            pass
+        worker.join(timeout=60)
+        pytest.fail("fetching a FIFO blocked until a writer opened it")
+    assert len(outcome) == 1 and isinstance(outcome[0], FetchError), outcome
+    assert str(outcome[0]) == f"not a file: {fifo}"
     assert leftovers(roots["dest"]) == []
 
 
