@@ -277,7 +277,7 @@ def test_reexecution_after_a_failed_image_does_not_pay_for_the_text_again(
         ]
         assert [event.step_key for event in failures] == ["hero_image"]
         description = failures[0].step_failure_data.user_failure_data.description
-        assert description == f"hero_image: image: HTTP 400 from {fake.origin}: Your prompt was rejected."
+        assert description == f"hero_image: image: HTTP 400 from {fake.origin} (BadRequestError)"
         assert fake.count(CHAT) == 3
 
         second = dg.execute_job(
