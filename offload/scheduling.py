@@ -124,9 +124,8 @@ def check_not_future(value: str, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     if parsed > now + MAX_FUTURE_SKEW:
         minutes = int(MAX_FUTURE_SKEW.total_seconds() // 60)
-        raise ValueError(
-            f"must not be in the future (more than {minutes} minutes after now, {now.isoformat(timespec='seconds')})"
-        )
+        clock = now.isoformat(timespec="seconds")
+        raise ValueError(f"must not be in the future (more than {minutes} minutes after now, {clock})")
     return value
 
 
