@@ -270,7 +270,7 @@ def test_scheduled_payload_refuses_a_time_in_the_future():
     and files would all look old enough to remove."""
     now = dt.datetime.now(dt.UTC)
     later = (now + dt.timedelta(days=365)).isoformat()
-    with pytest.raises(ValueError, match=r"(?s)^1 validation error.*\ntimestamp\n.*must not be in the future"):
+    with pytest.raises(ValueError, match=r"(?s)\ntimestamp\n.*must not be in the future"):
         ScheduledPayload(timestamp=later)
     with pytest.raises(ValueError, match=r"(?s)\nlast_timestamp\n.*must not be in the future"):
         ScheduledPayload(timestamp=now.isoformat(), last_timestamp=later)
