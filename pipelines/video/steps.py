@@ -80,7 +80,9 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
 
     with log.timed("downloaded", {"video_id": config.video_id}) as fields:
         try:
-            size = downloader.fetch(config.video_url, target, on_progress=on_bytes, log=log)
+            size = downloader.fetch(
+                config.video_url, target, on_progress=on_bytes, log=log, user_id=config.user_id
+            )
         except FetchError as error:
             if not error.retryable:
                 raise AbortTaskRunError(f"video_url: {error}") from None
