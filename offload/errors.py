@@ -11,8 +11,8 @@ one line naming the variable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -91,6 +91,17 @@ class FetchError(RuntimeError):
         self.status = status
         self.retry_after = retry_after
         super().__init__(message)
+
+
+_ERROR_KIND = re.compile(r"[A-Za-z][\w.-]{0,63}")
+
+
+def upstream_error_kind(kind: object, fallback: str) -> str:
+    """The error type an upstream API named (``invalid_request_error``, ``validation_error``), if it is a
+    short identifier, else ``fallback``. Only this and the HTTP status of an upstream failure are logged:
+    the server's own text is not ours to vouch for (a hostile endpoint echoed the API key in it, encoded)."""
+    text = str(kind) if kind is not None else ""
+    return text if _ERROR_KIND.fullmatch(text) else fallback
 
 
 def retryable_status(status: int) -> bool:

@@ -32,8 +32,9 @@ DEFAULT_TIMEZONE = "UTC"
 TIMESTAMP_TAG = "offload/timestamp"
 LAST_TIMESTAMP_TAG = "offload/last_timestamp"
 TIMEZONE_TAG = "offload/timezone"
-SCHEDULE_NAME_TAG = "dagster/schedule_name"  # Dagster's daemon tags every run a schedule launches with it
-_HISTORY = 100  # newest runs of a schedule searched for its last tick (catch-up runs share their tick)
+# How far past the clock a payload's time may lie: hosts' clocks differ by seconds, a schedule's tick is
+# never ahead of the daemon's clock. A run "as of" a later time would let ``cleanup`` expire today's files.
+MAX_FUTURE_SKEW = dt.timedelta(minutes=5)
 
 
 @functools.cache
@@ -146,6 +147,18 @@ def parse_timestamp(value: str) -> dt.datetime:
     return parsed
 
 
+def check_not_future(value: str, now: dt.datetime | None = None) -> str:
+    """``value`` (an ISO 8601 instant) if it is not later than ``now`` plus ``MAX_FUTURE_SKEW``, else
+    ``ValueError``: scheduled jobs work "as of" their time, and the future has nothing to work on yet."""
+    parsed = parse_timestamp(value)
+    now = now or dt.datetime.now(dt.UTC)
+    if parsed > now + MAX_FUTURE_SKEW:
+        minutes = int(MAX_FUTURE_SKEW.total_seconds() // 60)
+        clock = now.isoformat(timespec="seconds")
+        raise ValueError(f"must not be in the future (more than {minutes} minutes after now, {clock})")
+    return value
+
+
 class ScheduledPayload(dg.Config):
     """The payload every scheduled job starts from (Trigger.dev's ``payload.timestamp`` and
     ``payload.lastTimestamp``). Run by hand, ``timestamp`` is the instant to run as of."""
@@ -159,14 +172,13 @@ class ScheduledPayload(dg.Config):
     @field_validator("timestamp")
     @classmethod
     def _timestamp(cls, value: str) -> str:
-        parse_timestamp(value)
-        return value
+        return check_not_future(value)
 
     @field_validator("last_timestamp")
     @classmethod
     def _last_timestamp(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_timestamp(value)
+            check_not_future(value)
         return value
 
     @field_validator("timezone")

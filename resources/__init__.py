@@ -46,6 +46,8 @@ def _downloader(file_roots: list[str]) -> Downloader:
     return Downloader(
         allow_hosts=_list("OFFLOAD_FETCH_ALLOW_HOSTS"),
         file_roots=file_roots,
+        # s3:// sources: none unless configured, e.g. "uploads-bucket/uploads/{user_id}/" (comma-separated).
+        s3_sources=_list("OFFLOAD_S3_SOURCES"),
         max_bytes=int(os.environ.get("OFFLOAD_MAX_DOWNLOAD_BYTES", 2 * 1024**3)),
     )
 

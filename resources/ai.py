@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
-from offload.errors import ConfigurationError, configuration_checked
+from offload.errors import ConfigurationError, upstream_error_kind
 from offload.log import StepLog, redact
 
 if TYPE_CHECKING:  # imported when the first client is made: the SDK takes seconds to import
@@ -270,7 +270,7 @@ class OpenAIResource(dg.ConfigurableResource):
         except openai.APIStatusError as error:
             status = error.status_code
             retryable = status in (408, 409, 429) or status >= 500
-            failure = self._error(f"{call}: HTTP {status} from {where}: {_error_message(error)}", retryable)
+            failure = self._error(f"{call}: HTTP {status} from {where} ({_error_kind(error)})", retryable)
         except openai.APITimeoutError:
             failure = self._error(f"{call}: timed out waiting for {where}", True)
         except openai.APIConnectionError:
@@ -288,13 +288,13 @@ class OpenAIResource(dg.ConfigurableResource):
         return AIError(text, retryable=retryable)
 
 
-def _error_message(error: openai.APIStatusError) -> str:
+def _error_kind(error: openai.APIStatusError) -> str:
+    """The error's type as the API names it (``invalid_request_error``), else the SDK's class name. Never
+    the server's message: that text is not ours to vouch for."""
     body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(error.message)[:300]
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    kind = (inner.get("type") or inner.get("code")) if isinstance(inner, dict) else None
+    return upstream_error_kind(kind, type(error).__name__)
 
 
 def _first_problem(error: ValidationError) -> str:

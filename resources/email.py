@@ -18,6 +18,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from offload.errors import upstream_error_kind
+
 DEFAULT_FROM = "offload <noreply@offload.local>"
 RESEND_DEFAULT_API_URL = "https://api.resend.com"
 
@@ -133,8 +135,9 @@ class ResendEmail(EmailSender):
         (or a proxy in between) echoes it back."""
         code = str(getattr(error, "code", ""))
         status = int(code) if code.isdigit() else 500
-        kind = getattr(error, "error_type", type(error).__name__)
-        text = f"resend: send failed with HTTP {status} ({kind}): {error}"
+        # The status and the error's type only: the server's message is not ours to vouch for.
+        kind = upstream_error_kind(getattr(error, "error_type", None), type(error).__name__)
+        text = f"resend: send failed with HTTP {status} ({kind})"
         if self.api_key:
             text = text.replace(self.api_key, "***")
         return EmailSendError(text, status=status, retryable=status in (408, 409, 429) or status >= 500)

@@ -4,6 +4,7 @@ retries (429 with Retry-After waited for, 500 then success), invalid JSON asked 
 failure, provider errors as one line without the key, and the missing-configuration failure that stops a
 run before its first step."""
 
+import base64
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -190,7 +191,7 @@ def test_server_errors_past_max_retries_fail_as_retryable(fake):
     result = run_op(resource(fake, max_retries=1), call)
 
     assert fake.count(CHAT) == 2  # the first attempt and one retry
-    assert result.output_for_node("call") == (f"chat: HTTP 500 from {fake.origin}: fake error 500", True)
+    assert result.output_for_node("call") == (f"chat: HTTP 500 from {fake.origin} (server_error)", True)
 
 
 def test_provider_error_is_one_line_without_the_api_key(fake):
@@ -206,8 +207,30 @@ def test_provider_error_is_one_line_without_the_api_key(fake):
     result = run_op(resource(fake), call)
 
     text, retryable = result.output_for_node("call")
-    assert text == f"chat: HTTP 401 from {fake.origin}: Incorrect API key provided: ***"
+    assert text == f"chat: HTTP 401 from {fake.origin} (AuthenticationError)"
     assert retryable is False and fake.count(CHAT) == 1  # a 401 is not retried
+
+
+def test_provider_error_text_is_never_repeated_only_its_status_and_type(fake):
+    """A hostile endpoint echoed the API key in base64 inside its error message: the message is dropped,
+    the status and the error type the API names are kept."""
+    echoed = base64.b64encode(f"your key was {API_KEY}".encode()).decode()
+    fake.fail_next[CHAT] = [
+        Failure(400, body={"error": {"message": f"bad request {echoed}", "type": "invalid_request_error"}})
+    ]
+    fake.fail_next[IMAGES] = [Failure(400, body={"error": {"message": echoed, "type": f"x {echoed}"}})]
+
+    def call(ctx, ai):
+        texts = []
+        for attempt in (lambda: ai.chat(ctx, [{"role": "user", "content": "x"}]), lambda: ai.image(ctx, "x")):
+            with pytest.raises(AIError) as caught:
+                attempt()
+            texts.append(str(caught.value))
+        return texts
+
+    chat, image = run_op(resource(fake), call).output_for_node("call")
+    assert chat == f"chat: HTTP 400 from {fake.origin} (invalid_request_error)"
+    assert image == f"image: HTTP 400 from {fake.origin} (BadRequestError)"  # a type that is not a name
 
 
 # --- images -----------------------------------------------------------------------------------------------

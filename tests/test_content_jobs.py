@@ -28,7 +28,15 @@ from resources import resources_for
 from resources.ai import OpenAIResource
 from resources.database import AppDatabase
 from resources.storage import LocalStorage
-from tests.support.openai_server import CHAT, IMAGES, Failure, FakeOpenAI, first_user_message, openai_server
+from tests.support.openai_server import (
+    CHAT,
+    IMAGES,
+    Failure,
+    FakeOpenAI,
+    first_user_message,
+    openai_server,
+    png,
+)
 from tests.support.runs import failure_text, output_metadata, started_steps
 
 API_KEY = "sk-test-content-5f3a9c1d7e"
@@ -247,6 +255,27 @@ def test_image_links_to_private_addresses_are_refused(fake, data_dir):
     assert fake.count("/files/hero.png") == 0
 
 
+def test_image_links_to_local_files_or_buckets_are_refused(fake, data_dir, tmp_path):
+    """The provider's link is fetched under the outbound HTTP policy only: a hostile AI server naming a
+    file the downloader may read (or a bucket) must not get it stored and published."""
+    secret = tmp_path / "readable" / "private.png"
+    secret.parent.mkdir()
+    secret.write_bytes(png())
+    downloader = Downloader(
+        allow_hosts=[fake.origin], file_roots=[str(secret.parent)], s3_sources=["uploads-bucket/"]
+    )
+    fake.image_mode = "url"
+    for link, rule in ((secret.as_uri(), "scheme 'file'"), ("s3://uploads-bucket/u1/x.png", "scheme 's3'")):
+        fake.image_link = link
+        resources = content_resources(fake.url, fake.origin, data_dir) | {"downloader": downloader}
+        result = content_workflow.execute_in_process(
+            run_config=PAYLOAD, resources=resources, raise_on_error=False
+        )
+
+        assert f"hero_image: download: {rule} is not allowed; use https or http" in failure_text(result)
+        assert not (data_dir / "storage" / "images").exists()
+
+
 # Re-execution from failure needs a job Dagster can rebuild by import, so it is defined at module level.
 def content_job_for_reexecution() -> dg.JobDefinition:
     return content_workflow_graph.to_job(
@@ -277,7 +306,7 @@ def test_reexecution_after_a_failed_image_does_not_pay_for_the_text_again(
         ]
         assert [event.step_key for event in failures] == ["hero_image"]
         description = failures[0].step_failure_data.user_failure_data.description
-        assert description == f"hero_image: image: HTTP 400 from {fake.origin}: Your prompt was rejected."
+        assert description == f"hero_image: image: HTTP 400 from {fake.origin} (BadRequestError)"
         assert fake.count(CHAT) == 3
 
         second = dg.execute_job(
@@ -379,5 +408,5 @@ def test_the_api_key_never_reaches_the_event_log(fake, data_dir, monkeypatch):
     everything = "\n".join(
         dg.serialize_value(entry) for run in (failed, passed) for entry in instance.all_logs(run.run_id)
     ) + "".join(dg.serialize_value(instance.get_run_by_id(run.run_id)) for run in (failed, passed))
-    assert "Incorrect API key provided: ***" in everything  # the error is there, the key is not
+    assert "HTTP 401 from" in everything and "Incorrect API key" not in everything  # status, not the text
     assert API_KEY not in everything

@@ -7,6 +7,7 @@ A real SQLite instance with offload's coordinator; the run launcher records what
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Self
@@ -19,9 +20,10 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 from dagster._core.run_coordinator import SubmitRunContext
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from offload.runtime import concurrency
-from offload.runtime.concurrency import Queue
-from offload.runtime.coordinator import OffloadRunCoordinator
+from offload import concurrency
+from offload.concurrency import Queue
+from offload.coordinator import OffloadRunCoordinator
+from offload.errors import PayloadError
 
 STARTED = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 
@@ -194,3 +196,62 @@ def test_runs_submitted_at_the_same_moment_never_exceed_the_limit(instance, job,
     assert len(set(RecordingLauncher.launched)) == len(RecordingLauncher.launched)
     assert sum(status in STARTED for status in statuses) == len(RecordingLauncher.launched)
     assert statuses.count(dg.DagsterRunStatus.QUEUED) == 12 - len(RecordingLauncher.launched)
+
+
+# --- secrets: refused where runs are created, whoever creates them ------------------------------------------
+
+LEAKED = "sk-coordinator-test-5e2b7d1a"
+
+
+@dg.job(config=dg.ConfigMapping(config_fn=lambda payload: {}, config_schema=dg.Permissive()))
+def permissive() -> None:
+    noop()
+
+
+def submit_through_dagster(instance: dg.DagsterInstance, run_config: dict, tags: dict) -> dg.DagsterRun:
+    """As the webserver's launchRun and the daemon's sensors do: create the run, then instance.submit_run
+    (which reports a failure of the coordinator on the run before re-raising)."""
+    run = instance.create_run_for_job(
+        job_def=permissive,
+        run_config=run_config,
+        tags=tags,
+        remote_job_origin=origin(permissive),
+        job_code_origin=dg.reconstructable(permissive).get_python_origin(),
+    )
+    return instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("run_config", "tags", "line"),
+    [
+        ({"api_key": "abc"}, {}, "api_key: looks like a secret"),
+        ({"note": f"key {LEAKED}"}, {}, "note: holds a secret of this app's environment"),
+        ({"note": base64.b64encode(LEAKED.encode()).decode()}, {}, "note: holds a secret"),
+        ({"db": "postgresql://app:hunter22@db/app"}, {}, "db: holds a secret"),
+        ({"home": {"env": "HOME"}}, {}, "home: {env: ...} is not allowed"),
+        ({}, {"team": LEAKED.upper()}, "tags: 'team' holds a secret"),
+    ],
+)
+def test_a_run_carrying_a_secret_is_refused_and_leaves_no_run(instance, monkeypatch, run_config, tags, line):
+    """The client's secret check also holds for a run created any other way (GraphQL, the Launchpad)."""
+    monkeypatch.setenv("OPENAI_API_KEY", LEAKED)
+    with pytest.raises(PayloadError) as caught:
+        submit_through_dagster(instance, run_config, tags)
+
+    assert str(caught.value).startswith(line) and "\n" not in str(caught.value)
+    assert LEAKED not in str(caught.value)
+    assert instance.get_runs() == []  # no failed run showing the config either
+    assert RecordingLauncher.launched == []
+
+
+def test_a_run_without_secrets_is_submitted(instance, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", LEAKED)
+    run = submit_through_dagster(
+        instance,
+        {
+            "video_url": "https://cdn.test/v.mp4?X-Amz-Signature=abc",
+            "resources": {"ai": {"key": {"env": "X"}}},
+        },
+        {"team": "video"},
+    )
+    assert RecordingLauncher.launched == [run.run_id]

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -282,6 +283,33 @@ def test_file_size_cap_applies(roots: dict[str, Path]) -> None:
     assert leftovers(roots["dest"]) == []
 
 
+def test_a_fifo_inside_a_root_is_refused_without_blocking(roots: dict[str, Path]) -> None:
+    """Opening a FIFO for reading waits for a writer: forever, unless the downloader refuses it first."""
+    fifo = roots["inside"] / "pipe.mp4"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | int] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(
+                Downloader(file_roots=[str(roots["inside"])]).fetch(fifo.as_uri(), roots["dest"] / "x")
+            )
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():  # blocked in open(): a writer releases it, then the test fails
+        with open(fifo, "wb"):
+            pass
+        worker.join(timeout=60)
+        pytest.fail("fetching a FIFO blocked until a writer opened it")
+    assert len(outcome) == 1 and isinstance(outcome[0], FetchError), outcome
+    assert str(outcome[0]) == f"not a file: {fifo}"
+    assert leftovers(roots["dest"]) == []
+
+
 # --- other schemes ------------------------------------------------------------------------------------------
 
 
@@ -320,15 +348,20 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(signature_version="s3v4"))
         name = f"offload-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=name)
-        s3.put_object(Bucket=name, Key="uploads/clip one.mp4", Body=PAYLOAD)
+        s3.put_object(Bucket=name, Key="uploads/ada/clip one.mp4", Body=PAYLOAD)
         yield name
+
+
+def s3_downloader(bucket: str, **settings: Any) -> Downloader:
+    """The downloader as a deployment sets it up: each user reads their own upload folder of ``bucket``."""
+    return Downloader(s3_sources=[f"{bucket}/uploads/{{user_id}}/"], **settings)
 
 
 def test_s3_object_is_streamed(s3_bucket: str, tmp_path: Path) -> None:
     progress: list[tuple[int, int | None]] = []
     dest = tmp_path / "clip.mp4"
-    written = Downloader().fetch(
-        f"s3://{s3_bucket}/uploads/clip one.mp4", dest, lambda *p: progress.append(p)
+    written = s3_downloader(s3_bucket).fetch(
+        f"s3://{s3_bucket}/uploads/ada/clip one.mp4", dest, lambda *p: progress.append(p), user_id="ada"
     )
     assert written == len(PAYLOAD)
     assert dest.read_bytes() == PAYLOAD
@@ -336,12 +369,50 @@ def test_s3_object_is_streamed(s3_bucket: str, tmp_path: Path) -> None:
 
 
 def test_s3_missing_key_and_size_cap(s3_bucket: str, tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match=f"^not found: s3://{s3_bucket}/nope.mp4") as caught:
-        Downloader().fetch(f"s3://{s3_bucket}/nope.mp4", tmp_path / "x")
+    with pytest.raises(
+        FetchError, match=f"^not found or not allowed: s3://{s3_bucket}/uploads/ada/nope.mp4$"
+    ) as caught:
+        s3_downloader(s3_bucket).fetch(
+            f"s3://{s3_bucket}/uploads/ada/nope.mp4", tmp_path / "x", user_id="ada"
+        )
     assert not caught.value.retryable
     with pytest.raises(FetchError, match=r"^too large: more than 1000 bytes"):
-        Downloader(max_bytes=1000).fetch(f"s3://{s3_bucket}/uploads/clip one.mp4", tmp_path / "x")
+        s3_downloader(s3_bucket, max_bytes=1000).fetch(
+            f"s3://{s3_bucket}/uploads/ada/clip one.mp4", tmp_path / "x", user_id="ada"
+        )
     assert leftovers(tmp_path) == []
+
+
+def test_s3_reads_only_the_configured_sources_of_the_payloads_own_user(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """The worker's credentials read every object; a payload may name only its own user's uploads. A
+    refusal reads exactly like a missing object, so the error tells nothing about what exists."""
+    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+    other = f"offload-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=other)
+    s3.put_object(Bucket=other, Key="uploads/ada/clip one.mp4", Body=PAYLOAD)
+    s3.put_object(Bucket=s3_bucket, Key="videos/ada/private.mp4", Body=PAYLOAD)
+    downloader = s3_downloader(s3_bucket)
+    refused = [
+        (f"s3://{s3_bucket}/uploads/ada/clip one.mp4", "mallory"),  # another user's upload
+        (f"s3://{s3_bucket}/uploads/ada/clip one.mp4", None),  # no user named
+        (f"s3://{s3_bucket}/videos/ada/private.mp4", "ada"),  # outside the upload folder
+        (f"s3://{s3_bucket}/uploads/mallory/../ada/clip one.mp4", "mallory"),  # dot segments
+        (f"s3://{s3_bucket}/uploads/mallory//clip one.mp4", "mallory"),  # empty segment
+        (f"s3://{other}/uploads/ada/clip one.mp4", "ada"),  # an unrelated bucket
+        (f"s3://{s3_bucket}/uploads/ada/missing.mp4", "ada"),  # allowed but missing: the same answer
+    ]
+    for url, user in refused:
+        with pytest.raises(FetchError) as caught:
+            downloader.fetch(url, tmp_path / "x", user_id=user)
+        assert str(caught.value) == f"not found or not allowed: {url}", user
+        assert not caught.value.retryable
+    # No sources configured (the default, and production's unless OFFLOAD_S3_SOURCES is set): none at all.
+    with pytest.raises(FetchError, match=r"^not found or not allowed: "):
+        Downloader().fetch(f"s3://{s3_bucket}/uploads/ada/clip one.mp4", tmp_path / "x", user_id="ada")
+    assert leftovers(tmp_path) == []
+    assert downloader.fetch(f"s3://{s3_bucket}/uploads/ada/clip one.mp4", tmp_path / "ok", user_id="ada") > 0
 
 
 def test_s3_url_without_key_is_invalid(tmp_path: Path) -> None:

@@ -180,7 +180,8 @@ def test_resend_error_surfaces_without_the_api_key(
     error = raised.value
     assert error.status == status
     assert error.retryable is retryable
-    assert f"HTTP {status}" in str(error) and name in str(error) and "Refused for" in str(error)
+    # Status and error type only: the server's message (here echoing the key) is never repeated.
+    assert str(error) == f"resend: send failed with HTTP {status} ({name})"
     shown = "".join(traceback.format_exception(error)) + repr(error) + repr(error.args)
     assert API_KEY not in shown
     assert error.__cause__ is None and error.__context__ is None  # no chained SDK error carrying the text

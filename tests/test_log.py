@@ -4,16 +4,18 @@ event log, ``StepLog``'s ``message {json fields}`` lines and their redaction, ``
 once per 10% boundary and always at 100%, and ``StepLog.timed`` adding ``duration_s``.
 """
 
+import base64
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import dagster as dg
 import pytest
 
-from offload.log import MASK, Progress, StepLog, redact
+from offload.log import MASK, Progress, StepLog, holds_secret, redact
 
 # --- redact ----------------------------------------------------------------------------------------------
 
@@ -250,3 +252,57 @@ def test_timed_with_the_real_clock_logs_a_small_duration() -> None:
     [message] = messages(logged_by(body))
     duration = fields_of(message, "noop")["duration_s"]
     assert isinstance(duration, float) and 0 <= duration < 5
+
+
+# --- encoded secrets and credential-named query values ------------------------------------------------
+
+
+ENCODED_KEY = "sk-test-Encoded-7f3a9c2d"
+
+
+def _encodings(secret: str) -> dict[str, str]:
+    raw = secret.encode()
+    return {
+        "base64": base64.b64encode(raw).decode(),
+        "base64 inside a longer string": base64.b64encode(b"Bearer " + raw + b" rejected").decode(),
+        "base64 at offset 2": base64.b64encode(b"ab" + raw).decode(),
+        "url-safe base64": base64.urlsafe_b64encode(b"k=" + raw).decode(),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
+        "upper case": secret.upper(),
+        "lower case": secret.lower(),
+        "url-encoded": quote("key=" + secret + "/!", safe=""),
+    }
+
+
+@pytest.mark.parametrize("form", list(_encodings(ENCODED_KEY)))
+def test_redact_masks_encoded_forms_of_a_known_secret(form: str) -> None:
+    """A hostile endpoint echoed the API key back in base64; any of these forms must be masked."""
+    encoded = _encodings(ENCODED_KEY)[form]
+    text = f"upstream said: {encoded}."
+    masked = redact(text, {"OPENAI_API_KEY": ENCODED_KEY})
+    assert MASK in masked
+    assert encoded not in masked
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /cb?user=ann&password=hunter2&x=1", f"GET /cb?user=ann&password={MASK}&x=1"),
+        ("https://api.test/v1?token=abc.def-1", f"https://api.test/v1?token={MASK}"),
+        (
+            "redirect to /login?access_token=eyJhbGci&state=9",
+            f"redirect to /login?access_token={MASK}&state=9",
+        ),
+        ("form body: api_key=K123&name=x", f"form body: api_key={MASK}&name=x"),
+    ],
+)
+def test_redact_masks_credential_named_query_values(text: str, expected: str) -> None:
+    assert redact(text, {}) == expected
+
+
+def test_holds_secret_sees_encoded_secrets_but_not_presigned_urls() -> None:
+    environ = {"OPENAI_API_KEY": ENCODED_KEY}
+    assert holds_secret(base64.b64encode(ENCODED_KEY.encode()).decode(), environ)
+    assert holds_secret("https://u:pw123@db.test/x", environ)
+    assert not holds_secret("https://b.s3.test/k.mp4?X-Amz-Signature=abc&X-Amz-Security-Token=def", environ)

@@ -79,6 +79,7 @@ def production(
     env = {
         "OFFLOAD_ENV": "production",
         "OFFLOAD_S3_BUCKET": bucket,
+        "OFFLOAD_S3_SOURCES": f"{bucket}/uploads/{{user_id}}/",  # each user reads their own uploads only
         "AWS_ENDPOINT_URL_S3": s3_endpoint,  # outputs and s3:// sources: boto3's own configuration
         "AWS_ACCESS_KEY_ID": "fake-access-key-id",
         "AWS_SECRET_ACCESS_KEY": "fake-secret-access-key",
@@ -129,18 +130,18 @@ def payload(video_url: str, **extra: Any) -> dict[str, Any]:
 def test_video_pipeline_end_to_end_on_s3_and_resend(
     production: Production, clips: dict[str, Path], tmp_path: Path
 ) -> None:
-    production.s3.upload_file(str(clips["plain"]), production.bucket, "uploads/source.mp4")
+    production.s3.upload_file(str(clips["plain"]), production.bucket, "uploads/u1/source.mp4")
     instance = dg.DagsterInstance.ephemeral()
 
     result = video_pipeline.execute_in_process(
-        run_config=payload(f"s3://{production.bucket}/uploads/source.mp4"),
+        run_config=payload(f"s3://{production.bucket}/uploads/u1/source.mp4"),
         resources=resources_for(paths.environment()),
         instance=instance,
     )
 
     assert result.success
     expected = {"mp4": "videos/u1/v1.mp4", "webm": "videos/u1/v1.webm", "thumbnail": "thumbnails/u1/v1.jpg"}
-    assert production.keys() == {"uploads/source.mp4", *expected.values()}
+    assert production.keys() == {"uploads/u1/source.mp4", *expected.values()}
 
     # The outputs in the bucket are real videos and a JPEG.
     downloaded = {}
@@ -220,6 +221,36 @@ def test_file_source_is_refused_in_production(
     assert production.resend.requests == []
 
 
+def test_s3_source_of_another_user_or_bucket_is_refused_in_production(
+    production: Production, clips: dict[str, Path]
+) -> None:
+    """``user_id: mallory`` naming the victim's video stored it under mallory's prefix and emailed her the
+    link; now the source must lie in mallory's own upload folder, and the refusal reads as "not found"."""
+    production.s3.upload_file(str(clips["plain"]), production.bucket, "uploads/u1/source.mp4")
+    production.s3.upload_file(str(clips["plain"]), production.bucket, "videos/u1/private.mp4")
+    other = f"offload-{uuid.uuid4().hex[:12]}"
+    production.s3.create_bucket(Bucket=other)
+    production.s3.upload_file(str(clips["plain"]), other, "uploads/mallory/source.mp4")
+    before = production.keys()
+
+    for url in (
+        f"s3://{production.bucket}/videos/u1/private.mp4",
+        f"s3://{production.bucket}/uploads/u1/source.mp4",
+        f"s3://{other}/uploads/mallory/source.mp4",
+        f"s3://{production.bucket}/uploads/mallory/missing.mp4",
+    ):
+        result = video_pipeline.execute_in_process(
+            run_config=payload(url, user_id="mallory", user_email="mallory@example.com"),
+            resources=resources_for(paths.environment()),
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert [event.step_key for event in result.get_step_failure_events()] == ["download"]
+        assert f"video_url: not found or not allowed: {url}" in failure_text(result)
+    assert production.keys() == before  # nothing stored under anyone's prefix
+    assert production.resend.requests == []  # nobody emailed
+
+
 # --- the switch ------------------------------------------------------------------------------------------
 
 
@@ -250,12 +281,14 @@ def test_production_environment_gives_s3_resend_and_no_file_roots(
 ) -> None:
     monkeypatch.setenv("OFFLOAD_ENV", name)
     monkeypatch.setenv("OFFLOAD_FILE_ROOTS", "/tmp")  # a local setting that must not leak into production
+    monkeypatch.delenv("OFFLOAD_S3_SOURCES", raising=False)
 
     resources = resources_for(paths.environment())
 
     assert isinstance(resources["storage"], S3Storage)
     assert isinstance(resources["email"], ResendEmail)
     assert isinstance(resources["downloader"], Downloader) and resources["downloader"].file_roots == []
+    assert resources["downloader"].s3_sources == []  # s3:// only from sources OFFLOAD_S3_SOURCES names
     assert isinstance(resources["database"], AppDatabase)
 
 

@@ -19,6 +19,7 @@ from offload.errors import ConfigurationError
 from offload.paths import PROJECT_ROOT as ROOT
 from offload.scheduling import ScheduledPayload, previous_tick, schedule_timezone
 from pipelines.cleanup import cleanup
+from pipelines.cleanup.payload import CleanupPayload
 from pipelines.invoicing import invoicing
 from pipelines.invoicing.payload import InvoicingPayload
 from pipelines.reports import build_daily_report
@@ -313,6 +314,22 @@ def test_previous_tick_is_strictly_before():
 def test_scheduled_payload_rules(fields, message):
     with pytest.raises(ValueError, match=message):
         ScheduledPayload(**fields)
+
+
+def test_scheduled_payload_refuses_a_time_in_the_future():
+    """A hand-launched ``cleanup`` "as of" next year would count every retention from then: today's runs
+    and files would all look old enough to remove."""
+    now = dt.datetime.now(dt.UTC)
+    later = (now + dt.timedelta(days=365)).isoformat()
+    with pytest.raises(ValueError, match=r"(?s)\ntimestamp\n.*must not be in the future"):
+        ScheduledPayload(timestamp=later)
+    with pytest.raises(ValueError, match=r"(?s)\nlast_timestamp\n.*must not be in the future"):
+        ScheduledPayload(timestamp=now.isoformat(), last_timestamp=later)
+    with pytest.raises(ValueError, match="must not be in the future"):
+        CleanupPayload(timestamp=later)
+    # Within the allowed clock skew, and any past time, are fine.
+    ScheduledPayload(timestamp=(now + dt.timedelta(minutes=1)).isoformat())
+    ScheduledPayload(timestamp="2001-01-01T00:00:00Z")
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,6 @@ kept in a small table (offload/client/idempotency.py).
 from __future__ import annotations
 
 import builtins
-import json
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -33,8 +31,18 @@ from typing import Any
 
 import httpx
 
-from offload.client import idempotency
-from offload.client.runs import (
+from offload import concurrency, idempotency
+from offload.errors import (
+    ClientError,
+    GraphQLError,
+    InvalidPayloadError,
+    RunNotFoundError,
+    RunTimeoutError,
+    UnknownJobError,
+)
+from offload.graphql import GraphQL
+from offload.payload import config_error_line, payload_problems, tag_problem
+from offload.runs import (
     DAGSTER_STATUSES,
     MAX_RETRIES_TAG,
     BatchResult,
@@ -69,16 +77,10 @@ REPLAY_TAG = "offload/replay_of"
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 ROOT_RUN_TAG = "dagster/root_run_id"
 RESERVED_TAG_PREFIXES = ("dagster/", ".dagster/", "offload/")
-MAX_PAYLOAD_BYTES = 3 * 1024 * 1024  # Trigger.dev's limit; the run config lives in the run storage and the UI
 MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
 BATCH_CHUNK = 50  # runs per launchMultipleRuns request: keeps each request well under the timeout
 JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
 STARTING_GRACE = 30.0  # seconds cancel waits for a STARTING run (worker being started) to be cancelable
-# Payload field names that say "secret". Narrower than offload.log's names for environment variables:
-# payloads legitimately carry storage keys and idempotency keys.
-SECRET_FIELD = re.compile(
-    r"(secret|token|password|passwd|api[_-]?key|private[_-]?key|access[_-]?key|credentials?)$", re.I
-)
 
 RUN_FIELDS = """
 fragment OffloadRun on Run {
@@ -196,44 +198,6 @@ class _Job:
             "repositoryName": self.repository,
             "jobName": self.name,
         }
-
-
-def payload_problems(payload: Any) -> list[str]:
-    """What the client refuses to send as run config, one line each (empty: fine to send)."""
-    if not isinstance(payload, Mapping):
-        return ["payload: must be a JSON object (field names to values)"]
-    try:
-        size = len(json.dumps(payload).encode())
-    except (TypeError, ValueError) as error:
-        return [f"payload: must be JSON-serializable ({error})"]
-    if size > MAX_PAYLOAD_BYTES:
-        return [f"payload: {size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit; put large inputs in "
-                "storage and pass their key"]  # fmt: skip
-    problems: list[str] = []
-
-    def walk(path: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            if set(value) == {"env"} and isinstance(value["env"], str):
-                problems.append(
-                    f"{path}: {{env: ...}} is not allowed: a payload never reads the server's environment"
-                )
-                return
-            for name, item in value.items():
-                child = f"{path}.{name}" if path else str(name)
-                if SECRET_FIELD.search(str(name)):
-                    problems.append(f"{child}: looks like a secret; give secrets to the code location as "
-                                    "environment variables (dg.EnvVar), never in a payload")  # fmt: skip
-                else:
-                    walk(child, item)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                walk(f"{path}[{index}]", item)
-        elif isinstance(value, str) and redact(value) != value:
-            problems.append(f"{path}: holds a secret of this app's environment or a password in a URL; "
-                            "secrets never go in a payload (the run config is shown in the UI)")  # fmt: skip
-
-    walk("", payload)
-    return problems
 
 
 def _payload_lines(error: Mapping[str, Any]) -> list[str] | None:
@@ -655,8 +619,9 @@ def _user_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"tags: {key!r}: keys and values must be strings")
         if key.startswith(RESERVED_TAG_PREFIXES):
             raise ValueError(f"tags: {key!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)})")
-        if redact(value) != value:
-            raise ValueError(f"tags: {key!r} holds a secret; tags are shown in the UI")
+        problem = tag_problem(key, value)
+        if problem is not None:
+            raise ValueError(problem)
         checked[key] = value
     return checked
 

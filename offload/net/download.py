@@ -2,10 +2,10 @@
 
 Every step that downloads (the video pipeline's download step first) goes through here, so the rules
 live in one place: only http, https, file and s3 URLs; HTTP connections only to public addresses unless
-a host is allow-listed (``offload.net.address_policy``, checked on every redirect hop); ``file://`` only
-inside
-configured roots; a size cap checked against the declared length and again while streaming; transient
-failures retried, permanent ones raised at once. The file appears at ``dest`` only when complete.
+a host is allow-listed (``offload.netguard``, checked on every redirect hop); ``file://`` only inside
+configured roots; ``s3://`` only inside configured sources, per user (``s3_sources``); a size cap checked
+against the declared length and again while streaming; transient failures retried, permanent ones raised
+at once. The file appears at ``dest`` only when complete.
 
 Failures are ``FetchError``s with one line that starts with the rule that failed ("refused: ...",
 "too large: ...", "HTTP 404 from ..."); URLs in them lose their userinfo and query string, because
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -42,14 +42,48 @@ Progress = Callable[[int, int | None], None]
 """``on_progress(bytes_written, total_bytes_or_None)``, called after every chunk."""
 
 
-def scheme_error(url: str) -> str | None:
+S3_REFUSED = "not found or not allowed"
+"""The one answer for an s3:// source that is outside the allowed sources, missing, or forbidden: a
+caller must not learn from the error whether some object exists."""
+USER_PLACEHOLDER = "{user_id}"
+
+
+def scheme_error(url: str, schemes: Sequence[str] = SCHEMES) -> str | None:
     """Why ``url``'s scheme is refused, or None; lets payload validation refuse it before any run."""
     scheme = urlsplit(url).scheme.lower()
-    if scheme in SCHEMES:
+    if scheme in schemes:
         return None
     if not scheme:
-        return "no scheme: expected an http://, https://, file:// or s3:// URL"
-    return f"scheme {scheme!r} is not allowed; use http, https, file or s3"
+        return f"no scheme: expected an {_or(f'{s}://' for s in schemes)} URL"
+    return f"scheme {scheme!r} is not allowed; use {_or(schemes)}"
+
+
+def _or(items: Iterator[str] | Sequence[str]) -> str:
+    words = list(items)
+    head = ", ".join(words[:-1])
+    return f"{head} or {words[-1]}" if head else words[-1]
+
+
+def s3_source_allowed(bucket: str, key: str, sources: Sequence[str], user_id: str | None) -> bool:
+    """Whether ``s3://bucket/key`` lies inside one of ``sources``.
+
+    A source is ``bucket/prefix`` (``uploads-bucket/uploads/{user_id}/``); ``{user_id}`` is replaced by the
+    payload's own ``user_id``, so a user reads only their own uploads. A source with ``{user_id}`` admits
+    nothing when the caller names no user. Keys with ``.``, ``..`` or empty path segments are refused:
+    some S3-compatible servers and proxies normalise them into another key.
+    """
+    segments = key.split("/")
+    if any(segment in ("", ".", "..") for segment in segments[:-1]) or segments[-1] in ("", ".", ".."):
+        return False
+    for source in sources:
+        if USER_PLACEHOLDER in source:
+            if not user_id or "/" in user_id or user_id in (".", ".."):
+                continue
+            source = source.replace(USER_PLACEHOLDER, user_id)
+        source_bucket, _, prefix = source.partition("/")
+        if source_bucket == bucket and key.startswith(prefix):
+            return True
+    return False
 
 
 class Downloader(dg.ConfigurableResource):
@@ -57,8 +91,10 @@ class Downloader(dg.ConfigurableResource):
 
     ``allow_hosts`` lists hosts (``name`` or ``name:port``) that HTTP may reach even on private or
     loopback addresses: internal sources and tests. ``file_roots`` lists the directories ``file://`` URLs
-    may read; empty means ``file://`` is refused. ``s3://bucket/key`` uses the standard boto3
-    configuration (credentials chain, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``).
+    may read; empty means ``file://`` is refused. ``s3_sources`` lists the ``bucket/prefix`` places
+    ``s3://`` URLs may read, ``{user_id}`` standing for the payload's user (``s3_source_allowed``); empty
+    means ``s3://`` is refused: the worker's credentials read far more than any one user's uploads.
+    ``s3://bucket/key`` uses the standard boto3 configuration (credentials chain, ``AWS_ENDPOINT_URL_S3``).
     """
 
     max_bytes: int = 2 * 1024**3
@@ -68,9 +104,17 @@ class Downloader(dg.ConfigurableResource):
     retry_base_delay: float = 1.0
     allow_hosts: list[str] = []
     file_roots: list[str] = []
+    s3_sources: list[str] = []
 
     def fetch(
-        self, url: str, dest: Path, on_progress: Progress | None = None, log: StepLog | None = None
+        self,
+        url: str,
+        dest: Path,
+        on_progress: Progress | None = None,
+        log: StepLog | None = None,
+        *,
+        user_id: str | None = None,
+        schemes: Sequence[str] = SCHEMES,
     ) -> int:
         """Stream ``url`` into ``dest`` and return the bytes written; ``FetchError`` if it cannot.
 
@@ -79,18 +123,28 @@ class Downloader(dg.ConfigurableResource):
         tried again up to ``attempts`` times in all, backing off from ``retry_base_delay``; each attempt
         starts the file over, and each retry is logged to ``log``. s3 reads use botocore's own retries
         with the same number of attempts. Anything else fails on the first attempt.
+
+        ``user_id`` is the payload's user, for the ``{user_id}`` of ``s3_sources``. ``schemes`` narrows
+        the schemes this fetch accepts (a URL that a server sent, not a user: ``("https", "http")``).
         """
-        problem = scheme_error(url)
+        problem = scheme_error(url, [scheme for scheme in schemes if scheme in SCHEMES])
         if problem is not None:
             raise FetchError(problem)
         dest = Path(dest)
         scheme = urlsplit(url).scheme.lower()
         if scheme in ("http", "https"):
             return self._fetch_http(url, dest, on_progress, log)
-        read = self._read_file if scheme == "file" else self._read_s3
+        if scheme == "s3":
+            bucket, key = _s3_location(url)
+            where = f"s3://{bucket}/{key}"
+            if not s3_source_allowed(bucket, key, self.s3_sources, user_id):
+                raise FetchError(f"{S3_REFUSED}: {where}")
         with _partial_file(dest) as out:
             sink = _Sink(out, self.max_bytes, safe_url(url), on_progress)
-            read(url, sink)
+            if scheme == "file":
+                self._read_file(url, sink)
+            else:
+                self._read_s3(bucket, key, sink)
         return sink.written
 
     # -- http and https ------------------------------------------------------------------------------
@@ -146,28 +200,30 @@ class Downloader(dg.ConfigurableResource):
         if not any(path.is_relative_to(Path(root).resolve()) for root in self.file_roots):
             raise FetchError(f"refused: {requested} is outside the allowed file roots")
         try:
-            # The resolved path has no symlinks; O_NOFOLLOW keeps a link swapped in since then from
-            # being followed (parent directories swapped in that instant are not covered).
-            source = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+            # A FIFO or a device would block open() (a FIFO until a writer comes: forever) or read();
+            # refused before opening. The resolved path has no symlinks; O_NOFOLLOW keeps a link swapped
+            # in since then from being followed, and O_NONBLOCK keeps a FIFO swapped in from blocking the
+            # open (fstat below refuses it). Parent directories swapped in that instant are not covered.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise FetchError(f"not a file: {requested}")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError as exc:
             raise FetchError(f"not found: {requested}") from exc
         except OSError as exc:
             raise FetchError(f"unreadable: {requested} ({exc.strerror})") from exc
-        with source:
+        with os.fdopen(fd, "rb") as source:
             info = os.fstat(source.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise FetchError(f"not a file: {requested}")
+            # Regular files never block; clear the flag so reads behave as usual.
+            os.set_blocking(fd, True)
             sink.start(info.st_size)
             while chunk := source.read(CHUNK_BYTES):
                 sink.write(chunk)
 
     # -- s3 ------------------------------------------------------------------------------------------
 
-    def _read_s3(self, url: str, sink: _Sink) -> None:
-        # Keys are taken literally, as the AWS CLI does: '?', '#' and '%' are legal in a key.
-        bucket, _, key = url[len("s3://") :].partition("/")
-        if not bucket or not key:
-            raise FetchError("invalid URL: expected s3://bucket/key")
+    def _read_s3(self, bucket: str, key: str, sink: _Sink) -> None:
         where = f"s3://{bucket}/{key}"
         # Imported here: boto3 takes half a second to import, and most runs never read from S3.
         import boto3
@@ -195,12 +251,20 @@ class Downloader(dg.ConfigurableResource):
             raise FetchError(f"S3 error: {where} ({redact(str(exc))})") from exc
 
 
+def _s3_location(url: str) -> tuple[str, str]:
+    # Keys are taken literally, as the AWS CLI does: '?', '#' and '%' are legal in a key.
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise FetchError("invalid URL: expected s3://bucket/key")
+    return bucket, key
+
+
 def _s3_client_error(exc: botocore.exceptions.ClientError, where: str) -> FetchError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
-        return FetchError(f"not found: {where} ({code})")
+    if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "Forbidden"):
+        return FetchError(f"{S3_REFUSED}: {where}")  # the same line as a source outside s3_sources
     retryable = retryable_status(status) or code in ("SlowDown", "RequestTimeout")
     return FetchError(f"S3 {code} (HTTP {status}) for {where}", retryable=retryable)
 

@@ -28,6 +28,11 @@ is queued instead and the server starts in the background for the next one. With
 set on the instance every run goes through the queue: only the daemon counts pools.
 
 ``start_at_once: false`` turns the shortcut off (Dagster's queue exactly).
+
+**No secrets in a run.** Every run passes through here (UI, GraphQL, the client, sensors, the gateway),
+so here the client's secret rules (``offload.payload.run_secret_problems``) are applied to every run's
+config and tags, with this process's secrets known. A run that breaks them is deleted, config and all,
+and the submit fails with one line naming the field: nothing is left to show the secret.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from dagster._core.workspace.context import BaseWorkspaceRequestContext
 from dagster._serdes import ConfigurableClassData
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
-from offload.runtime import schema_scripts
+from offload import migrations
+from offload.errors import PayloadError
+from offload.payload import run_secret_problems
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -92,6 +99,12 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
 
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
+        problems = run_secret_problems(run.run_config, run.tags)
+        if problems:
+            # Deleted, not failed: a failed run would still show its config (the secret) in the UI.
+            self._instance.delete_run(run.run_id)
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise PayloadError([f"{problems[0]}{more}"])
         if self.start_at_once and run.status == DagsterRunStatus.NOT_STARTED:
             started = self._start_at_once(run, context.workspace)
             if started is not None:

@@ -131,7 +131,8 @@ def _store_image(
     else:
         assert generated.url is not None
         try:
-            downloader.fetch(generated.url, raw)
+            # A link the provider sent, not the user: the outbound HTTP policy only, never file:// or s3://.
+            downloader.fetch(generated.url, raw, schemes=("https", "http"))
         except FetchError as error:
             raise _failed("hero_image: download", error) from None
     try:

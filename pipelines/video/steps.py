@@ -88,7 +88,14 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
             progress.update(done / total)
 
     with log.timed("downloaded", {"video_id": config.video_id}) as fields:
-        size = _fetch(downloader, config.video_url, target, on_bytes, log)
+        try:
+            size = downloader.fetch(
+                config.video_url, target, on_progress=on_bytes, log=log, user_id=config.user_id
+            )
+        except FetchError as error:
+            if not error.retryable:
+                raise AbortTaskRunError(f"video_url: {error}") from None
+            raise FetchError(f"video_url: {error}", retryable=True, status=error.status) from error
         fields["bytes"] = size
     return Source(
         payload=config.model_dump(),

@@ -74,6 +74,7 @@ class FakeOpenAI:
     origin: str = ""  # ``127.0.0.1:<port>``: what a downloader's allow list names
     chat: Callable[[dict[str, Any]], str] = lambda body: "Hello from the fake model."
     image_mode: str = "b64_json"  # or "url"
+    image_link: str | None = None  # in "url" mode: the link sent instead of the server's own
     image: bytes = field(default_factory=png)
     fail_next: dict[str, list[Failure]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
@@ -95,6 +96,7 @@ class FakeOpenAI:
             self.reported_usage.clear()
         fresh = FakeOpenAI()
         self.chat, self.image_mode, self.image = fresh.chat, fresh.image_mode, fresh.image
+        self.image_link = fresh.image_link
 
     def _failure(self, path: str) -> Failure | None:
         with self.lock:
@@ -152,7 +154,8 @@ class FakeOpenAI:
         if failure is not None:
             return _error(failure)
         if self.image_mode == "url":
-            item = {"url": f"http://{self.origin}/files/hero.png?se=2099-01-01&sig=secret-signature"}
+            own = f"http://{self.origin}/files/hero.png?se=2099-01-01&sig=secret-signature"
+            item = {"url": self.image_link or own}
         else:
             item = {"b64_json": base64.b64encode(self.image).decode()}
         item["revised_prompt"] = recorded.body["prompt"]
