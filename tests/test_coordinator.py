@@ -20,10 +20,10 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 from dagster._core.run_coordinator import SubmitRunContext
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from offload import concurrency
-from offload.concurrency import Queue
-from offload.coordinator import OffloadRunCoordinator
 from offload.errors import PayloadError
+from offload.runtime import concurrency
+from offload.runtime.concurrency import Queue
+from offload.runtime.coordinator import OffloadRunCoordinator
 
 STARTED = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 

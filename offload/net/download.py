@@ -2,7 +2,8 @@
 
 Every step that downloads (the video pipeline's download step first) goes through here, so the rules
 live in one place: only http, https, file and s3 URLs; HTTP connections only to public addresses unless
-a host is allow-listed (``offload.netguard``, checked on every redirect hop); ``file://`` only inside
+a host is allow-listed (``offload.net.address_policy``, checked on every redirect hop); ``file://`` only
+inside
 configured roots; ``s3://`` only inside configured sources, per user (``s3_sources``); a size cap checked
 against the declared length and again while streaming; transient failures retried, permanent ones raised
 at once. The file appears at ``dest`` only when complete.

@@ -50,9 +50,9 @@ from dagster._core.workspace.context import BaseWorkspaceRequestContext
 from dagster._serdes import ConfigurableClassData
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
-from offload import migrations
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
+from offload.runtime import schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
