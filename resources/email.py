@@ -48,7 +48,8 @@ def text_from_html(html: str) -> str:
         link.replace_with(f"{label} <{href}>" if label and label != href else f"<{href}>")
     for image in tree.css("img[src]"):
         src = image.attributes.get("src") or ""
-        image.replace_with("" if src.startswith("data:") else f"{image.attributes.get('alt') or 'image'} <{src}>")
+        alt = image.attributes.get("alt") or "image"
+        image.replace_with("" if src.startswith("data:") else f"{alt} <{src}>")
     for block in tree.css(_BLOCKS):
         block.insert_after("\n")
     root = tree.body or tree.root

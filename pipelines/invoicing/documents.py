@@ -78,8 +78,8 @@ def counted(quantity: Decimal | int, unit: str) -> str:
 
 
 def unit_price(minor_per_unit: str, unit: str) -> str:
-    """A price in minor units per priced unit as the currency's amount: ``10`` -> ``0.10 / minute``, ``0.05``
-    per ``1K tokens`` -> ``0.0005 / 1K tokens`` (at least two decimals, more only where the price has them)."""
+    """A price in minor units per priced unit as the currency's amount: ``10`` -> ``0.10 / minute``,
+    ``0.05`` per ``1K tokens`` -> ``0.0005 / 1K tokens`` (two decimals, more where the price has them)."""
     major = Decimal(minor_per_unit) / 100
     text = _decimal_text(major)
     whole, _, fraction = text.partition(".")

@@ -75,4 +75,6 @@ def chart_figure(metrics: RunMetrics, title: str) -> Figure:
 def _legend_below(axis: Axes, columns: int) -> None:
     """The legend under the axis label: outside the plotting area, so no bar is hidden behind it
     (constrained layout makes room for it)."""
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=columns, fontsize="small", frameon=False)
+    axis.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=columns, fontsize="small", frameon=False
+    )
