@@ -8,6 +8,7 @@ events and warnings included, is kept in ``var/samples/demo.log`` and the run's 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from offload import paths
 from offload.cli import dagster_executable, ensure_instance
 from offload.console import ConsoleFilter
+from offload.labels import label_tags
 from pipelines.video.samples import make_clip
 
 
@@ -56,18 +58,11 @@ def main() -> int:
 
 
 def execute(job: str, payload_file: Path, log_file: Path) -> int:
-    """``dagster job execute`` of ``job``: its whole output to ``log_file``, its steps' lines to stdout."""
-    command = [
-        dagster_executable(),
-        "job",
-        "execute",
-        "-f",
-        "definitions.py",
-        "-j",
-        job,
-        "-c",
-        str(payload_file),
-    ]
+    """``dagster job execute`` of ``job``: its whole output to ``log_file``, its steps' lines to stdout.
+    The run carries the payload's ids as tags, as a run the client triggers does (``offload.labels``)."""
+    labels = json.dumps(label_tags(yaml.safe_load(payload_file.read_text()) or {}))
+    command = [dagster_executable(), "job", "execute", "-f", "definitions.py", "-j", job,
+               "-c", str(payload_file), "--tags", labels]  # fmt: skip
     shown = ConsoleFilter()
     with (
         log_file.open("w", encoding="utf-8") as log,

@@ -42,6 +42,7 @@ from offload.errors import (
     UnknownJobError,
 )
 from offload.graphql import GraphQL
+from offload.labels import label_tags
 from offload.log import redact
 from offload.payload import config_error_line
 from offload.runs import (
@@ -413,7 +414,8 @@ class Client:
         problems = payload_problems(payload)
         if problems:
             raise InvalidPayloadError(info.name, problems)
-        run_tags = _user_tags(tags)
+        # The payload's ids as tags people find the run by in the UI; a tag the caller gives wins.
+        run_tags = label_tags(payload) | _user_tags(tags)
         depth = 0
         if parent_run_id is not None:
             parent = self._records(parent_run_id)[0]

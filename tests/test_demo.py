@@ -82,6 +82,28 @@ def test_a_real_run_shows_no_debug_lines_or_warnings(tmp_path, monkeypatch, caps
     assert " - DEBUG - hello_world - " in raw and "SupersessionWarning" in raw  # kept in the raw log
 
 
+def test_the_demo_run_carries_the_payload_ids_as_tags(tmp_path, monkeypatch, capsys):
+    """The video demo's payload through the same command, tagged ``video_id`` and ``user_id``."""
+    import dagster as dg
+
+    from examples.demo import execute
+    from offload.cli import ensure_instance
+
+    for name in [k for k in os.environ if k.startswith(("OFFLOAD_", "DAGSTER_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OFFLOAD_DATA_DIR", str(tmp_path / "data"))
+    ensure_instance()
+    payload = tmp_path / "typed_task.yaml"
+    payload.write_text("user_id: demo-user\nemail: demo@example.com\n")
+
+    assert execute("typed_task", payload, tmp_path / "demo.log") == 0, (tmp_path / "demo.log").read_text()
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        [run] = instance.get_runs()
+    assert run.tags["user_id"] == "demo-user"
+
+
 @pytest.fixture(autouse=True)
 def _project_root(monkeypatch):
     from offload import paths
