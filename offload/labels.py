@@ -27,7 +27,7 @@ def label_tags(payload: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(field, str) or not _ID_FIELD.match(field) or isinstance(value, bool):
             continue
         text = str(value) if isinstance(value, int | str) else ""
-        # A value that looks like a secret (sk_live_...) is never shown: tags are in the UI.
+        # A configured secret's value is never shown: tags are in the UI.
         if 0 < len(text) <= MAX_LABEL_CHARS and _LABEL_VALUE.match(text) and redact(text) == text:
             labels[field] = text
     return labels

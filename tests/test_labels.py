@@ -3,7 +3,8 @@
 from offload.labels import label_tags
 
 
-def test_only_short_id_fields_become_labels():
+def test_only_short_id_fields_become_labels(monkeypatch):
+    monkeypatch.setenv("BILLING_API_KEY", "sk_live_abcdef123456")
     payload = {
         "video_id": "intro-42",
         "user_id": "user_7",
@@ -13,7 +14,7 @@ def test_only_short_id_fields_become_labels():
         "flag_id": True,  # a boolean is no id
         "event_id": "x" * 65,  # too long to read as a tag
         "note_id": "has space",  # not an id's characters
-        "key_id": "sk_live_abcdef123456",  # looks like a secret: never in the UI
+        "key_id": "sk_live_abcdef123456",  # a configured secret: never in the UI
         "data": {"nested_id": "n1"},  # top level only
     }
 
