@@ -7,6 +7,7 @@ production, and the switch itself (unset means local; an unknown name is a confi
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -176,7 +177,16 @@ def test_video_pipeline_end_to_end_on_s3_and_resend(
     assert request.body["from"] == EMAIL_FROM and request.body["to"] == ["ada@example.com"]
     for kind in ("mp4", "webm"):
         assert f'href="{outputs[kind]}"' in request.body["html"]
+        assert f"{kind} <{outputs[kind]}>" in request.body["text"]  # the text part carries the links too
     assert f'src="{outputs["thumbnail"]}"' in request.body["html"]
+
+    # The UI shows the links and when they stop working (7 days, the presigned URLs' lifetime).
+    [uploaded] = [e for e in result.all_events if e.is_successful_output and e.step_key == "upload"]
+    shown = uploaded.event_specific_data.metadata
+    assert f"| mp4 | {len(fetched['mp4']):,} bytes | [open]({outputs['mp4']}) |" in shown["results"].value
+    assert "The links are presigned and stop working at" in shown["results"].value
+    week_ahead = time.time() + 7 * 24 * 3600
+    assert week_ahead - 600 < shown["links_expire_at"].value <= week_ahead
 
     # The API key is nowhere in what Dagster stored about the run (events, log lines, the run itself).
     stored = [dg.serialize_value(entry) for entry in instance.all_logs(result.run_id)]
