@@ -231,7 +231,7 @@ def test_the_chart_has_whole_run_ticks_and_a_legend_that_hides_no_bar():
     runs.append(RunSummary("long", "video_pipeline", "failed", on_day(3), 30.0))
 
     figure = chart_figure(run_metrics(runs), "offload 2026-03-07 (UTC)")
-    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    renderer = figure.canvas.get_renderer()
     figure.draw(renderer)  # lays out (constrained layout) as savefig does
     runs_axis, time_axis = figure.axes
 

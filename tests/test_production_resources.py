@@ -32,7 +32,7 @@ from resources.email import OutboxEmail, ResendEmail
 from resources.storage import LocalStorage, S3Storage
 from tests.support.moto_s3 import moto_s3_endpoint
 from tests.support.resend_server import FakeResend, fake_resend_server
-from tests.support.runs import failure_text
+from tests.support.runs import failure_text, output_metadata
 
 EMAIL_FROM = "Offload <noreply@offload.test>"
 
@@ -181,12 +181,11 @@ def test_video_pipeline_end_to_end_on_s3_and_resend(
     assert f'src="{outputs["thumbnail"]}"' in request.body["html"]
 
     # The UI shows the links and when they stop working (7 days, the presigned URLs' lifetime).
-    [uploaded] = [e for e in result.all_events if e.is_successful_output and e.step_key == "upload"]
-    shown = uploaded.event_specific_data.metadata
-    assert f"| mp4 | {len(fetched['mp4']):,} bytes | [open]({outputs['mp4']}) |" in shown["results"].value
-    assert "The links are presigned and stop working at" in shown["results"].value
+    shown = output_metadata(result, "upload")
+    assert f"| mp4 | {len(fetched['mp4']):,} bytes | [open]({outputs['mp4']}) |" in shown["results"]
+    assert "The links are presigned and stop working at" in shown["results"]
     week_ahead = time.time() + 7 * 24 * 3600
-    assert week_ahead - 600 < shown["links_expire_at"].value <= week_ahead
+    assert week_ahead - 600 < shown["links_expire_at"] <= week_ahead
 
     # The API key is nowhere in what Dagster stored about the run (events, log lines, the run itself).
     stored = [dg.serialize_value(entry) for entry in instance.all_logs(result.run_id)]
