@@ -33,6 +33,33 @@ class Email:
     from_address: str | None = None
 
 
+# Elements after which the text part starts a new line.
+_BLOCKS = "p, div, li, ul, ol, tr, table, br, h1, h2, h3, h4, h5, h6, blockquote"
+
+
+def text_from_html(html: str) -> str:
+    """The text part of an email that has only HTML: its text, a line per block, each link and image written
+    out as ``label <url>`` so a reader of the plain part still has them (inline ``data:`` images dropped).
+    Parsed with selectolax's HTML5 parser, not with patterns."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(html)
+    for link in tree.css("a[href]"):
+        href = link.attributes.get("href") or ""
+        label = link.text(strip=True)
+        link.replace_with(f"{label} <{href}>" if label and label != href else f"<{href}>")
+    for image in tree.css("img[src]"):
+        src = image.attributes.get("src") or ""
+        alt = image.attributes.get("alt") or "image"
+        image.replace_with("" if src.startswith("data:") else f"{alt} <{src}>")
+    for block in tree.css(_BLOCKS):
+        block.insert_after("\n")
+    root = tree.body or tree.root
+    text = root.text() if root is not None else ""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
 class EmailSendError(RuntimeError):
     """The provider refused or could not take the email. ``status`` is its HTTP status (500 when the request
     never got an answer); ``retryable`` says whether trying again with the same key could help."""
@@ -78,7 +105,7 @@ class OutboxEmail(EmailSender):
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid(idstring=name, domain="offload.local")
         message["X-Idempotency-Key"] = idempotency_key
-        message.set_content(email.text or "This message is HTML; open it in a mail client.")
+        message.set_content(email.text or text_from_html(email.html))
         message.add_alternative(email.html, subtype="html")
         # Write aside and rename: a reader (or a crash) never sees half a file under the final name.
         partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
@@ -112,9 +139,8 @@ class ResendEmail(EmailSender):
             "to": [email.to],
             "subject": email.subject,
             "html": email.html,
+            "text": email.text or text_from_html(email.html),  # the links the outbox's text part has too
         }
-        if email.text:
-            params["text"] = email.text
         options: resend.Emails.SendOptions = {"idempotency_key": _check_idempotency_key(idempotency_key)}
         failure: EmailSendError | None = None
         with _RESEND_LOCK:

@@ -30,6 +30,10 @@ class StoredObject:
     key: str
     size: int
     url: str
+    # A presigned URL stops working at this time (aware UTC); None: the link does not expire.
+    expires_at: dt.datetime | None = None
+    # The file on this machine (LocalStorage), which a browser page cannot link to as file://.
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ class LocalStorage(Storage):
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)
-        return StoredObject(key=key, size=target.stat().st_size, url=target.as_uri())
+        return StoredObject(key=key, size=target.stat().st_size, url=target.as_uri(), path=str(target))
 
     def get_file(self, key: str, dest: Path) -> Path:
         shutil.copyfile(self._path(key), dest)
@@ -215,7 +219,11 @@ class S3Storage(Storage):
         self._client().upload_file(
             str(path), self.bucket, self._full(key), ExtraArgs={"ContentType": content_type}, Config=transfer
         )
-        return StoredObject(key=key, size=path.stat().st_size, url=self.url(key))
+        # The expiry is counted from before signing: the link is valid at least until the stated time.
+        expires_at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(
+            seconds=self.url_expiry_seconds
+        )
+        return StoredObject(key=key, size=path.stat().st_size, url=self.url(key), expires_at=expires_at)
 
     def get_file(self, key: str, dest: Path) -> Path:
         from botocore.exceptions import ClientError

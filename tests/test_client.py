@@ -121,6 +121,9 @@ def test_trigger_and_wait_and_list(deployment):
     assert record.is_file() and '"plan": "pro"' in record.read_text()
     tagged = client.list(tag=("batch", "list-1"))
     assert [r.id for r in tagged] == [run.id] and tagged[0].output == run.output
+    # The payload's id is a tag people find the run by in the UI (its email is not).
+    assert run.tags["user_id"] == "lister" and "email" not in run.tags
+    assert run.id in [r.id for r in client.list(tag=("user_id", "lister"))]
     assert run.id in [r.id for r in client.list(job="typed_task", status="COMPLETED")]
     assert run.id not in [r.id for r in client.list(job="typed_task", status=Status.FAILED)]
     assert len(client.list(limit=1)) == 1

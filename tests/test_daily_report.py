@@ -23,6 +23,7 @@ from PIL import Image
 from offload.errors import ConfigurationError
 from pipelines.reports import build_daily_report
 from pipelines.reports.assets import max_failure_rate, recipients
+from pipelines.reports.chart import NO_RUNS, chart_figure
 from pipelines.reports.metrics import RunSummary, run_metrics
 from resources.database import AppDatabase, Payment, UsageItem
 from resources.database.schema import users
@@ -210,7 +211,7 @@ def test_the_check_passes_under_the_threshold_and_a_rerun_replaces_the_report(
     assert not (tmp_path / "outbox").exists()  # no recipients: stored, not sent
 
 
-def test_an_empty_day(instance, database, report_env):
+def test_an_empty_day(instance, database, report_env, tmp_path):
     result = materialize(instance, database, report_env, "2026-03-01")
 
     assert result.success
@@ -218,6 +219,38 @@ def test_an_empty_day(instance, database, report_env):
     assert (metadata["runs"], metadata["failure_rate"]) == (0, 0.0)
     [check] = result.get_asset_check_evaluations()
     assert check.passed
+    with Image.open(tmp_path / "storage" / "reports/daily/2026-03-01.png") as chart:
+        chart.load()
+        assert chart.size == (1000, 400)
+
+
+def test_the_chart_has_whole_run_ticks_and_a_legend_that_hides_no_bar():
+    # Three runs of one job: matplotlib's default locator would tick 0, 0.5, 1, ..., 3.
+    runs = [RunSummary(f"r{i}", "video_pipeline", "succeeded", on_day(1), 2.0 + i) for i in range(2)]
+    runs += [RunSummary(f"s{i}", f"job_{i}", "failed", on_day(2), 1.0) for i in range(3)]
+    runs.append(RunSummary("long", "video_pipeline", "failed", on_day(3), 30.0))
+
+    figure = chart_figure(run_metrics(runs), "offload 2026-03-07 (UTC)")
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)  # lays out (constrained layout) as savefig does
+    runs_axis, time_axis = figure.axes
+
+    ticks = [t for t in runs_axis.get_xticks() if runs_axis.get_xlim()[0] <= t <= runs_axis.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    for axis in (runs_axis, time_axis):
+        legend = axis.get_legend().get_window_extent(renderer)
+        bars = [patch.get_window_extent(renderer) for patch in axis.patches if patch.get_width() > 0]
+        assert bars
+        assert not any(legend.overlaps(bar) for bar in bars)
+        assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)
+
+
+def test_the_chart_of_an_empty_day_says_so():
+    figure = chart_figure(run_metrics([]), "offload 2026-03-01 (UTC)")
+
+    for axis in figure.axes:
+        assert [text.get_text() for text in axis.texts] == [NO_RUNS]
+        assert axis.get_legend() is None and not axis.patches[1:]
 
 
 @pytest.mark.parametrize(

@@ -267,3 +267,15 @@ def test_helm_ships_the_authenticating_proxy_on_by_default():
 @pytest.mark.parametrize("name", ["compose.yaml", "helm/values.yaml", "workspace.yaml", "dagster.yaml"])
 def test_deploy_yaml_parses(name):
     assert isinstance(yaml.safe_load((DEPLOY / name).read_text()), dict)
+
+
+def test_the_example_web_app_runs_after_the_plain_install():
+    """``uvicorn examples.fastapi_app:app`` after ``scripts/setup.sh`` (no extra): fastapi is a base
+    dependency, not only a dev one."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=\[ ;]", requirement)[0] for requirement in project["dependencies"]]
+    assert "fastapi" in names and "uvicorn" in names
+    source = (ROOT / "examples" / "fastapi_app.py").read_text()
+    assert "from fastapi import" in source

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import resend
 
-from resources.email import DEFAULT_FROM, Email, EmailSendError, OutboxEmail, ResendEmail
+from resources.email import DEFAULT_FROM, Email, EmailSendError, OutboxEmail, ResendEmail, text_from_html
 from tests.support.resend_server import FakeResend, fake_resend_server
 
 API_KEY = "re_test_0123456789abcdef"
@@ -55,6 +55,27 @@ def test_outbox_writes_a_parseable_eml(tmp_path: Path) -> None:
     assert html.get_content().strip() == "<p>Watch <b>it</b></p>"
     plain = message.get_body(preferencelist=("plain",))
     assert plain is not None and plain.get_content().strip() == "Watch it"
+
+
+def test_an_html_only_email_carries_its_links_in_the_text_part(tmp_path: Path) -> None:
+    html = (
+        '<p>Your video <b>intro</b> is ready.</p><ul><li><a href="https://cdn.test/v.mp4?X-Amz-Expires=60">'
+        'mp4</a> (1,024 bytes)</li></ul><p><img src="https://cdn.test/t.jpg" alt="thumbnail">'
+        '<img src="data:image/png;base64,AAAA" alt="inline"></p>'
+    )
+    outbox = OutboxEmail(directory=str(tmp_path / "outbox"))
+
+    outbox.send(Email(to="ada@example.com", subject="Ready", html=html), idempotency_key="k1")
+
+    [path] = (tmp_path / "outbox").iterdir()
+    plain = parse_eml(path).get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert plain.get_content() == (
+        "Your video intro is ready.\n"
+        "mp4 <https://cdn.test/v.mp4?X-Amz-Expires=60> (1,024 bytes)\n"
+        "thumbnail <https://cdn.test/t.jpg>\n"
+    )
+    assert text_from_html('<a href="https://a.test/x">https://a.test/x</a>') == "<https://a.test/x>\n"
 
 
 def test_outbox_uses_the_emails_own_sender(tmp_path: Path) -> None:
@@ -158,7 +179,7 @@ def test_resend_sender_override_and_idempotent_retry(fake_resend: FakeResend) ->
     assert first == retry != other
     assert [r.headers["idempotency-key"] for r in fake_resend.requests] == ["k-1", "k-1", "k-2"]
     assert fake_resend.requests[0].body["from"] == "Ops <ops@acme.test>"
-    assert "text" not in fake_resend.requests[0].body  # no text part given, none sent
+    assert fake_resend.requests[0].body["text"] == "h\n"  # no text part given: the HTML's text is sent
 
 
 @pytest.mark.parametrize(

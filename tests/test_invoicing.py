@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.invoicing import invoicing
+from pipelines.invoicing.documents import counted, invoice_html, invoice_text, line_texts
 from pipelines.invoicing.prices import effective_prices, invoice_lines
 from resources.database import AppDatabase, Invoice, UsageItem
 from resources.database.schema import invoices
@@ -144,6 +145,8 @@ def test_a_month_is_invoiced_once(seeded, tmp_path):
 
     document = (tmp_path / "storage" / "invoices/u1/2026-02.html").read_text()
     assert "INV-202602-u1" in document and "0.45" in document and "February 2026" in document
+    assert "4.08 minutes" in document and "0.10 / minute" in document and "unit price (USD)" in document
+    assert "4.0833" not in document and "minor units" not in document
     assert u1.document_key == "invoices/u1/2026-02.html"
 
     sent = outbox(tmp_path)
@@ -152,6 +155,9 @@ def test_a_month_is_invoiced_once(seeded, tmp_path):
         "Your invoice INV-202602-u1: 0.45 USD",
         "Your invoice INV-202602-u2: 0.51 USD",
     }
+    text = next(m for m in sent if str(m["To"]) == "u1@example.com").get_body(("plain",)).get_content()
+    assert "video transcoded (245 seconds): 4.08 minutes at USD 0.10 / minute = USD 0.41" in text
+    assert "Total: USD 0.45" in text
     assert stored["u1"].emailed_at is not None and stored["u3"].emailed_at is None
     assert output_metadata(first, "email_invoices")["no_address"] == 1
 
@@ -207,6 +213,30 @@ def test_prices(usage, overrides, amounts):
     lines = invoice_lines(usage, effective_prices(overrides))
     assert [line.amount for line in lines] == amounts
     assert effective_prices({"emails_sent": 0.25})["emails_sent"] == Decimal("0.25")
+
+
+def test_an_invoice_reads_like_one():
+    """Quantities rounded for people, units in the plural unless one, unit prices in the currency."""
+    lines = invoice_lines(
+        {"video_transcoded": 20, "ai_input_tokens": 12_000, "ai_output_tokens": 2_500, "emails_sent": 1},
+        effective_prices({"video_transcoded": 10}),
+    )
+    invoice = Invoice(number="INV-202602-u9", user_id="u9", month="2026-02",
+                      period_start=dt.datetime(2026, 2, 1, tzinfo=UTC),
+                      period_end=dt.datetime(2026, 3, 1, tzinfo=UTC), currency="eur",
+                      total=sum(line.amount for line in lines), lines=lines)  # fmt: skip
+
+    assert [(t.usage, t.quantity, t.unit_price) for t in line_texts(invoice)] == [
+        ("video transcoded (20 seconds)", "0.33 minutes", "0.10 / minute"),
+        ("ai input tokens (12,000 tokens)", "12K tokens", "0.0005 / 1K tokens"),
+        ("ai output tokens (2,500 tokens)", "2.5K tokens", "0.002 / 1K tokens"),
+        ("emails sent (1 email)", "1 email", "0.001 / email"),
+    ]
+    html = invoice_html(invoice)
+    assert "0.33 minutes" in html and "unit price (EUR)" in html and "0.3333" not in html
+    assert "0.33 minutes at EUR 0.10 / minute = EUR 0.03" in invoice_text(invoice)
+    assert counted(Decimal("0.001"), "minute") == "< 0.01 minutes"
+    assert counted(1, "image") == "1 image"
 
 
 @pytest.mark.parametrize(

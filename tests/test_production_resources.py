@@ -7,6 +7,7 @@ production, and the switch itself (unset means local; an unknown name is a confi
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from resources.email import OutboxEmail, ResendEmail
 from resources.storage import LocalStorage, S3Storage
 from tests.support.moto_s3 import moto_s3_endpoint
 from tests.support.resend_server import FakeResend, fake_resend_server
-from tests.support.runs import failure_text
+from tests.support.runs import failure_text, output_metadata
 
 EMAIL_FROM = "Offload <noreply@offload.test>"
 
@@ -177,7 +178,15 @@ def test_video_pipeline_end_to_end_on_s3_and_resend(
     assert request.body["from"] == EMAIL_FROM and request.body["to"] == ["ada@example.com"]
     for kind in ("mp4", "webm"):
         assert f'href="{outputs[kind]}"' in request.body["html"]
+        assert f"{kind} <{outputs[kind]}>" in request.body["text"]  # the text part carries the links too
     assert f'src="{outputs["thumbnail"]}"' in request.body["html"]
+
+    # The UI shows the links and when they stop working (7 days, the presigned URLs' lifetime).
+    shown = output_metadata(result, "upload")
+    assert f"| mp4 | {len(fetched['mp4']):,} bytes | [open]({outputs['mp4']}) |" in shown["results"]
+    assert "The links are presigned and stop working at" in shown["results"]
+    week_ahead = time.time() + 7 * 24 * 3600
+    assert week_ahead - 600 < shown["links_expire_at"] <= week_ahead
 
     # The API key is nowhere in what Dagster stored about the run (events, log lines, the run itself).
     stored = [dg.serialize_value(entry) for entry in instance.all_logs(result.run_id)]

@@ -90,7 +90,8 @@ def test_send_email_through_resend_with_an_idempotency_key(resend_api, data_dir)
     assert request.headers["authorization"] == f"Bearer {API_KEY}"
     assert request.headers["idempotency-key"] == f"send-email/{result.run_id}"
     assert request.body == {"from": "Offload <noreply@offload.test>", "to": ["ada@example.com"],
-                            "subject": "Your report", "html": "<p>Ready.</p>"}  # fmt: skip
+                            "subject": "Your report", "html": "<p>Ready.</p>",
+                            "text": "Ready.\n"}  # the text part, from the HTML  # fmt: skip
     assert result.output_for_node("send")["email_id"] == resend_api.ids_by_key[f"send-email/{result.run_id}"]
 
 

@@ -109,6 +109,7 @@ def test_local_round_trip(tmp_path: Path) -> None:
 
     assert stored.key == "videos/u1/v1.mp4"
     assert stored.size == 300_000
+    assert (stored.path, stored.expires_at) == (str(root.resolve() / "videos/u1/v1.mp4"), None)
     url = storage.url("videos/u1/v1.mp4")
     assert stored.url == url
     parsed = urlparse(url)
@@ -263,7 +264,14 @@ def test_s3_presigned_url_fetches_the_object(s3_endpoint: str, bucket: str, tmp_
     source = tmp_path / "thumb.jpg"
     payload = os.urandom(70_000)
     source.write_bytes(payload)
+    before = dt.datetime.now(dt.UTC)
     stored = storage.put_file("thumbnails/u1/v1.jpg", source, "image/jpeg")
+    after = dt.datetime.now(dt.UTC)
+
+    # The stated end of the link: 7 days from the upload, never later than the signature's own.
+    assert stored.expires_at is not None and stored.path is None
+    week = dt.timedelta(days=7)
+    assert before + week - dt.timedelta(seconds=1) <= stored.expires_at <= after + week
 
     short = storage.url("thumbnails/u1/v1.jpg", expires_in=60)
     for url in (stored.url, short):

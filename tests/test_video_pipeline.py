@@ -4,6 +4,7 @@ error; and re-execution from a failed upload that does not download or transcode
 The network steps retry under the project's policy; tests that fail on purpose set it per run (fast
 delays, or a single attempt) with run tags."""
 
+import datetime as dt
 import email
 import email.policy
 import os
@@ -90,8 +91,10 @@ def test_user_is_emailed_the_links_once(clips, data_dir):
     assert message["To"] == "ada@example.com"
     assert "v1" in message["Subject"]
     html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
     for fmt in ("mp4", "webm"):
         assert result_of(result)["outputs"][fmt] in html
+        assert f"{fmt} <{result_of(result)['outputs'][fmt]}>" in text  # the text part has the links too
     assert "gif" not in result_of(result)["outputs"]
     # Billed: 3 s of video in two formats (mp4, webm), and one email, under this run.
     assert usage_of(data_dir) == {
@@ -114,6 +117,34 @@ def test_run_shows_progress_and_result_metadata(clips, data_dir):
     assert notify_outputs[0].event_specific_data.metadata["result"].value["video_id"] == "v1"
     thumb = [e for e in result.all_events if e.is_successful_output and e.step_key == "thumbnail"]
     assert "data:image/jpeg;base64," in thumb[0].event_specific_data.metadata["thumbnail"].value
+    # The results in the UI without opening JSON: the thumbnail as an image, each local file as its path.
+    [uploaded] = [e for e in result.all_events if e.is_successful_output and e.step_key == "upload"]
+    shown = uploaded.event_specific_data.metadata
+    mp4 = (data_dir / "storage" / "videos/u1/v1.mp4").resolve()
+    assert shown["results"].value.startswith("![thumbnail](data:image/jpeg;base64,/9j/")
+    assert f"| mp4 | {mp4.stat().st_size:,} bytes | `{mp4}` |" in shown["results"].value
+    assert isinstance(shown["mp4_path"], dg.PathMetadataValue) and shown["mp4_path"].value == str(mp4)
+    assert "links_expire_at" not in shown
+
+
+def test_presigned_results_state_their_expiry(tmp_path):
+    from pipelines.video.results import results_metadata
+    from pipelines.video.steps import Uploaded
+
+    thumbnail = tmp_path / "thumbnail.jpg"
+    thumbnail.write_bytes(b"\xff\xd8\xff\xe0 jpeg")
+    ends = dt.datetime(2026, 12, 11, 16, 40, 5, tzinfo=dt.UTC)
+    stored = {
+        "mp4": Uploaded("videos/u1/v1/output.mp4", "https://s3.test/b/mp4?X-Amz-Signature=s", 2048, ends),
+        "thumbnail": Uploaded("thumbs/u1/v1.jpg", "https://s3.test/b/jpg?X-Amz-Signature=t", 10, ends),
+    }
+
+    shown = results_metadata(stored, thumbnail)
+
+    assert "| mp4 | 2,048 bytes | [open](https://s3.test/b/mp4?X-Amz-Signature=s) |" in shown["results"].value
+    assert "stop working at 2026-12-11 16:40 UTC" in shown["results"].value
+    assert shown["mp4_url"].value == "https://s3.test/b/mp4?X-Amz-Signature=s"
+    assert shown["links_expire_at"].value == ends.timestamp()
 
 
 def test_process_video_makes_the_one_format_asked_for(clips, data_dir):

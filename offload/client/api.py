@@ -31,8 +31,20 @@ from typing import Any
 
 import httpx
 
-from offload.client import idempotency
-from offload.client.runs import (
+from offload import concurrency, idempotency
+from offload.errors import (
+    ClientError,
+    GraphQLError,
+    InvalidPayloadError,
+    RunNotFoundError,
+    RunTimeoutError,
+    UnknownJobError,
+)
+from offload.graphql import GraphQL
+from offload.labels import label_tags
+from offload.log import redact
+from offload.payload import config_error_line
+from offload.runs import (
     DAGSTER_STATUSES,
     MAX_RETRIES_TAG,
     BatchResult,
@@ -373,7 +385,8 @@ class Client:
         problems = payload_problems(payload)
         if problems:
             raise InvalidPayloadError(info.name, problems)
-        run_tags = _user_tags(tags)
+        # The payload's ids as tags people find the run by in the UI; a tag the caller gives wins.
+        run_tags = label_tags(payload) | _user_tags(tags)
         depth = 0
         if parent_run_id is not None:
             parent = self._records(parent_run_id)[0]

@@ -19,7 +19,7 @@ from offload.keys import invoice_key
 from offload.log import StepLog
 from offload.result import job_result
 from offload.retry import retrying
-from pipelines.invoicing.documents import invoice_html, money
+from pipelines.invoicing.documents import invoice_html, invoice_text, money
 from pipelines.invoicing.payload import InvoicingPayload
 from pipelines.invoicing.prices import effective_prices, invoice_lines
 from resources.database import AppDatabase, Invoice
@@ -119,7 +119,7 @@ def email_invoices(
             to=address,
             subject=f"Your invoice {invoice.number}: {amount}",
             html=invoice_html(invoice),
-            text=f"Invoice {invoice.number} for {invoice.month}: {amount}",
+            text=invoice_text(invoice),
         )
         try:
             email_id = email.send(message, idempotency_key=f"invoice/{invoice.number}")

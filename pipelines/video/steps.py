@@ -15,6 +15,7 @@ rebuilds what it needs from its inputs, instead of failing again on the same mis
 """
 
 import base64
+import datetime as dt
 import math
 import os
 import shutil
@@ -35,6 +36,7 @@ from offload.retry import retrying
 from pipelines.usage import record_usage, run_family_id
 from pipelines.video import media
 from pipelines.video.payload import VideoPayload
+from pipelines.video.results import results_metadata
 from resources.database import AppDatabase, UsageItem
 from resources.email import Email, EmailSender
 from resources.storage import Storage
@@ -66,6 +68,8 @@ class Uploaded:
     key: str
     url: str
     size: int
+    expires_at: dt.datetime | None = None  # a presigned link's end
+    path: str | None = None  # the file, in local storage
 
 
 def _run_work_dir(context: dg.OpExecutionContext) -> Path:
@@ -255,11 +259,11 @@ def upload(
         else:
             key, content_type = video_key(user_id, video_id, item.kind), media.CONTENT_TYPES[item.kind]
         with log.timed("uploaded", {"key": key, "bytes": item.size}):
-            obj = storage.put_file(key, _in_place(context, source, info, item, downloader), content_type)
-        stored[item.kind] = Uploaded(key=obj.key, url=obj.url, size=obj.size)
-    metadata: dict[str, Any] = {f"{kind}_url": dg.MetadataValue.url(u.url) for kind, u in stored.items()}
-    metadata |= {f"{kind}_bytes": u.size for kind, u in stored.items()}
-    return dg.Output(stored, metadata=metadata)
+            obj = storage.put_file(key, Path(item.path), content_type)
+        stored[item.kind] = Uploaded(
+            key=obj.key, url=obj.url, size=obj.size, expires_at=obj.expires_at, path=obj.path
+        )
+    return dg.Output(stored, metadata=results_metadata(stored, Path(thumb.path)))
 
 
 def _email_html(payload: dict[str, Any], stored: dict[str, Uploaded]) -> str:
