@@ -31,20 +31,8 @@ from typing import Any
 
 import httpx
 
-from offload import concurrency, idempotency
-from offload.errors import (
-    ClientError,
-    GraphQLError,
-    InvalidPayloadError,
-    RunNotFoundError,
-    RunTimeoutError,
-    UnknownJobError,
-)
-from offload.graphql import GraphQL
-from offload.labels import label_tags
-from offload.log import redact
-from offload.payload import config_error_line
-from offload.runs import (
+from offload.client import idempotency
+from offload.client.runs import (
     DAGSTER_STATUSES,
     MAX_RETRIES_TAG,
     BatchResult,
@@ -66,6 +54,7 @@ from offload.errors import (
     RunTimeoutError,
     UnknownJobError,
 )
+from offload.labels import label_tags
 from offload.payload import config_error_line, payload_problems, tag_problem
 from offload.runtime import concurrency, max_runtime
 
