@@ -32,6 +32,8 @@ DEFAULT_TIMEZONE = "UTC"
 TIMESTAMP_TAG = "offload/timestamp"
 LAST_TIMESTAMP_TAG = "offload/last_timestamp"
 TIMEZONE_TAG = "offload/timezone"
+SCHEDULE_NAME_TAG = "dagster/schedule_name"  # Dagster's daemon tags every run a schedule launches with it
+_HISTORY = 100  # newest runs of a schedule searched for its last tick (catch-up runs share their tick)
 # How far past the clock a payload's time may lie: hosts' clocks differ by seconds, a schedule's tick is
 # never ahead of the daemon's clock. A run "as of" a later time would let ``cleanup`` expire today's files.
 MAX_FUTURE_SKEW = dt.timedelta(minutes=5)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
-from offload.errors import ConfigurationError, upstream_error_kind
+from offload.errors import ConfigurationError, configuration_checked, upstream_error_kind
 from offload.log import StepLog, redact
 
 if TYPE_CHECKING:  # imported when the first client is made: the SDK takes seconds to import

@@ -200,7 +200,7 @@ def test_any_stripe_signature_header_answers_2xx_or_4xx_as_the_library_decides(t
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         for header in headers:
             answer = client.post(
-                "/webhooks/stripe", content=body, headers={"Stripe-Signature": header.encode("latin-1")}
+                "/webhooks/stripe", content=body, headers={b"Stripe-Signature": header.encode("latin-1")}
             )
             assert answer.status_code < 500, (header, answer.text)
             assert (answer.status_code == 200) == _library_accepts(body, header), (header, answer.text)

@@ -92,14 +92,7 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
             progress.update(done / total)
 
     with log.timed("downloaded", {"video_id": config.video_id}) as fields:
-        try:
-            size = downloader.fetch(
-                config.video_url, target, on_progress=on_bytes, log=log, user_id=config.user_id
-            )
-        except FetchError as error:
-            if not error.retryable:
-                raise AbortTaskRunError(f"video_url: {error}") from None
-            raise FetchError(f"video_url: {error}", retryable=True, status=error.status) from error
+        size = _fetch(downloader, config.video_url, config.user_id, target, on_bytes, log)
         fields["bytes"] = size
     return Source(
         payload=config.model_dump(),
@@ -110,9 +103,10 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
     )
 
 
-def _fetch(downloader: Downloader, url: str, target: Path, on_bytes: Any, log: StepLog) -> int:
+def _fetch(downloader: Downloader, url: str, user_id: str, target: Path, on_bytes: Any, log: StepLog) -> int:
+    """The source, fetched under the payload's own user (its ``s3://`` sources are that user's)."""
     try:
-        return downloader.fetch(url, target, on_progress=on_bytes, log=log)
+        return downloader.fetch(url, target, on_progress=on_bytes, log=log, user_id=user_id)
     except FetchError as error:
         if not error.retryable:
             raise AbortTaskRunError(f"video_url: {error}") from None
@@ -129,7 +123,7 @@ def _source_file(context: dg.OpExecutionContext, source: Source, downloader: Dow
     log = StepLog(context)
     path.parent.mkdir(parents=True, exist_ok=True)
     with log.timed("source fetched again (work file was gone)", {"path": str(path)}):
-        size = _fetch(downloader, source.payload["video_url"], path, None, log)
+        size = _fetch(downloader, source.payload["video_url"], source.payload["user_id"], path, None, log)
     if size != source.size:
         path.unlink(missing_ok=True)
         raise AbortTaskRunError(
@@ -259,7 +253,7 @@ def upload(
         else:
             key, content_type = video_key(user_id, video_id, item.kind), media.CONTENT_TYPES[item.kind]
         with log.timed("uploaded", {"key": key, "bytes": item.size}):
-            obj = storage.put_file(key, Path(item.path), content_type)
+            obj = storage.put_file(key, _in_place(context, source, info, item, downloader), content_type)
         stored[item.kind] = Uploaded(
             key=obj.key, url=obj.url, size=obj.size, expires_at=obj.expires_at, path=obj.path
         )
