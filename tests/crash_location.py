@@ -112,7 +112,7 @@ def held_start_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     from dagster._core.execution.retries import RetryMode
     from dagster._core.executor.in_process import InProcessExecutor
 
-    root = init_context.executor_config["scratch"]
+    root = str(init_context.executor_config["scratch"])
     if root:
         scratch = Scratch(root=root)
         scratch.mark("held start")
