@@ -142,7 +142,8 @@ class OffloadInstance(dg.DagsterInstance):
             and not self.event_log_storage.handles_run_events_in_store_event
         ):
             assert dagster_event is not None
-            final = run_status.claim(self.run_storage, event.run_id, status)
+            updated_at = datetime_from_timestamp(event.timestamp)
+            final = run_status.claim(self.run_storage, event.run_id, dagster_event, updated_at)
             if final is not None:
                 self.report_engine_event(
                     f"Ignored {dagster_event.event_type_value} ({dagster_event.message or 'no message'}): "
@@ -152,7 +153,6 @@ class OffloadInstance(dg.DagsterInstance):
                 )
                 return
             if dagster_event.is_run_failure:
-                updated_at = datetime_from_timestamp(event.timestamp)
                 self.run_storage.handle_run_event(event.run_id, dagster_event, updated_at)
         super().handle_new_event(event, batch_metadata=batch_metadata)
 

@@ -23,13 +23,15 @@ its database write lock before it evaluates the WHERE clause (the statement open
 first), so a second writer waits and then reads the committed status; Postgres locks the row, and under
 its default READ COMMITTED isolation an UPDATE that waited on a concurrent writer re-evaluates its WHERE
 clause on the row's newest version, so it matches nothing once the first writer committed a final status.
-Dagster then writes the rest of the run's row (body, start and end time) as it always does; only the
-status column is the claim.
+The claim writes the status with its start or end time; Dagster then writes the rest of the run's row
+(its body, a failure's reason tag) as it always does.
 """
 
 from __future__ import annotations
 
-from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS, DagsterEvent
+from datetime import datetime
+
+from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS, DagsterEvent, DagsterEventType
 from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRunStatus
 from dagster._core.storage.legacy_storage import LegacyRunStorage
 from dagster._core.storage.runs.base import RunStorage
@@ -44,21 +46,30 @@ def new_status(event: DagsterEvent) -> DagsterRunStatus | None:
     return EVENT_TYPE_TO_PIPELINE_RUN_STATUS.get(event.event_type) if event.is_job_event else None
 
 
-def claim(storage: RunStorage, run_id: str, status: DagsterRunStatus) -> DagsterRunStatus | None:
-    """Set ``run_id``'s status to ``status`` unless the run has finished already (module docstring).
+def claim(storage: RunStorage, run_id: str, event: DagsterEvent, at: datetime) -> DagsterRunStatus | None:
+    """Set ``run_id``'s status as ``event`` (stored at ``at``) does, unless the run has finished already.
 
-    Returns None when the status is ours (or the run is unknown: nothing to protect, Dagster ignores
-    the status part of such an event), else the final status that stands. A run storage that is not
-    SQL (none offload configures) is left to Dagster's unconditional write.
+    The status is written with the times Dagster writes with it (start time on RUN_START, end time with
+    a final status), so no reader sees a finished run without its end time. Returns None when the status
+    is ours (or the run is unknown: nothing to protect, Dagster ignores the status part of such an
+    event), else the final status that stands. A run storage that is not SQL (none offload configures)
+    is left to Dagster's unconditional write.
     """
+    status = new_status(event)
     sql = _sql_run_storage(storage)
-    if sql is None:
+    if status is None or sql is None:
         return None
+    values: dict[str, object] = {"status": status.value, "update_timestamp": at}
+    if sql.has_run_stats_index_cols():
+        if event.event_type == DagsterEventType.RUN_START:
+            values["start_time"] = at.timestamp()
+        if status in FINISHED_STATUSES:
+            values["end_time"] = at.timestamp()
     with sql.connect() as connection:
         claimed = connection.execute(
             RunsTable.update()
             .where((RunsTable.c.run_id == run_id) & RunsTable.c.status.notin_(_FINAL))
-            .values(status=status.value)
+            .values(**values)
         ).rowcount
         if claimed:
             return None

@@ -217,3 +217,24 @@ def test_concurrent_final_writes_leave_exactly_one(home, monitor):
         }[finals[0]]
     )
     assert len(ignored(monitor, run.run_id)) == len(kinds) - 1
+
+
+def test_a_finished_status_is_never_seen_without_its_end_time(monitor, worker, monkeypatch):
+    """The claim writes the status with its time: a reader between the claim and Dagster's own write of
+    the run (here: the moment Dagster's write begins) sees SUCCESS with an end time."""
+    run = monitor.add_run(dg.DagsterRun(job_name="job"))
+    report(worker, run.run_id, DagsterEventType.RUN_START)
+    seen = []
+    storage = worker.run_storage
+    dagsters_write = storage.handle_run_event
+
+    def observed(run_id, event, update_timestamp=None):
+        seen.append(monitor.get_run_record_by_id(run_id))
+        return dagsters_write(run_id, event, update_timestamp)
+
+    monkeypatch.setattr(storage, "handle_run_event", observed)
+    report(worker, run.run_id, DagsterEventType.RUN_SUCCESS)
+    assert seen, "Dagster's write of the run was not reached"
+    for record in seen:
+        if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+            assert record.end_time is not None and record.start_time is not None
