@@ -63,7 +63,11 @@ def output(dev: DagsterDev, run_id: str, step: str = "third") -> object:
 
 
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
-    events = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
+    """The run's one RUN_FAILURE message. Waited for: offload's instance marks a run failed a moment
+    before it stores the event (offload/reexecution.py), so a run seen failed may not show it yet."""
+    events = wait_for(
+        lambda: instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE), 10, "the failure event"
+    )
     assert len(events) == 1, [event.message for event in events]
     return events[0].message
 
