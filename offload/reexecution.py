@@ -123,27 +123,27 @@ class OffloadInstance(dg.DagsterInstance):
         install()
         monitoring.install()
         super().__init__(*args, **kwargs)
+        self._status_storage = run_status.install(self._run_storage)
 
     def handle_new_event(
         self, event: EventLogEntry, *, batch_metadata: DagsterEventBatchMetadata | None = None
     ) -> None:
-        """Claim a status change before storing its event, and mark a run failed before its RUN_FAILURE
-        event becomes visible to the retry daemon.
+        """Write a status change before storing its event: a run is marked failed before its RUN_FAILURE
+        event becomes visible to the retry daemon, and a change refused because the run has finished
+        (``offload/run_status.py``) is stored as an engine event saying so instead of the status event.
 
-        The claim (``offload/run_status.py``) refuses any status change of a run that has finished: the
-        event is then stored as an engine event saying so. Dagster then stores the event and repeats the
-        status write (same status; the run's body and times).
+        Dagster then stores the event and repeats the status write (refused once the status is final).
         """
         dagster_event = event.dagster_event
-        status = run_status.new_status(dagster_event) if dagster_event is not None else None
         if (
-            status is not None
+            dagster_event is not None
+            and dagster_event.is_job_event
             and event.run_id
+            and self._status_storage is not None
             and not self.event_log_storage.handles_run_events_in_store_event
         ):
-            assert dagster_event is not None
             updated_at = datetime_from_timestamp(event.timestamp)
-            final = run_status.claim(self.run_storage, event.run_id, dagster_event, updated_at)
+            final = run_status.handle_run_event(self._status_storage, event.run_id, dagster_event, updated_at)
             if final is not None:
                 self.report_engine_event(
                     f"Ignored {dagster_event.event_type_value} ({dagster_event.message or 'no message'}): "
@@ -152,8 +152,6 @@ class OffloadInstance(dg.DagsterInstance):
                     run_id=event.run_id,
                 )
                 return
-            if dagster_event.is_run_failure:
-                self.run_storage.handle_run_event(event.run_id, dagster_event, updated_at)
         super().handle_new_event(event, batch_metadata=batch_metadata)
 
     @classmethod

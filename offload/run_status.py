@@ -8,75 +8,128 @@ moment earlier, then stored ``RUN_CANCELING`` (a finished run back in progress) 
 recorded ``RUN_FAILURE "exceeded max runtime"`` 2 ms after the success. The failed status freed the
 run's idempotency key, so a retried trigger would have run and billed again.
 
-:func:`claim` makes every status change a compare-and-set on the runs table, and
-``OffloadInstance.handle_new_event`` (``offload/reexecution.py``) claims before storing any event that
-changes a run's status: a run that has reached a final status takes no other (not FAILURE after SUCCESS,
-not CANCELING after SUCCESS, not a second FAILURE); the refused event is stored as an engine event that
-says so, never as the status event, so run-failure sensors and the retry daemon, which read status
-events, never see it. Between two writers racing to end a run, whichever claims first wins.
+:func:`handle_run_event` is Dagster's status write with one change: it updates the run only if its status
+is not final, in one statement whose row count says whether it did. ``OffloadInstance`` (``offload/
+reexecution.py``) installs it in place of its run storage's own (:func:`install`), so it is in every
+process that opens the instance (run worker, daemon, webserver), and writes it before storing any status
+event: a run that has reached a final status takes no other (not FAILURE after SUCCESS, not CANCELING
+after SUCCESS, not a second FAILURE); the refused event is stored as an engine event that says so, never
+as the status event, so run-failure sensors and the retry daemon, which read status events, never see
+it. Between two writers racing to end a run, whichever writes first wins. Dagster's own second write of
+the same event (its ``handle_new_event``) goes through the same check, so a write of an in-progress
+status (CANCELING) can never land after another writer finished the run either.
 
-**Why a conditional UPDATE** (``UPDATE runs SET status = :new WHERE run_id = :id AND status NOT IN
-(final)``, the row count saying who won) rather than a re-read under a lock: the writers are separate
-processes (the run worker, the daemon, the webserver), so no lock in Python spans them, and SQLite has
-no ``SELECT ... FOR UPDATE``. One statement is atomic in both storages Dagster offers here: SQLite takes
-its database write lock before it evaluates the WHERE clause (the statement opens a write transaction
-first), so a second writer waits and then reads the committed status; Postgres locks the row, and under
-its default READ COMMITTED isolation an UPDATE that waited on a concurrent writer re-evaluates its WHERE
+**Why a conditional UPDATE** (``UPDATE runs SET ... WHERE run_id = :id AND status NOT IN (final)``)
+rather than a re-read under a lock: the writers are separate processes, so no lock in Python spans them,
+and SQLite has no ``SELECT ... FOR UPDATE``. One statement is atomic in both storages Dagster offers
+here: SQLite takes its database write lock before it evaluates the WHERE clause (the statement opens a
+write transaction first), so a second writer waits and then reads the committed status; Postgres locks
+the row, and under READ COMMITTED an UPDATE that waited on a concurrent writer re-evaluates its WHERE
 clause on the row's newest version, so it matches nothing once the first writer committed a final status.
-The claim writes the status with its start or end time; Dagster then writes the rest of the run's row
-(its body, a failure's reason tag) as it always does.
+The run's status, times and a failure's reason tag are written in one transaction, so no reader sees a
+finished run without its end time or a failed one without its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from datetime import datetime
 
-from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS, DagsterEvent, DagsterEventType
+from dagster._core.events import (
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    DagsterEvent,
+    DagsterEventType,
+    JobFailureData,
+    RunFailureReason,
+)
 from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRunStatus
 from dagster._core.storage.legacy_storage import LegacyRunStorage
 from dagster._core.storage.runs.base import RunStorage
-from dagster._core.storage.runs.schema import RunsTable
+from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+from dagster._core.storage.sqlalchemy_compat import db_select
+from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG
+from dagster._serdes import serialize_value
+from dagster._time import get_current_datetime
+from sqlalchemy.engine import Connection
 
 _FINAL = [status.value for status in FINISHED_STATUSES]
 
 
-def new_status(event: DagsterEvent) -> DagsterRunStatus | None:
-    """The run status ``event`` moves its run to, or None if it changes no status."""
-    return EVENT_TYPE_TO_PIPELINE_RUN_STATUS.get(event.event_type) if event.is_job_event else None
+def handle_run_event(
+    storage: SqlRunStorage, run_id: str, event: DagsterEvent, update_timestamp: datetime | None = None
+) -> DagsterRunStatus | None:
+    """Dagster's ``SqlRunStorage.handle_run_event`` (the run's status, body, start or end time, and a
+    failure's reason tag), written only if the run has not finished, in one transaction.
 
-
-def claim(storage: RunStorage, run_id: str, event: DagsterEvent, at: datetime) -> DagsterRunStatus | None:
-    """Set ``run_id``'s status as ``event`` (stored at ``at``) does, unless the run has finished already.
-
-    The status is written with the times Dagster writes with it (start time on RUN_START, end time with
-    a final status), so no reader sees a finished run without its end time. Returns None when the status
-    is ours (or the run is unknown: nothing to protect, Dagster ignores the status part of such an
-    event), else the final status that stands. A run storage that is not SQL (none offload configures)
-    is left to Dagster's unconditional write.
+    Returns None when written (or nothing to write: not a status event, an unknown run), else the final
+    status that stands. :func:`install` puts it in the place of the storage's own method, so Dagster's
+    write of every status event is this one too: a status write that had read the run as in progress
+    can never land after another writer finished it.
     """
-    status = new_status(event)
-    sql = _sql_run_storage(storage)
-    if status is None or sql is None:
+    status = EVENT_TYPE_TO_PIPELINE_RUN_STATUS.get(event.event_type)
+    run = storage._get_run_by_id(run_id) if status is not None else None  # Dagster's own read
+    if status is None or run is None:
         return None
-    values: dict[str, object] = {"status": status.value, "update_timestamp": at}
-    if sql.has_run_stats_index_cols():
+    at = update_timestamp or get_current_datetime()
+    updated = run.with_status(status)
+    reason = None
+    if event.event_type == DagsterEventType.RUN_FAILURE and isinstance(
+        event.event_specific_data, JobFailureData
+    ):
+        failure = event.event_specific_data.failure_reason
+        reason = failure.value if failure and failure != RunFailureReason.UNKNOWN else None
+    if reason is not None:
+        updated = updated.with_tags({**run.tags, RUN_FAILURE_REASON_TAG: reason})
+    values: dict[str, object] = {"run_body": serialize_value(updated), "status": status.value}
+    values["update_timestamp"] = at
+    if storage.has_run_stats_index_cols():
         if event.event_type == DagsterEventType.RUN_START:
             values["start_time"] = at.timestamp()
         if status in FINISHED_STATUSES:
             values["end_time"] = at.timestamp()
-    with sql.connect() as connection:
-        claimed = connection.execute(
+    with _transaction(storage) as connection:
+        written = connection.execute(
             RunsTable.update()
             .where((RunsTable.c.run_id == run_id) & RunsTable.c.status.notin_(_FINAL))
             .values(**values)
         ).rowcount
-        if claimed:
-            return None
-        row = connection.execute(
-            RunsTable.select().with_only_columns(RunsTable.c.status).where(RunsTable.c.run_id == run_id)
-        ).first()
-    return None if row is None else DagsterRunStatus(row[0])
+        if not written:
+            row = connection.execute(
+                db_select([RunsTable.c.status]).where(RunsTable.c.run_id == run_id)
+            ).first()
+            return None if row is None else DagsterRunStatus(row[0])
+        if reason is not None:
+            tag = (RunTagsTable.c.run_id == run_id) & (RunTagsTable.c.key == RUN_FAILURE_REASON_TAG)
+            if not connection.execute(RunTagsTable.update().where(tag).values(value=reason)).rowcount:
+                connection.execute(
+                    RunTagsTable.insert().values(run_id=run_id, key=RUN_FAILURE_REASON_TAG, value=reason)
+                )
+    return None
+
+
+def install(storage: RunStorage) -> SqlRunStorage | None:
+    """Make ``storage``'s status writes :func:`handle_run_event`; the SQL storage, or None if not SQL."""
+    sql = _sql_run_storage(storage)
+    if sql is not None:
+        sql.handle_run_event = functools.partial(handle_run_event, sql)  # type: ignore[method-assign,assignment]
+    return sql
+
+
+@contextlib.contextmanager
+def _transaction(storage: SqlRunStorage) -> Iterator[Connection]:
+    """One transaction: SQLite's run storage opens one per connection; Postgres's connections autocommit
+    each statement, so this one asks for a READ COMMITTED transaction (the status and the reason tag
+    become visible together)."""
+    with storage.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            yield connection
+            return
+        transactional = connection.execution_options(isolation_level="READ COMMITTED")
+        with transactional.begin():
+            yield transactional
 
 
 def _sql_run_storage(storage: RunStorage) -> SqlRunStorage | None:

@@ -238,3 +238,15 @@ def test_a_finished_status_is_never_seen_without_its_end_time(monitor, worker, m
     for record in seen:
         if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
             assert record.end_time is not None and record.start_time is not None
+
+
+def test_dagsters_own_status_write_is_conditional_too(monitor, worker):
+    """Dagster's handle_new_event writes the status again after storing the event: that write (a CANCELING
+    read as in progress, landing after the worker's success) must not reopen the run either."""
+    run = monitor.add_run(dg.DagsterRun(job_name="job"))
+    report(worker, run.run_id, DagsterEventType.RUN_START)
+    report(worker, run.run_id, DagsterEventType.RUN_SUCCESS)
+    canceling = DagsterEvent(event_type_value=DagsterEventType.RUN_CANCELING.value, job_name="job")
+    monitor.run_storage.handle_run_event(run.run_id, canceling)
+    current = monitor.get_run_by_id(run.run_id)
+    assert current is not None and current.status == dg.DagsterRunStatus.SUCCESS
