@@ -8,6 +8,10 @@ every step's stored output was reused correctly. A step configured with ``block:
 ``mapped_steps``: ``fan_out`` yields three mapped values (a, b, c), ``work[key]`` doubles each (the one
 named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every mapped step ran.
 
+``held_start``: ``three_steps`` with an executor that, given a scratch directory, waits for the file
+``<scratch>/start-gate`` while it is made: before the worker stores RUN_START, so the run stays STARTING
+(it logs ``held start`` first). The test kills the run worker there.
+
 ``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
 termination, so only a kill ends it; the job declares a max runtime of 2 s with
 ``offload.runtime.max_runtime``.
@@ -118,6 +122,27 @@ def mapped_steps() -> None:
     total(fan_out().map(work).collect())
 
 
+@dg.executor(name="held_start", config_schema={"scratch": dg.Field(str, default_value="")})
+def held_start_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """The in-process executor, made only once ``<scratch>/start-gate`` exists (when given a scratch)."""
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.executor.in_process import InProcessExecutor
+
+    root = str(init_context.executor_config["scratch"])
+    if root:
+        scratch = Scratch(root=root)
+        scratch.mark("held start")
+        deadline = time.monotonic() + 120
+        while not (Path(root) / "start-gate").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return InProcessExecutor(retries=RetryMode.DISABLED)
+
+
+@dg.job(executor_def=held_start_executor)
+def held_start() -> None:
+    third(second(first()))
+
+
 class SleepConfig(dg.Config):
     stubborn: bool = False
 
@@ -166,7 +191,7 @@ slow_video = process_video_graph.to_job(
 )
 
 defs = dg.Definitions(
-    jobs=[three_steps, mapped_steps, overtime, slow_video],
+    jobs=[three_steps, mapped_steps, held_start, overtime, slow_video],
     resources={"scratch": Scratch.configure_at_launch()},
 )
 

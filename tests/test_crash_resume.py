@@ -6,6 +6,8 @@ code location tests/crash_location.py, runs submitted through GraphQL.
   its child died and fails the run, and the run-retry settings re-execute it from failure.
 * ``kill -9`` of the whole tree, then a restart: no code server is left to notice, so offload's launcher
   health check finds the worker gone, and the retry follows.
+* ``kill -9`` of the run worker while its run is STARTING (held in executor set-up, before RUN_START):
+  Dagster's monitor would wait for its 180 s start timeout; offload's launcher knows the pid.
 Each time: the run is failed within 30 s, a retry run completes, the step log shows that the steps that
 had finished ran exactly once and the interrupted one again from its start, and the final output equals an
 uninterrupted run's. Also with mapped steps, when the worker dies in the first of three (the retry must run
@@ -68,7 +70,11 @@ def output(dev: DagsterDev, run_id: str, step: str = "third") -> object:
 
 
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
-    events = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
+    """The run's one RUN_FAILURE message. Waited for: offload's instance marks a run failed a moment
+    before it stores the event (offload/reexecution.py), so a run seen failed may not show it yet."""
+    events = wait_for(
+        lambda: instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE), 10, "the failure event"
+    )
     assert len(events) == 1, [event.message for event in events]
     return events[0].message
 
@@ -150,6 +156,37 @@ def test_run_survives_kill_of_everything_and_restart(dev, instance, uninterrupte
     assert record.end_time - restarted_at < DETECTION_TARGET
     assert f"run worker (pid {worker.pid}) is gone" in failure_message(instance, run_id)
     check_resumed(dev, instance, tmp_path, run_id, "second", uninterrupted)
+
+
+def test_worker_killed_while_starting_is_failed_within_a_poll_and_retried(
+    dev, instance, uninterrupted, tmp_path
+):
+    """Dagster's monitor only times a STARTING run (180 s); offload's launcher knows the worker's pid from
+    the fork and the monitor asks it (offload/monitoring.py)."""
+    run_id = submit(dev, tmp_path, "held_start", {}, execution={"scratch": str(tmp_path)})
+    wait_for(lambda: step_log(tmp_path) == ["held start"], 60, "the worker to hold while starting")
+    worker = run_worker(instance, run_id)
+    assert worker is not None and worker.is_alive()
+    assert run_of(instance, run_id).status == dg.DagsterRunStatus.STARTING
+    os.kill(worker.pid, signal.SIGKILL)
+    killed_at = time.time()
+    failed = wait_for(
+        lambda: finished(instance, run_id), DETECTION_TARGET, "the dead starting run to be failed"
+    )
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    record = instance.get_run_record_by_id(run_id)
+    assert record is not None and record.end_time is not None
+    assert record.end_time - killed_at < DETECTION_TARGET
+    message = failure_message(instance, run_id)
+    assert f"run worker (pid {worker.pid}) is gone" in message and "while the run was starting" in message
+    (tmp_path / "start-gate").touch()
+    retry_id = wait_for(
+        lambda: run_of(instance, run_id).tags.get("dagster/auto_retry_run_id"), 30, "the retry"
+    )
+    retry = wait_for(lambda: finished(instance, retry_id), 60, "the retry to finish")
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert step_log(tmp_path) == ["held start", "held start", *STEPS]  # the retry ran every step, once
+    assert output(dev, retry_id) == uninterrupted
 
 
 @pytest.mark.parametrize("stubborn", [False, True], ids=["step-stops", "step-ignores-interrupt"])

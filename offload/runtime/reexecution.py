@@ -21,6 +21,10 @@ process that opens the instance: daemon, webserver, code server, run workers, CL
   monitor writing the failure while the retry daemon reads (both run first thing after a restart) made it
   miss about one crash in ten. :meth:`OffloadInstance.handle_new_event` marks the run failed first.
 
+The same instance also keeps a finished run's status final (``offload/run_status.py``: a max-runtime stop
+racing the worker's success could flip a finished run to FAILURE) and lets the daemon's run monitor find a
+worker that died while its run was STARTING (``offload/monitoring.py``).
+
 Remove a fix when upstream has one: tests/test_reexecution.py checks that each bug is still there.
 """
 
@@ -39,6 +43,8 @@ from dagster._core.execution.plan.step import StepKind
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
 from dagster._time import datetime_from_timestamp
+
+from offload import monitoring, run_status
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {
@@ -106,7 +112,8 @@ def install() -> None:
 
 
 class OffloadInstance(dg.DagsterInstance):
-    """Dagster's instance with the two run-retry fixes of this module in place.
+    """Dagster's instance with the two run-retry fixes of this module, final run statuses
+    (``offload/run_status.py``) and the STARTING-run check (``offload/monitoring.py``) in place.
 
     Configured as ``instance_class``. It takes no settings of its own; the two class methods are what
     Dagster asks a custom instance class for.
@@ -114,24 +121,37 @@ class OffloadInstance(dg.DagsterInstance):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         install()
+        monitoring.install()
         super().__init__(*args, **kwargs)
+        self._status_storage = run_status.install(self._run_storage)
 
     def handle_new_event(
         self, event: EventLogEntry, *, batch_metadata: DagsterEventBatchMetadata | None = None
     ) -> None:
-        """Mark a run failed before its RUN_FAILURE event becomes visible to the retry daemon.
+        """Write a status change before storing its event: a run is marked failed before its RUN_FAILURE
+        event becomes visible to the retry daemon, and a change refused because the run has finished
+        (``offload/run_status.py``) is stored as an engine event saying so instead of the status event.
 
-        Dagster then stores the event and repeats the same status write (same status, same end time).
+        Dagster then stores the event and repeats the status write (refused once the status is final).
         """
         dagster_event = event.dagster_event
         if (
             dagster_event is not None
-            and dagster_event.is_run_failure
+            and dagster_event.is_job_event
             and event.run_id
+            and self._status_storage is not None
             and not self.event_log_storage.handles_run_events_in_store_event
         ):
             updated_at = datetime_from_timestamp(event.timestamp)
-            self.run_storage.handle_run_event(event.run_id, dagster_event, updated_at)
+            final = run_status.handle_run_event(self._status_storage, event.run_id, dagster_event, updated_at)
+            if final is not None:
+                self.report_engine_event(
+                    f"Ignored {dagster_event.event_type_value} ({dagster_event.message or 'no message'}): "
+                    f"the run had already finished as {final.value}, and a finished run's status is final.",
+                    job_name=event.job_name,
+                    run_id=event.run_id,
+                )
+                return
         super().handle_new_event(event, batch_metadata=batch_metadata)
 
     @classmethod

@@ -149,10 +149,15 @@ class DagsterDev:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def submit(dev: DagsterDev, scratch: Path, job: str, ops: dict[str, Any]) -> str:
-    """Launch a job of tests/crash_location.py through GraphQL with its scratch directory."""
+def submit(
+    dev: DagsterDev, scratch: Path, job: str, ops: dict[str, Any], execution: dict[str, Any] | None = None
+) -> str:
+    """Launch a job of tests/crash_location.py through GraphQL with its scratch directory (and the
+    executor's config, ``execution``)."""
     scratch.mkdir(parents=True, exist_ok=True)
     config = {"resources": {"scratch": {"config": {"root": str(scratch)}}}, "ops": ops}
+    if execution is not None:
+        config["execution"] = {"config": execution}
     return dev.client().submit_job_execution(job, repository_location_name="crash_tests", run_config=config)
 
 
