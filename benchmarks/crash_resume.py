@@ -8,7 +8,7 @@ the run worker the moment ``second`` starts, opens the gate, and reads the times
 * kill -9 of the whole tree, then restart: restart -> run failed (offload's launcher health check),
   failed -> retry started;
 * worker kill while the run is STARTING (``held_start``: the worker holds in executor set-up, before
-  RUN_START): kill -> run failed (offload/monitoring.py; Dagster alone waits for its 180 s start
+  RUN_START): kill -> run failed (offload/runtime/monitoring.py; Dagster alone waits for its 180 s start
   timeout), failed -> retry started;
 * baseline, side by side: an uninterrupted run (submit -> success) against a crashed one (submit -> its
   retry's success): the ratio is what a crash costs.

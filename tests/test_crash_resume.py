@@ -71,7 +71,7 @@ def output(dev: DagsterDev, run_id: str, step: str = "third") -> object:
 
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     """The run's one RUN_FAILURE message. Waited for: offload's instance marks a run failed a moment
-    before it stores the event (offload/reexecution.py), so a run seen failed may not show it yet."""
+    before it stores the event (offload/runtime/reexecution.py), so a run seen failed may not show it yet."""
     events = wait_for(
         lambda: instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE), 10, "the failure event"
     )
@@ -162,7 +162,7 @@ def test_worker_killed_while_starting_is_failed_within_a_poll_and_retried(
     dev, instance, uninterrupted, tmp_path
 ):
     """Dagster's monitor only times a STARTING run (180 s); offload's launcher knows the worker's pid from
-    the fork and the monitor asks it (offload/monitoring.py)."""
+    the fork and the monitor asks it (offload/runtime/monitoring.py)."""
     run_id = submit(dev, tmp_path, "held_start", {}, execution={"scratch": str(tmp_path)})
     wait_for(lambda: step_log(tmp_path) == ["held start"], 60, "the worker to hold while starting")
     worker = run_worker(instance, run_id)

@@ -1,4 +1,5 @@
-"""offload/monitoring.py: the daemon's run monitor fails a STARTING run whose worker offload's launcher
+"""offload/runtime/monitoring.py: the daemon's run monitor fails a STARTING run whose worker offload's
+launcher
 finds gone (at the next poll, not after Dagster's 180 s start timeout), and leaves a STARTING run alone
 while its worker lives or before its pid is recorded. Dagster's own monitor still ignores such a worker
 (the check that this module is still needed)."""
@@ -14,9 +15,9 @@ import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._daemon.monitoring import run_monitoring
 
-from offload import instance as offload_instance
-from offload import monitoring
-from offload.launcher import FORKSERVER, START_METHOD_TAG, WORKER_HOST_TAG
+from offload.runtime import instance as offload_instance
+from offload.runtime import monitoring
+from offload.runtime.launcher import FORKSERVER, START_METHOD_TAG, WORKER_HOST_TAG
 
 LOG = logging.getLogger("test_monitoring")
 

@@ -1,4 +1,4 @@
-"""offload/run_status.py on SQLite and on Postgres: a run that reached a final status takes no other.
+"""offload/runtime/run_status.py on SQLite and on Postgres: a run that reached a final status takes no other.
 
 The monitor and the run worker are two instances on one storage (two processes' connections). The race
 seen in production is replayed with Dagster's own max-runtime check (``check_run_timeout``) and offload's
@@ -24,9 +24,9 @@ import yaml
 from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 
-from offload import instance as offload_instance
-from offload import limits
-from offload.launcher import FORKSERVER, START_METHOD_TAG, WORKER_HOST_TAG
+from offload.runtime import instance as offload_instance
+from offload.runtime import max_runtime
+from offload.runtime.launcher import FORKSERVER, START_METHOD_TAG, WORKER_HOST_TAG
 from tests.support import dagster_services
 from tests.support.dagster_dev import wait_for
 
@@ -77,14 +77,14 @@ def report(instance: dg.DagsterInstance, run_id: str, event_type: DagsterEventTy
 
 def overtime_run(monitor: dg.DagsterInstance, worker: dg.DagsterInstance, pid: int) -> dg.DagsterRun:
     """A run started by a forked worker (``pid``) on this machine, over its max runtime of 1 s."""
-    tags = {WORKER_HOST_TAG: socket.gethostname(), START_METHOD_TAG: FORKSERVER, **limits.max_runtime(1)}
+    tags = {WORKER_HOST_TAG: socket.gethostname(), START_METHOD_TAG: FORKSERVER, **max_runtime.max_runtime(1)}
     run = monitor.add_run(dg.DagsterRun(job_name="job", tags=tags))
     worker.report_engine_event("Run worker forked", run, EngineEventData.in_process(pid))
     report(worker, run.run_id, DagsterEventType.RUN_START)
 
     def over() -> bool:
         record = monitor.get_run_record_by_id(run.run_id)
-        return record is not None and limits.is_over(record.start_time, 1)
+        return record is not None and max_runtime.is_over(record.start_time, 1)
 
     wait_for(over, 30, "the run to be over its max runtime")
     return run
@@ -141,7 +141,7 @@ def test_success_landing_while_the_stop_is_held_at_the_boundary_stands(
     run = overtime_run(monitor, worker, worker_process.pid)
     record = stale_record(monitor, run.run_id)
     read, go = threading.Event(), threading.Event()
-    measured = limits.is_over
+    measured = max_runtime.is_over
 
     def held(*args, **kwargs):  # the launcher's terminate calls it right after reading the run
         over = measured(*args, **kwargs)
@@ -149,7 +149,7 @@ def test_success_landing_while_the_stop_is_held_at_the_boundary_stands(
         assert go.wait(60)
         return over
 
-    monkeypatch.setattr(limits, "is_over", held)
+    monkeypatch.setattr(max_runtime, "is_over", held)
     errors: list[BaseException] = []
 
     def stop() -> None:

@@ -310,10 +310,10 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         worker = run_worker(self._instance, run_id) if local else None
         remote = None if worker else self._get_grpc_client_for_termination(run_id)  # needs an unfinished run
         self._instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0"})
-        self._instance.report_run_failed(run, limits.max_runtime_message(limit))
+        self._instance.report_run_failed(run, max_runtime.max_runtime_message(limit))
         current = self._instance.get_run_by_id(run_id)
         if current is None or current.status != dg.DagsterRunStatus.FAILURE:
-            return False  # it finished first, so the failure was refused (offload/run_status.py): let it exit
+            return False  # it finished first: the failure was refused (runtime/run_status.py); let it exit
         if worker is not None:
             if worker.stop(self.terminate_grace_seconds):
                 self._instance.report_engine_event(

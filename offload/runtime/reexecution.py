@@ -21,9 +21,10 @@ process that opens the instance: daemon, webserver, code server, run workers, CL
   monitor writing the failure while the retry daemon reads (both run first thing after a restart) made it
   miss about one crash in ten. :meth:`OffloadInstance.handle_new_event` marks the run failed first.
 
-The same instance also keeps a finished run's status final (``offload/run_status.py``: a max-runtime stop
+The same instance also keeps a finished run's status final (``offload/runtime/run_status.py``: a max-runtime
+stop
 racing the worker's success could flip a finished run to FAILURE) and lets the daemon's run monitor find a
-worker that died while its run was STARTING (``offload/monitoring.py``).
+worker that died while its run was STARTING (``offload/runtime/monitoring.py``).
 
 Remove a fix when upstream has one: tests/test_reexecution.py checks that each bug is still there.
 """
@@ -44,7 +45,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
 from dagster._time import datetime_from_timestamp
 
-from offload import monitoring, run_status
+from offload.runtime import monitoring, run_status
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {
@@ -113,7 +114,8 @@ def install() -> None:
 
 class OffloadInstance(dg.DagsterInstance):
     """Dagster's instance with the two run-retry fixes of this module, final run statuses
-    (``offload/run_status.py``) and the STARTING-run check (``offload/monitoring.py``) in place.
+    (``offload/runtime/run_status.py``) and the STARTING-run check (``offload/runtime/monitoring.py``) in
+    place.
 
     Configured as ``instance_class``. It takes no settings of its own; the two class methods are what
     Dagster asks a custom instance class for.
@@ -130,7 +132,8 @@ class OffloadInstance(dg.DagsterInstance):
     ) -> None:
         """Write a status change before storing its event: a run is marked failed before its RUN_FAILURE
         event becomes visible to the retry daemon, and a change refused because the run has finished
-        (``offload/run_status.py``) is stored as an engine event saying so instead of the status event.
+        (``offload/runtime/run_status.py``) is stored as an engine event saying so instead of the status
+        event.
 
         Dagster then stores the event and repeats the status write (refused once the status is final).
         """
