@@ -26,7 +26,7 @@ SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)$", re
 URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
 # A query or form parameter whose name says it holds a credential: its value is masked, known or not.
 SECRET_PARAM = re.compile(
-    r"(?P<name>(?<![\w-])[\w.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|signature)=)"
+    r"(?P<name>(?<![\w\-])[\w.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|signature)=)"
     r"(?P<value>[^&#\s\"'<>]+)",
     re.I,
 )
