@@ -24,8 +24,8 @@ from resources.ai import OpenAIResource
 from resources.database import AppDatabase, embedded_url
 from resources.email import EmailSender, OutboxEmail, ResendEmail
 from resources.slack import DEFAULT_CHANNEL, SLACK_DEFAULT_API_URL, OutboxSlack, SlackAPI, SlackNotifier
-from resources.sql import SqlTable
 from resources.storage import LocalStorage, S3Storage, Storage
+from resources.sync_table import SqlTable
 
 __all__ = [
     "AppDatabase",

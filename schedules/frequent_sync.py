@@ -4,7 +4,7 @@ import dagster as dg
 
 from offload.scheduling import ScheduledTime
 from pipelines.sync import data_pipeline
-from resources.sql import SqlTable
+from resources.sync_table import SqlTable
 from schedules.requests import payload_request
 
 CRON = "*/15 * * * *"

@@ -177,11 +177,14 @@ def test_a_setting_that_stopped_the_run_is_failed_with_its_reason():
     assert error_of([wrapper], {"offload/configuration_error": reason}) == reason
 
 
-def test_the_clients_queries_are_valid_for_the_webserver():
+def test_the_clients_graphql_documents_are_valid_for_the_webserver():
     from dagster_graphql.schema import create_schema
     from graphql import parse, validate
 
-    from offload.client.api import EVENTS_QUERY, RUN_QUERY, RUNS_QUERY
+    from offload.client import documents
 
-    for query in (EVENTS_QUERY, RUN_QUERY, RUNS_QUERY):
-        assert validate(create_schema().graphql_schema, parse(query)) == []
+    fragments = {"RUN_FIELDS", "LAUNCH_RESULT"}  # parts of the documents below, not documents themselves
+    names = sorted(set(documents.__all__) - fragments)
+    assert {"EVENTS_QUERY", "RUN_QUERY", "RUNS_QUERY", "LAUNCH", "TERMINATE"} <= set(names)
+    for name in names:
+        assert validate(create_schema().graphql_schema, parse(getattr(documents, name))) == [], name

@@ -25,7 +25,7 @@ from pipelines.invoicing.payload import InvoicingPayload
 from pipelines.reports import build_daily_report
 from pipelines.sync import data_pipeline
 from resources import resources_for
-from resources.sql import SqlTable
+from resources.sync_table import SqlTable
 from schedules import defs as schedule_defs
 from schedules.daily_report import daily_report_schedule, missed_days
 from schedules.frequent_sync import frequent_sync_schedule

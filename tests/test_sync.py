@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.sync import data_pipeline
-from resources.sql import SqlTable, Watermark, WatermarkMoved, create_engine
+from resources.sync_table import SqlTable, Watermark, WatermarkMoved, create_engine
 from tests.support.runs import failure_text, output_metadata
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)

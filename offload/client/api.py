@@ -32,6 +32,15 @@ from typing import Any
 import httpx
 
 from offload.client import idempotency
+from offload.client.documents import (
+    EVENTS_QUERY,
+    JOBS_QUERY,
+    LAUNCH,
+    LAUNCH_MANY,
+    RUN_QUERY,
+    RUNS_QUERY,
+    TERMINATE,
+)
 from offload.client.runs import (
     DAGSTER_STATUSES,
     MAX_RETRIES_TAG,
@@ -71,108 +80,6 @@ MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
 BATCH_CHUNK = 50  # runs per launchMultipleRuns request: keeps each request well under the timeout
 JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
 STARTING_GRACE = 30.0  # seconds cancel waits for a STARTING run (worker being started) to be cancelable
-
-RUN_FIELDS = """
-fragment OffloadRun on Run {
-  runId jobName status creationTime startTime endTime rootRunId parentRunId runConfig tags { key value }
-  repositoryOrigin { id }
-}"""
-
-JOBS_QUERY = """
-query OffloadJobs {
-  repositoriesOrError {
-    __typename
-    ... on RepositoryConnection { nodes { name location { name } pipelines { name tags { key value } } } }
-    ... on PythonError { message }
-  }
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries { name locationOrLoadError { __typename ... on PythonError { message } } }
-    }
-  }
-}"""
-
-LAUNCH_RESULT = """
-  __typename
-  ... on LaunchRunSuccess { run { runId } }
-  ... on RunConfigValidationInvalid { errors { message } }
-  ... on PythonError { message className errorChain { error { message className } } }
-  ... on Error { message }
-"""
-
-LAUNCH = f"""
-mutation OffloadLaunch($params: ExecutionParams!) {{
-  launchRun(executionParams: $params) {{ {LAUNCH_RESULT} }}
-}}"""
-
-LAUNCH_MANY = f"""
-mutation OffloadLaunchMany($params: [ExecutionParams!]!) {{
-  launchMultipleRuns(executionParamsList: $params) {{
-    __typename
-    ... on LaunchMultipleRunsResult {{ launchMultipleRunsResult {{ {LAUNCH_RESULT} }} }}
-    ... on PythonError {{ message }}
-  }}
-}}"""
-
-RUN_QUERY = (
-    """
-query OffloadRun($runId: ID!, $group: RunsFilter!) {
-  runOrError(runId: $runId) { __typename ... on Run { ...OffloadRun } ... on Error { message } }
-  runsOrError(filter: $group) {
-    __typename ... on Runs { results { ...OffloadRun } } ... on Error { message }
-  }
-}"""
-    + RUN_FIELDS
-)
-
-RUNS_QUERY = (
-    """
-query OffloadRuns($filter: RunsFilter!, $cursor: String, $limit: Int!) {
-  runsOrError(filter: $filter, cursor: $cursor, limit: $limit) {
-    __typename ... on Runs { results { ...OffloadRun } } ... on Error { message }
-  }
-}"""
-    + RUN_FIELDS
-)
-
-EVENTS_QUERY = """
-query OffloadEvents($runId: ID!, $cursor: String) {
-  logsForRun(runId: $runId, afterCursor: $cursor, limit: 1000) {
-    __typename
-    ... on EventConnection {
-      cursor hasMore
-      events {
-        __typename
-        ... on ExecutionStepOutputEvent {
-          stepKey
-          metadataEntries {
-            label
-            ... on JsonMetadataEntry { jsonString }
-            ... on TextMetadataEntry { text }
-            ... on IntMetadataEntry { intValue }
-            ... on FloatMetadataEntry { floatValue }
-            ... on BoolMetadataEntry { boolValue }
-            ... on UrlMetadataEntry { url }
-            ... on PathMetadataEntry { path }
-            ... on MarkdownMetadataEntry { mdStr }
-          }
-        }
-        ... on ExecutionStepFailureEvent {
-          stepKey message failureMetadata { description } error { ...OffloadError }
-        }
-        ... on RunFailureEvent { message error { ...OffloadError } }
-      }
-    }
-    ... on Error { message }
-  }
-}
-fragment OffloadError on PythonError { message className causes { message className } }"""
-
-TERMINATE = """
-mutation OffloadCancel($runId: String!) {
-  terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) { __typename ... on Error { message } }
-}"""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from offload.scheduling import ScheduledPayload
-from resources.sql import IDENTIFIER, IDENTIFIER_RULE
+from resources.sync_table import IDENTIFIER, IDENTIFIER_RULE
 
 MAX_ROWS = 1_000_000
 

@@ -2,9 +2,10 @@
 
 ``extract`` reads up to ``max_rows`` rows after the destination's watermark; ``transform`` checks them (a key
 and a cursor on every row, each key once) and keeps the columns the destination has; ``load`` upserts them
-and moves the watermark in one transaction (``resources/sql.py``). A failure anywhere leaves the watermark
-where it was, so the next run reads the same rows again. Database errors that another attempt may clear (a
-dropped connection, a lock timeout) are retried; errors in the data or the schema fail the run at once.
+and moves the watermark in one transaction (``resources/sync_table.py``). A failure anywhere leaves the
+watermark where it was, so the next run reads the same rows again. Database errors that another attempt may
+clear (a dropped connection, a lock timeout) are retried; errors in the data or the schema fail the run at
+once.
 """
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from offload.log import StepLog, redact
 from offload.result import job_result
 from offload.retry import retrying
 from pipelines.sync.payload import SyncPayload
-from resources.sql import SqlTable, Watermark, WatermarkMoved
+from resources.sync_table import SqlTable, Watermark, WatermarkMoved
 
 # Errors in the rows or the tables themselves: the same rows fail the same way next time.
 PERMANENT = (
