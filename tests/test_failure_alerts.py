@@ -333,6 +333,62 @@ def test_a_missing_or_bad_setting_fails_the_run_once_with_its_reason(
         assert "hunter2" not in message["text"] and "hunter2" not in json.dumps(tags)
 
 
+@dg.op(required_resource_keys={"storage", "email", "slack", "database"})
+def uses_the_production_settings() -> None: ...
+
+
+@dg.job
+def needs_settings() -> None:
+    uses_the_production_settings()
+
+
+PRODUCTION_SETTINGS = [
+    "DATABASE_URL",
+    "OFFLOAD_S3_BUCKET",
+    "RESEND_API_KEY",
+    "OFFLOAD_EMAIL_FROM",
+    "SLACK_BOT_TOKEN",
+]
+
+
+@pytest.mark.parametrize("variable", PRODUCTION_SETTINGS)
+def test_an_unset_production_variable_fails_the_run_once_naming_it(
+    variable: str, tmp_path: Path, slack: FakeSlack, monkeypatch
+) -> None:
+    """The production resource set with one required variable unset (where the run resolves its resources:
+    the run worker builds them again): not Dagster's config error at run start, retried as a crash, but a
+    FAILED run whose error is "NAME is not set", no retry, and one alert quoting it."""
+    values = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}", "OFFLOAD_S3_BUCKET": "uploads",
+              "RESEND_API_KEY": "re_unused_0000", "OFFLOAD_EMAIL_FROM": "Acme <noreply@example.com>",
+              "SLACK_BOT_TOKEN": "xoxb-unused-0000"}  # fmt: skip
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(variable)
+    resources = resources_for(paths.PRODUCTION)
+    overrides = {"run_retries": {"enabled": True, "max_retries": 2}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        })  # fmt: skip
+        sensor.tick()
+        result = needs_settings.execute_in_process(
+            resources=resources, instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        tags = tags_of(instance, result.run_id)
+        assert tags["dagster/will_retry"] == "false"
+        record = {"status": "FAILURE", "startTime": 1.0, "endTime": 2.0,
+                  "tags": [{"key": k, "value": v} for k, v in tags.items()]}  # fmt: skip
+        assert status_of(record) is Status.FAILED
+        assert error_of([], tags) == f"{variable} is not set"
+        sensor.tick()
+        sensor.tick()
+        [message] = slack.messages
+        assert message["text"].startswith(f"Run of needs_settings failed: {variable} is not set\n")
+
+
 def test_a_run_that_fails_before_its_steps_is_alerted_with_the_cause(
     instance: dg.DagsterInstance, slack: FakeSlack, tmp_path: Path
 ) -> None:
