@@ -76,6 +76,22 @@ def configuration_checked(context: dg.InitResourceContext) -> Iterator[None]:
         raise
 
 
+def require_settings(resource: object, variables: Mapping[str, str]) -> None:
+    """Raise ``ConfigurationError`` ("DATABASE_URL is not set") for the first of ``resource``'s settings,
+    given as field -> the variable that sets it, that is empty.
+
+    The production resource set binds such a setting to ``dg.EnvVar`` only when the variable is set, and to
+    an empty value otherwise (``resources.required_env``): Dagster fails an unset ``EnvVar`` while it resolves
+    the run's config, before any resource code runs, as a crash its run retries retry. Checked in the
+    resource's ``setup_for_execution`` inside :func:`configuration_checked`, an unset variable instead
+    fails the run for good with this one line, as a bad value does.
+    """
+    for field, variable in variables.items():
+        value = getattr(resource, field, None)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigurationError(f"{variable} is not set")
+
+
 class FetchError(RuntimeError):
     """A source could not be fetched. ``retryable`` says whether trying again could help; ``status`` is the
     HTTP status when there was one; ``retry_after`` the seconds a rate-limited server asked to wait."""

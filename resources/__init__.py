@@ -68,6 +68,15 @@ def _env_if_set(name: str) -> Any:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+def required_env(name: str) -> Any:
+    """``dg.EnvVar(name)`` when the variable is set, else an empty value: the resource then fails the run
+    with "NAME is not set" (``offload.errors.require_settings``). A bound EnvVar that is unset would fail
+    inside Dagster's config resolution instead, before offload can tell which setting is missing, and the
+    run would be retried as a crash. Read where the run resolves its resources (the run worker imports
+    these definitions again), so a variable missing only there is caught too."""
+    return dg.EnvVar(name) if os.environ.get(name, "").strip() else ""
+
+
 # Plain settings of the AI resource, by the variable that sets each; unset ones keep the resource's default.
 _OPENAI_SETTINGS = {
     "chat_model": "OPENAI_CHAT_MODEL",
@@ -93,7 +102,7 @@ def _openai() -> OpenAIResource:
 def _database(required: bool) -> AppDatabase:
     """``DATABASE_URL``; in the embedded default a SQLite file under the data directory when unset."""
     if required or os.environ.get("DATABASE_URL"):
-        return AppDatabase(url=dg.EnvVar("DATABASE_URL"))
+        return AppDatabase(url=required_env("DATABASE_URL"))
     return AppDatabase(url=embedded_url())
 
 
@@ -102,7 +111,8 @@ def _sync_tables(database: AppDatabase) -> dict[str, SqlTable]:
     skips), into ``OFFLOAD_SYNC_DESTINATION_URL`` (default: the app database) / ``_TABLE`` (default: the
     source table's name)."""
     source_table = os.environ.get("OFFLOAD_SYNC_SOURCE_TABLE", "").strip() or None
-    destination_url = _env_if_set("OFFLOAD_SYNC_DESTINATION_URL") or database.url
+    destination_url = _env_if_set("OFFLOAD_SYNC_DESTINATION_URL")
+    destination_variable = "OFFLOAD_SYNC_DESTINATION_URL" if destination_url else "DATABASE_URL"
     return {
         "sync_source": SqlTable(
             url=_env_if_set("OFFLOAD_SYNC_SOURCE_URL"),
@@ -111,9 +121,9 @@ def _sync_tables(database: AppDatabase) -> dict[str, SqlTable]:
             table_variable="OFFLOAD_SYNC_SOURCE_TABLE",
         ),
         "sync_destination": SqlTable(
-            url=destination_url,
+            url=destination_url or database.url or None,
             table=os.environ.get("OFFLOAD_SYNC_DESTINATION_TABLE", "").strip() or source_table,
-            url_variable="OFFLOAD_SYNC_DESTINATION_URL",
+            url_variable=destination_variable,
             table_variable="OFFLOAD_SYNC_DESTINATION_TABLE",
         ),
     }
@@ -135,13 +145,13 @@ def resources_for(environment: str) -> dict[str, Any]:
     if environment == paths.PRODUCTION:
         return {
             "storage": S3Storage(
-                bucket=dg.EnvVar("OFFLOAD_S3_BUCKET"),
+                bucket=required_env("OFFLOAD_S3_BUCKET"),
                 prefix=os.environ.get("OFFLOAD_S3_PREFIX", ""),
                 # Region and endpoint come from boto3's own variables (AWS_REGION, AWS_ENDPOINT_URL_S3), the
                 # same ones the downloader's s3:// sources use: one setting for both.
             ),
             "email": ResendEmail(
-                api_key=dg.EnvVar("RESEND_API_KEY"), from_address=dg.EnvVar("OFFLOAD_EMAIL_FROM")
+                api_key=required_env("RESEND_API_KEY"), from_address=required_env("OFFLOAD_EMAIL_FROM")
             ),
             # file:// sources read the server's disk: never in production.
             "downloader": _downloader(file_roots=[]),
@@ -149,7 +159,7 @@ def resources_for(environment: str) -> dict[str, Any]:
             # Like Resend's key, the token is required in production: without it alerts fail loudly (the
             # sensor's tick shows the error) instead of going nowhere.
             "slack": SlackAPI(
-                token=dg.EnvVar("SLACK_BOT_TOKEN"),
+                token=required_env("SLACK_BOT_TOKEN"),
                 default_channel=_slack_channel(),
                 base_url=os.environ.get("OFFLOAD_SLACK_API_URL", "").strip() or SLACK_DEFAULT_API_URL,
             ),

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from offload.errors import upstream_error_kind
+from offload.errors import configuration_checked, require_settings, upstream_error_kind
 
 DEFAULT_FROM = "offload <noreply@offload.local>"
 RESEND_DEFAULT_API_URL = "https://api.resend.com"
@@ -129,6 +129,10 @@ class ResendEmail(EmailSender):
 
     api_key: str = Field(description="Resend API key (bind with dg.EnvVar('RESEND_API_KEY')).")
     from_address: str = Field(description="Verified sender, e.g. 'Acme <noreply@acme.com>'.")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        with configuration_checked(context):
+            require_settings(self, {"api_key": "RESEND_API_KEY", "from_address": "OFFLOAD_EMAIL_FROM"})
 
     def send(self, email: Email, idempotency_key: str) -> str:
         import resend

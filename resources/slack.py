@@ -16,6 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from offload.errors import configuration_checked, require_settings
+
 DEFAULT_CHANNEL = "#offload-alerts"
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 
@@ -68,6 +70,10 @@ class SlackAPI(SlackNotifier):
     token: str = Field(description="Bot token (bind with dg.EnvVar('SLACK_BOT_TOKEN')).")
     base_url: str = Field(default=SLACK_DEFAULT_API_URL, description="Slack Web API base URL.")
     timeout_seconds: int = Field(default=10, description="Timeout of each request to Slack.")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        with configuration_checked(context):
+            require_settings(self, {"token": "SLACK_BOT_TOKEN"})
 
     def post(self, channel: str | None, text: str, blocks: list[dict] | None = None) -> str:
         from slack_sdk import WebClient

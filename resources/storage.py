@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from offload.errors import configuration_checked, require_settings
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -177,6 +179,10 @@ class S3Storage(Storage):
     multipart_threshold_mb: int = Field(default=64, description="Files above this many MiB upload in parts.")
 
     _s3: S3Client | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        with configuration_checked(context):
+            require_settings(self, {"bucket": "OFFLOAD_S3_BUCKET"})
 
     def _client(self) -> S3Client:
         """One client per resource, made from its own session: boto3's default session (``boto3.client``)

@@ -4,7 +4,10 @@ Step retries happen inside the run, so a run fails only once its steps are out o
 run of the deployment is seen, those started with ``offload job execute`` / ``dagster job execute`` too.
 Dagster's run retries (``run_retries`` in the instance config, tag ``dagster/max_retries``) may still
 launch the run again: Dagster then marks the failed run ``dagster/will_retry=true`` as it records the
-failure, and this sensor stays silent for it; the last run of the chain alerts. Each alert names the job,
+failure, and this sensor stays silent for it; the last run of the chain alerts. Dagster writes that tag
+just after the failure itself: a failed run that may still be retried and has no decision yet is waited
+for (at most ``RETRY_DECISION_GRACE`` after it ended, the client's window for the same gap), so a first
+attempt whose retry then succeeds is never alerted. Each alert names the job,
 summarises the error and links to the run in the UI (``OFFLOAD_UI_URL``). ``OFFLOAD_ALERT_EMAIL``, when
 set, also gets the alert by email (one per run: the run id is the idempotency key).
 """
@@ -12,10 +15,12 @@ set, also gets the alert by email (one per run: the run id is the idempotency ke
 from __future__ import annotations
 
 import os
+import time
 from html import escape
 
 import dagster as dg
 
+from offload.client.runs import RETRY_DECISION_GRACE
 from offload.errors import CONFIGURATION_ERROR_TAG
 from offload.log import redact
 from offload.run_summary import run_failure_line, run_url, step_error_line
@@ -23,7 +28,9 @@ from resources.email import Email, EmailSender
 from resources.slack import SlackNotifier
 
 WILL_RETRY_TAG = "dagster/will_retry"
+MAX_RETRIES_TAG = "dagster/max_retries"
 MAX_SUMMARY_CHARS = 1500
+DECISION_POLL_SECONDS = 0.25
 
 
 def will_be_retried(run: dg.DagsterRun) -> bool:
@@ -33,6 +40,29 @@ def will_be_retried(run: dg.DagsterRun) -> bool:
     again, and is alerted at once."""
     tagged = run.tags.get(WILL_RETRY_TAG, "").strip().lower() == "true"
     return tagged and run.remote_job_origin is not None
+
+
+def _relaunchable(run: dg.DagsterRun) -> bool:
+    return run.remote_job_origin is not None and run.tags.get(MAX_RETRIES_TAG, "").strip() != "0"
+
+
+def retry_decided(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
+    """The failed ``run`` once Dagster has written whether it retries it (``will_retry``).
+
+    Dagster records a failure, then tags it; a run read in between looks final though its retry may be on
+    the way. With run retries on, a run they could launch again (one from a code location) is read again
+    until the tag is there or ``RETRY_DECISION_GRACE`` has passed since the run ended (the process that was
+    to write it died: nothing will retry the run, so it is alerted).
+    """
+    if not instance.run_retries_enabled:
+        return run
+    record = instance.get_run_record_by_id(run.run_id)
+    ended = record.end_time if record is not None and record.end_time is not None else time.time()
+    deadline = ended + RETRY_DECISION_GRACE
+    while WILL_RETRY_TAG not in run.tags and _relaunchable(run) and time.time() < deadline:
+        time.sleep(DECISION_POLL_SECONDS)
+        run = instance.get_run_by_id(run.run_id) or run
+    return run
 
 
 def error_summary(context: dg.RunFailureSensorContext) -> str:
@@ -49,6 +79,7 @@ def error_summary(context: dg.RunFailureSensorContext) -> str:
 def alert(context: dg.RunFailureSensorContext, slack: SlackNotifier, email: EmailSender) -> bool:
     """Send the alert for ``context``'s run unless run retries will take it again; True if sent."""
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    run = retry_decided(context.instance, run)
     if will_be_retried(run):
         context.log.info(f"run {run.run_id} of {run.job_name} failed and will be retried: no alert")
         return False

@@ -14,7 +14,8 @@ named by ``block_key`` waits on the gate), ``total`` sums them: 222 when every m
 
 ``overtime``: one step that sleeps forever and, when ``stubborn``, swallows the interrupt Dagster sends on
 termination, so only a kill ends it; the job declares a max runtime of 2 s with
-``offload.runtime.max_runtime``.
+``offload.runtime.max_runtime``. With ``child``, the step first starts a plain child process (its pid in
+the step log). ``unbounded``: the same step without a max runtime, for the cancel test.
 
 ``slow_video``: the product's video graph with local resources under ``OFFLOAD_DATA_DIR`` (storage, outbox,
 app database; file URLs allowed under it), steps in the run worker as in the default, and every encode
@@ -24,6 +25,8 @@ running by a killed worker would still be writing when the retry's encode starts
 Not part of the product's definitions.
 """
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,10 +148,14 @@ def held_start() -> None:
 
 class SleepConfig(dg.Config):
     stubborn: bool = False
+    child: bool = False
 
 
 @dg.op
 def sleep_forever(context: dg.OpExecutionContext, config: SleepConfig, scratch: Scratch) -> None:
+    if config.child:  # a plain child (not offload.process_tree's): it would outlive a killed worker
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        scratch.mark(f"child {child.pid}")
     scratch.mark("sleep_forever")
     while True:
         try:
@@ -161,6 +168,11 @@ def sleep_forever(context: dg.OpExecutionContext, config: SleepConfig, scratch: 
 
 @dg.job(executor_def=dg.in_process_executor, tags=max_runtime(2))
 def overtime() -> None:
+    sleep_forever()
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def unbounded() -> None:
     sleep_forever()
 
 
@@ -191,7 +203,7 @@ slow_video = process_video_graph.to_job(
 )
 
 defs = dg.Definitions(
-    jobs=[three_steps, mapped_steps, held_start, overtime, slow_video],
+    jobs=[three_steps, mapped_steps, held_start, overtime, unbounded, slow_video],
     resources={"scratch": Scratch.configure_at_launch()},
 )
 

@@ -209,6 +209,43 @@ def test_max_runtime_ends_the_run_and_its_worker(dev, instance, tmp_path, stubbo
         assert "ignored interrupt" in step_log(tmp_path)
 
 
+def child_pid(scratch: Path) -> int | None:
+    found = [int(line.split()[1]) for line in step_log(scratch) if line.startswith("child ")]
+    return found[0] if found else None
+
+
+def gone(pid: int, started_before: float) -> bool:
+    """The process is gone: no such pid, a zombie, or the pid now belongs to a later process."""
+    try:
+        process = psutil.Process(pid)
+        return process.status() == psutil.STATUS_ZOMBIE or process.create_time() > started_before + 1
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_cancel_ends_a_step_that_ignores_the_interrupt_and_its_child(dev, instance, tmp_path):
+    """A cancel (GraphQL terminateRun, as the UI's Terminate and Client.cancel) of a step that swallows the
+    interrupt and has started a child process: after the grace the run is CANCELED and neither the worker
+    nor its child is left."""
+    config = {"sleep_forever": {"config": {"stubborn": True, "child": True}}}
+    run_id = submit(dev, tmp_path, "unbounded", config)
+    pid = wait_for(lambda: child_pid(tmp_path), 60, "the step's child process")
+    now = time.time()
+    try:
+        wait_for(lambda: "sleep_forever" in step_log(tmp_path), 30, "the step to sleep")
+        worker = wait_for(lambda: run_worker(instance, run_id), 30, "the worker's pid")
+        assert worker.is_alive() and not gone(pid, now)
+        dev.client().terminate_run(run_id)
+        run = wait_for(lambda: finished(instance, run_id), 60, "the run to end")
+        assert run.status == dg.DagsterRunStatus.CANCELED
+        assert "ignored interrupt" in step_log(tmp_path)
+        wait_for(lambda: not worker.is_alive(), 30, "the worker to be gone")
+        wait_for(lambda: gone(pid, now), 30, "the step's child to be gone")
+    finally:
+        if not gone(pid, now):
+            os.kill(pid, signal.SIGKILL)
+
+
 CLIP_SECONDS = 8  # the slowed encode takes as long: longer than detecting the crash and starting the retry
 
 

@@ -206,6 +206,85 @@ def test_no_alert_while_run_retries_will_launch_the_run_again(
         assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [last]
 
 
+def failed_without_retry_decision(instance: dg.DagsterInstance, server: LocalHTTPServer, monkeypatch) -> str:
+    """A launched run whose FAILURE is written but not yet Dagster's ``will_retry`` decision: the instance
+    drops that tag while it records the failure, as if read in the moment between the two writes."""
+    job = ReconstructableRepository.for_file(
+        str(paths.PROJECT_ROOT / "definitions.py"), "defs"
+    ).get_reconstructable_job("resilient_task")
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("offload"), "__repository__"), "resilient_task"
+    )
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(),
+        run_config={"url": server.url("/orders/7")},
+        remote_job_origin=origin,
+        job_code_origin=job.get_python_origin(),
+    )
+    add_run_tags = instance.add_run_tags
+    with monkeypatch.context() as patch:
+        patch.setattr(instance, "add_run_tags", lambda run_id, tags: add_run_tags(
+            run_id, {k: v for k, v in tags.items() if k != "dagster/will_retry"}))  # fmt: skip
+        instance.report_run_failed(run)
+    assert "dagster/will_retry" not in tags_of(instance, run.run_id)
+    return run.run_id
+
+
+def test_a_failure_whose_retry_is_undecided_waits_for_the_decision(
+    tmp_path: Path, server: LocalHTTPServer, slack: FakeSlack, monkeypatch
+) -> None:
+    """A failed run read before Dagster tagged ``will_retry``: no alert while undecided; alerted once when
+    the decision is no retry; never when it is a retry; alerted when no decision comes within the grace."""
+    import threading
+
+    from sensors import failure_alerts
+
+    overrides = {"run_retries": {"enabled": True, "max_retries": 1}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        })  # fmt: skip
+        sensor.tick()
+        reads = threading.Semaphore(0)
+        get_run_by_id = instance.get_run_by_id
+
+        def counted(run_id: str) -> Any:
+            reads.release()
+            return get_run_by_id(run_id)
+
+        monkeypatch.setattr(instance, "get_run_by_id", counted)
+
+        def tick_while_undecided(decision: str) -> None:
+            while reads.acquire(blocking=False):  # reads of an earlier tick
+                pass
+            ticking = threading.Thread(target=sensor.tick)
+            ticking.start()
+            for _ in range(3):  # the first read, then two more: the tick is waiting for the decision
+                assert reads.acquire(timeout=60)
+            assert ticking.is_alive() and slack.requests == []
+            instance.add_run_tags(run_id, {"dagster/will_retry": decision})
+            ticking.join(timeout=120)
+            assert not ticking.is_alive()
+
+        run_id = failed_without_retry_decision(instance, server, monkeypatch)
+        tick_while_undecided("true")
+        assert slack.requests == []  # the retry will run: the first attempt is never alerted
+
+        run_id = failed_without_retry_decision(instance, server, monkeypatch)
+        tick_while_undecided("false")
+        assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [run_id]
+        sensor.tick()
+        assert len(slack.messages) == 1  # alerted once
+
+        # No decision ever (the process that was to write it died): alerted once the grace has passed.
+        monkeypatch.setattr(failure_alerts, "RETRY_DECISION_GRACE", 0.0)
+        orphan = failed_without_retry_decision(instance, server, monkeypatch)
+        sensor.tick()
+        assert [m["text"].rsplit("/", 1)[1] for m in slack.messages] == [run_id, orphan]
+
+
 @pytest.mark.parametrize(
     ("setting", "reason"),
     [
@@ -252,6 +331,62 @@ def test_a_missing_or_bad_setting_fails_the_run_once_with_its_reason(
         assert message["text"].startswith(f"Run of generate_content failed: {reason}")
         assert "DagsterResourceFunctionError" not in message["text"]
         assert "hunter2" not in message["text"] and "hunter2" not in json.dumps(tags)
+
+
+@dg.op(required_resource_keys={"storage", "email", "slack", "database"})
+def uses_the_production_settings() -> None: ...
+
+
+@dg.job
+def needs_settings() -> None:
+    uses_the_production_settings()
+
+
+PRODUCTION_SETTINGS = [
+    "DATABASE_URL",
+    "OFFLOAD_S3_BUCKET",
+    "RESEND_API_KEY",
+    "OFFLOAD_EMAIL_FROM",
+    "SLACK_BOT_TOKEN",
+]
+
+
+@pytest.mark.parametrize("variable", PRODUCTION_SETTINGS)
+def test_an_unset_production_variable_fails_the_run_once_naming_it(
+    variable: str, tmp_path: Path, slack: FakeSlack, monkeypatch
+) -> None:
+    """The production resource set with one required variable unset (where the run resolves its resources:
+    the run worker builds them again): not Dagster's config error at run start, retried as a crash, but a
+    FAILED run whose error is "NAME is not set", no retry, and one alert quoting it."""
+    values = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}", "OFFLOAD_S3_BUCKET": "uploads",
+              "RESEND_API_KEY": "re_unused_0000", "OFFLOAD_EMAIL_FROM": "Acme <noreply@example.com>",
+              "SLACK_BOT_TOKEN": "xoxb-unused-0000"}  # fmt: skip
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(variable)
+    resources = resources_for(paths.PRODUCTION)
+    overrides = {"run_retries": {"enabled": True, "max_retries": 2}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance:
+        sensor = Sensor(instance, {
+            "slack": SlackAPI(token=TOKEN, base_url=slack.url),
+            "email": OutboxEmail(directory=str(tmp_path / "outbox")),
+        })  # fmt: skip
+        sensor.tick()
+        result = needs_settings.execute_in_process(
+            resources=resources, instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        tags = tags_of(instance, result.run_id)
+        assert tags["dagster/will_retry"] == "false"
+        record = {"status": "FAILURE", "startTime": 1.0, "endTime": 2.0,
+                  "tags": [{"key": k, "value": v} for k, v in tags.items()]}  # fmt: skip
+        assert status_of(record) is Status.FAILED
+        assert error_of([], tags) == f"{variable} is not set"
+        sensor.tick()
+        sensor.tick()
+        [message] = slack.messages
+        assert message["text"].startswith(f"Run of needs_settings failed: {variable} is not set\n")
 
 
 def test_a_run_that_fails_before_its_steps_is_alerted_with_the_cause(

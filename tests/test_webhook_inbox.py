@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -159,3 +160,18 @@ def test_a_row_follows_its_run_family_to_the_latest_retry(tmp_path: Path) -> Non
     statuses = {event_id: row.status for event_id in families if (row := inbox.find("stripe", event_id))}
     assert statuses == {"evt_retried_ok": "succeeded", "evt_retrying": "launched", "evt_final": "failed"}
     inbox.dispose()
+
+
+def test_the_docs_name_exactly_the_row_statuses_the_code_writes() -> None:
+    """docs/webhooks.md lists a row's statuses as the inbox writes them (``succeeded``, not ``completed``):
+    ops query the table by these names."""
+    from offload import paths
+    from offload.webhooks import inbox as inbox_module
+
+    text = (paths.PROJECT_ROOT / "docs" / "webhooks.md").read_text()
+    [line] = [line for line in text.replace("\n", " ").split(". ") if "A row goes" in line]
+    documented = re.findall(r"`([a-z_]+)`", line)
+    documented.remove("run_id")
+    code = [inbox_module.RECEIVED, inbox_module.LAUNCHED, *inbox_module.FINISHED]
+    assert documented == code
+    assert "completed" not in text

@@ -33,6 +33,10 @@ imports), and two safeguards Dagster's default launcher lacks on one machine.
   runtime of N seconds.". Here ``terminate`` records the failure as ``exceeded max runtime of N s``
   (``offload/max_runtime.py``), marks it final (no run retry), interrupts the worker and kills it with its
   child processes if it has not exited after ``terminate_grace_seconds``.
+* **A cancel is only a request.** Dagster's cancel interrupts the worker; a step that ignores the
+  interrupt runs on, and child processes it started may outlive it. Here a canceled run's worker on this
+  machine gets the same ``terminate_grace_seconds``, then it and its children are killed and the run is
+  recorded CANCELED.
 
 The pid check needs the daemon on the machine that runs the workers. The launcher records that machine's
 name on every run whose worker it forks or starts through a local code server (unix socket or loopback
@@ -49,6 +53,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,6 +108,11 @@ class RunWorker:
     def is_alive(self) -> bool:
         return self.process() is not None
 
+    def family(self) -> list[psutil.Process]:
+        """The live worker and all its descendants (empty if the worker is gone)."""
+        process = self.process()
+        return [process, *_children(process)] if process is not None else []
+
     def stop(self, grace_seconds: float) -> bool:
         """Interrupt the worker as Dagster's own cancel does, then kill it and its children after the grace.
 
@@ -114,11 +124,23 @@ class RunWorker:
             return False
         family = [process, *_children(process)]
         _signal(process, signal.SIGINT)
+        return self.end_after(grace_seconds, family)
+
+    def end_after(self, grace_seconds: float, family: Sequence[psutil.Process]) -> bool:
+        """Wait up to ``grace_seconds`` for the interrupted worker to exit, else kill its whole tree; either
+        way no member of ``family`` (the worker and its descendants, listed before the interrupt) is left.
+
+        Returns True if the worker itself had to be killed.
+        """
         if _wait_gone(self, grace_seconds):
+            for member in family:  # children a worker that did exit left behind
+                _signal(member, signal.SIGKILL)
             return False
-        # The whole tree as it is now (and the process groups its members lead), plus any child seen before
-        # the interrupt that its parent left behind since.
-        process_tree.kill_tree(process)
+        process = self.process()
+        if process is not None:
+            # The whole tree as it is now (and the process groups its members lead), plus any child seen
+            # before the interrupt that its parent left behind since.
+            process_tree.kill_tree(process)
         for member in family:
             _signal(member, signal.SIGKILL)
         _wait_gone(self, 10)
@@ -178,8 +200,8 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
                 int,
                 is_required=False,
                 default_value=5,
-                description="Seconds a run over its max runtime gets to stop after the interrupt before "
-                "its worker and the worker's children are killed.",
+                description="Seconds a canceled run, or one over its max runtime, gets to stop after the "
+                "interrupt before its worker and the worker's children are killed.",
             ),
             "start_method": dg.Field(
                 dg.Enum.from_python_enum_direct_values(StartMethod),
@@ -294,7 +316,9 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         with offload's wording and ``dagster/max_retries: 0`` (a timed-out run is final, not a crash to
         retry), and False is returned. Recording it before stopping the worker also makes the interrupted
         worker log "interrupted for a run that was already in a failure state" instead of a cancel.
-        Any other termination (the UI's Terminate button) is Dagster's cooperative cancel, unchanged.
+        Any other termination (the UI's Terminate button, ``Client.cancel``) is Dagster's cooperative
+        cancel, followed (for a worker on this machine) by a kill of the worker and its child processes
+        when it has not exited after ``terminate_grace_seconds``; the run is then recorded CANCELED.
         """
         record = self._instance.get_run_record_by_id(run_id) if self.has_instance else None
         if record is None or record.dagster_run.is_finished:
@@ -304,7 +328,13 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         if not max_runtime.is_over(record.start_time, limit):
             if run.tags.get(START_METHOD_TAG) == FORKSERVER:
                 return self._interrupt(run)
-            return super().terminate(run_id)
+            local = run.tags.get(WORKER_HOST_TAG) == socket.gethostname()
+            worker = run_worker(self._instance, run_id) if local else None
+            family = worker.family() if worker else []
+            terminated = super().terminate(run_id)
+            if terminated and worker is not None and family:
+                self._end_after_grace(run, worker, family)
+            return terminated
         assert limit is not None  # is_over is False without a limit
         local = run.tags.get(WORKER_HOST_TAG) == socket.gethostname()
         worker = run_worker(self._instance, run_id) if local else None
@@ -335,14 +365,38 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
             return False  # forked on another machine: not ours to signal
         worker = run_worker(self._instance, run.run_id)
         process = worker.process() if worker else None
-        if process is None:
+        if worker is None or process is None:
             # Not forked yet (the server is still importing) or gone: marked canceled, so a worker that
             # starts later does not run it ("canceled before execution could start").
             self._instance.report_run_canceled(run, message="Run canceled before its worker ran it.")
             return True
+        family = [process, *_children(process)]
         self._instance.report_run_canceling(run)
         _signal(process, signal.SIGINT)
+        self._end_after_grace(run, worker, family)
         return True
+
+    def _end_after_grace(self, run: dg.DagsterRun, worker: RunWorker, family: list[psutil.Process]) -> None:
+        """A cancel really stops: in the background (the UI's request returns at once), give the interrupted
+        worker ``terminate_grace_seconds``, then kill it and its child processes if it is still there, and
+        record the run CANCELED (nobody else would: its worker is gone)."""
+
+        def end() -> None:
+            if not worker.end_after(self.terminate_grace_seconds, family):
+                return
+            self._instance.report_engine_event(
+                f"Run worker (pid {worker.pid}) ignored the cancel for {self.terminate_grace_seconds} s: "
+                "killed it and its child processes.",
+                run,
+                cls=self.__class__,
+            )
+            current = self._instance.get_run_by_id(run.run_id)
+            if current is not None and not current.is_finished:
+                self._instance.report_run_canceled(
+                    current, message="Run canceled: its worker ignored the interrupt and was killed."
+                )
+
+        threading.Thread(target=end, name=f"offload-cancel-{run.run_id[:8]}", daemon=True).start()
 
 
 def _same_interpreter(run: dg.DagsterRun) -> bool:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
 from offload import paths
-from offload.errors import ConfigurationError, configuration_checked
+from offload.errors import ConfigurationError, configuration_checked, require_settings
 from resources.database import engine as engines
 from resources.database.activity import ActivityReport
 from resources.database.articles import Articles
@@ -38,6 +38,7 @@ class AppDatabase(
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         with configuration_checked(context):
+            require_settings(self, {"url": "DATABASE_URL"})
             if self.url not in _MIGRATED:
                 self.migrate()
                 _MIGRATED.add(self.url)
