@@ -30,8 +30,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from benchmarks.support.dagster_dev import DagsterDev, finished, step_log, submit
+from benchmarks.support.waiting import wait_for
 from offload.runtime.launcher import run_worker
-from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "tests" / "crash_workspace.yaml"
 CASES = ("worker", "tree", "starting")

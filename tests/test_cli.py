@@ -22,9 +22,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from benchmarks.support import dagster_services
+from benchmarks.support.http_server import LocalHTTPServer, body
 from offload import paths
-from tests.support import dagster_services
-from tests.support.http_server import LocalHTTPServer, body
 from tests.support.openai_server import openai_server
 
 ROOT = paths.PROJECT_ROOT

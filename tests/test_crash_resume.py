@@ -31,10 +31,11 @@ import psutil
 import pytest
 from dagster._core.events import DagsterEventType
 
+from benchmarks.support.dagster_dev import DagsterDev, finished, step_log, submit
+from benchmarks.support.waiting import wait_for
 from offload.runtime.launcher import RunWorker, run_worker
 from pipelines.video import media
 from pipelines.video.samples import make_clip
-from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
 HERE = Path(__file__).parent
 DETECTION_TARGET = 30  # seconds, the target

@@ -21,13 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from offload.client import Client, Status
-from offload.client.transport import credentials
-from offload.errors import ClientError
-from tests.support import dagster_services, services
-from tests.support.http_server import LocalHTTPServer, body
-from tests.support.openai_server import openai_server
-from tests.support.webhooks import (
+from benchmarks.support import dagster_services, services
+from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.waiting import free_port, wait_for
+from benchmarks.support.webhooks import (
     SECRETS_ENV,
     body_of,
     clerk_event,
@@ -37,6 +34,10 @@ from tests.support.webhooks import (
     stripe_event,
     stripe_headers,
 )
+from offload.client import Client, Status
+from offload.client.transport import credentials
+from offload.errors import ClientError
+from tests.support.openai_server import openai_server
 
 DB_PASSWORD = "pw-leaktest-DB-3e1f9"
 SECRETS = {
@@ -75,10 +76,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         deployment = dagster_services.start(root, env=env, instance=dagster_services.instance_yaml())
         gateway = None
         try:
-            port = services.free_port()
+            port = free_port()
             gateway_env = {**deployment.env, "OFFLOAD_WEBHOOK_LAUNCH": "immediate"}
             gateway = services.gateway(gateway_env, port, root / "gateway.log").start()
-            services.wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's launcher")
+            wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's launcher")
             yield {
                 "root": root,
                 "url": deployment.url,
@@ -171,7 +172,7 @@ def _webhooks(port: int, client: Client) -> list[tuple[str, Status]]:
         assert answer.status_code == 200, answer.text
         event_id = answer.json()["event_id"]
         tag = ("offload/webhook_event", f"{provider}:{event_id}")
-        found = services.wait_for(partial(client.list, tag=tag, limit=1), 120, f"the {provider} run")
+        found = wait_for(partial(client.list, tag=tag, limit=1), 120, f"the {provider} run")
         runs.append((found[0].id, Status.COMPLETED))
     return runs
 

@@ -4,7 +4,6 @@ setting offload relies on, a missing variable named in the error, and a whole de
 daemon, code server: ``dagster dev`` with that file) whose runs, event logs, schedule ticks and sensor
 cursors are rows in Postgres."""
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ from dagster._core.scheduler.instigation import InstigatorState
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from benchmarks.support import dagster_services
+from benchmarks.support.waiting import wait_for
 from offload import paths
 from offload.client import Client, Status
 from offload.runtime import concurrency, instance
 from offload.runtime.launcher import OffloadRunLauncher
 from offload.runtime.reexecution import OffloadInstance
-from tests.support import dagster_services
 
 PG_VARIABLES = (
     "DAGSTER_PG_HOST",
@@ -122,14 +122,9 @@ DEADLINE = 150.0  # the daemon fires an every-minute schedule at the first minut
 RUN_TIMEOUT = 300.0  # welcome_user and its two child runs, each a run worker started on a loaded machine
 
 
-def wait_for(condition: Callable[[], Any], what: str, log: Path) -> Any:
-    give_up = time.monotonic() + DEADLINE
-    while time.monotonic() < give_up:
-        found = condition()
-        if found:
-            return found
-        time.sleep(1)  # polling Postgres for the condition, with a deadline
-    raise AssertionError(f"no {what} in Postgres after {DEADLINE:.0f} s: {log.read_text()[-3000:]}")
+def in_postgres(condition: Callable[[], Any], what: str, log: Path) -> Any:
+    """Poll Postgres for ``condition`` up to ``DEADLINE``; a failure shows the deployment's log."""
+    return wait_for(condition, DEADLINE, f"{what} in Postgres", 1.0, lambda: log.read_text()[-3000:])
 
 
 def sensor_cursor(url: str, name: str) -> str | None:
@@ -174,7 +169,7 @@ def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_
             assert events > 5
 
             ticks = "SELECT count(*) FROM job_ticks WHERE type = %(kind)s AND status = 'SUCCESS'"
-            wait_for(lambda: dagster_services.rows(url, ticks, kind="SCHEDULE")[0][0], "schedule tick",
+            in_postgres(lambda: dagster_services.rows(url, ticks, kind="SCHEDULE")[0][0], "schedule tick",
                      services.log)  # fmt: skip
             scheduled = dagster_services.rows(
                 url,
@@ -183,8 +178,10 @@ def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_
             )
             assert ("cleanup",) in scheduled  # the tick's run, in the same database
             sensor_ticks = "SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'"
-            wait_for(lambda: dagster_services.rows(url, sensor_ticks)[0][0], "sensor tick", services.log)
-            cursor = wait_for(lambda: sensor_cursor(url, "ops_failure_alert"), "sensor cursor", services.log)
+            in_postgres(lambda: dagster_services.rows(url, sensor_ticks)[0][0], "sensor tick", services.log)
+            cursor = in_postgres(
+                lambda: sensor_cursor(url, "ops_failure_alert"), "sensor cursor", services.log
+            )
             assert "record_id" in cursor  # a run status sensor's cursor: where it is in the event log
         finally:
             services.stop()

@@ -24,11 +24,11 @@ import yaml
 from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 
+from benchmarks.support import dagster_services
+from benchmarks.support.waiting import wait_for
 from offload.runtime import instance as offload_instance
 from offload.runtime import max_runtime
 from offload.runtime.launcher import FORKSERVER, START_METHOD_TAG, WORKER_HOST_TAG
-from tests.support import dagster_services
-from tests.support.dagster_dev import wait_for
 
 LOG = logging.getLogger("test_run_status")
 SLEEPER = "import time\nwhile True: time.sleep(0.1)"

@@ -10,9 +10,8 @@ import datetime as dt
 import hashlib
 import os
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,18 +23,10 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from benchmarks.support.waiting import wait_for
 from resources.storage import MAX_KEY_BYTES, LocalStorage, S3Storage, check_key
 
 MiB = 1024 * 1024
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass (then fail, naming ``what``)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not true after {timeout} s")
-        time.sleep(0.05)  # poll interval between checks, not a wait for something to happen
 
 
 def write_random_file(path: Path, size: int) -> str:
@@ -196,7 +187,7 @@ def s3_endpoint() -> Iterator[str]:
                 except httpx.TransportError:
                     return False
 
-            wait_until(answers, timeout=15, what=f"moto server at {endpoint} answering")
+            wait_for(answers, 15, f"moto server at {endpoint} answering", interval=0.05)
             yield endpoint
         finally:
             server.stop()

@@ -26,11 +26,11 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from benchmarks.support import dagster_services
+from benchmarks.support.dagster_services import DagsterServices
+from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.waiting import wait_for
 from pipelines.video.samples import make_clip
-from tests.support import dagster_services
-from tests.support.dagster_services import DagsterServices
-from tests.support.http_server import LocalHTTPServer, body
-from tests.support.services import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless without the machine's closed network getting in the way (shared/REFERENCE.md); playwright adds

@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.support import services
+from benchmarks.support.waiting import free_port, wait_for
+from benchmarks.support.webhooks import SECRETS_ENV, body_of, github_headers, github_push
 from offload.errors import ConfigurationError
 from offload.webhooks.inbox import Inbox
 from offload.webhooks.settings import GatewaySettings
-from tests.support import services
-from tests.support.webhooks import SECRETS_ENV, body_of, github_headers, github_push
 
 READ_TIMEOUT = 2.0
 MAX_CONNECTIONS = 8
@@ -68,10 +69,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "OFFLOAD_WEBHOOK_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "OFFLOAD_WEBHOOK_RATE_LIMIT": f"{RATE}/minute",
     }
-    port = services.free_port()
+    port = free_port()
     service = services.gateway(env, port, root / "gateway.log").start()
     try:
-        services.wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
+        wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
         inbox = Inbox(url)
         yield Gateway(port, inbox, root / "gateway.log")
         inbox.dispose()
@@ -118,7 +119,7 @@ def test_a_slow_body_is_cut_and_nothing_is_stored(gateway: Gateway) -> None:
     assert took < READ_TIMEOUT + 4 and said.startswith(b"HTTP/1.1 408 "), (took, said)
     assert not gateway.stored(delivery)
     # The app saw the disconnect as a refused request, not as an error of its own.
-    services.wait_for(lambda: "body: connection closed" in gateway.log.read_text(), 10, "the refusal logged")
+    wait_for(lambda: "body: connection closed" in gateway.log.read_text(), 10, "the refusal logged")
     assert "Traceback" not in gateway.log.read_text()
 
 
@@ -163,14 +164,14 @@ def test_headers_over_the_limit_are_refused(gateway: Gateway) -> None:
 def test_past_the_connection_bound_requests_get_503_until_connections_free(gateway: Gateway) -> None:
     idle = [gateway.connect() for _ in range(MAX_CONNECTIONS)]
     try:
-        refused = services.wait_for(
+        refused = wait_for(
             lambda: _answered(gateway, 503), READ_TIMEOUT, "a 503 while the connections are taken", 0.05
         )
         assert not gateway.stored(refused)
     finally:
         for sock in idle:
             sock.close()
-    accepted = services.wait_for(lambda: _answered(gateway, 200), 10, "a 200 once connections are free")
+    accepted = wait_for(lambda: _answered(gateway, 200), 10, "a 200 once connections are free")
     assert gateway.stored(accepted)
 
 

@@ -20,12 +20,9 @@ import pytest
 import stripe
 from starlette.testclient import TestClient
 
-from offload.webhooks.app import create_app
-from offload.webhooks.inbox import Inbox
-from offload.webhooks.providers import github_signature
-from offload.webhooks.settings import GatewaySettings
-from tests.support import services
-from tests.support.webhooks import (
+from benchmarks.support import services
+from benchmarks.support.waiting import free_port, wait_for
+from benchmarks.support.webhooks import (
     CLERK_SECRET,
     GITHUB_SECRET,
     SECRETS_ENV,
@@ -38,6 +35,10 @@ from tests.support.webhooks import (
     stripe_event,
     stripe_headers,
 )
+from offload.webhooks.app import create_app
+from offload.webhooks.inbox import Inbox
+from offload.webhooks.providers import github_signature
+from offload.webhooks.settings import GatewaySettings
 
 MAX_BYTES = 64 * 1024
 
@@ -70,10 +71,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
         "OFFLOAD_WEBHOOK_MAX_BYTES": str(MAX_BYTES),
     }
-    port = services.free_port()
+    port = free_port()
     service = services.gateway(env, port, root / "gateway.log").start()
     try:
-        services.wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
+        wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
         inbox = Inbox(url)
         yield Gateway(port, inbox)
         inbox.dispose()

@@ -14,23 +14,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import dagster as dg
 import httpx
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
+from benchmarks.support.waiting import free_port, wait_for
 from offload import paths
 from offload.runtime import instance
-
-T = TypeVar("T")
 
 # How fast the test instance reacts; the product defaults are in deploy/instance-common.yaml.
 FAST = {
@@ -46,24 +43,6 @@ READY_QUERY = """
   instance { daemonHealth { allDaemonStatuses { daemonType healthy } } }
 }
 """
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class DagsterDev:

@@ -1,49 +1,24 @@
 """Real services for tests: an instance directory, the daemon, the webhook gateway and Celery workers, each
 started as its own process group (``start_new_session=True``: Dagster maps SIGTERM to SIGINT, which
 background processes of a non-interactive shell ignore) and stopped by that group's id, never by name.
-
-``wait_for(condition, timeout)`` is the one way tests wait: it polls a condition until a deadline and
-fails with what it last saw.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
 
 from offload import paths
 from offload.runtime import instance
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """``condition()``'s first truthy value; ``AssertionError`` naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = condition()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import httpx
 import psycopg2
 import yaml
 
+from benchmarks.support.waiting import free_port
 from offload import paths
 from offload.runtime import instance
 
@@ -38,13 +38,6 @@ READY_QUERY = """{
   repositoriesOrError { ... on RepositoryConnection { nodes { pipelines { name } } } }
   instance { daemonHealth { allDaemonStatuses { daemonType healthy } } }
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def instance_yaml(storage: Mapping[str, Any] | None = None, level_slots: int | None = None) -> str:
