@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from benchmarks.support import dagster_services
 from benchmarks.support.dagster_services import DagsterServices
+from benchmarks.support.threaded_server import serving_asgi
 from benchmarks.support.waiting import free_port, wait_for
 from offload.client import IDEMPOTENCY_TAG, Client, Status
 from offload.client.idempotency import STALE_CLAIM_SECONDS, IdempotencyStore, keys_table
@@ -357,18 +358,10 @@ def max_overlap(runs) -> int:
 
 
 def test_fastapi_example_over_http(deployment):
-    import uvicorn
-
     from examples.fastapi_app import create_app
 
-    port = free_port()
-    config = uvicorn.Config(create_app(deployment.client), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 30, "uvicorn to start")
-        base = f"http://127.0.0.1:{server.config.port}"
+    with serving_asgi(create_app(deployment.client), "fastapi-example", startup_timeout=30) as port:
+        base = f"http://127.0.0.1:{port}"
         body = video_payload(deployment, "web", user_id="web_user")
         accepted = httpx.post(
             f"{base}/api/upload", json=body, headers={"Idempotency-Key": "web-1"}, timeout=30
@@ -395,9 +388,6 @@ def test_fastapi_example_over_http(deployment):
             httpx.get(f"{base}/api/status/00000000-0000-0000-0000-000000000000", timeout=30).status_code
             == 404
         )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 # -- audit: the last test of the module -------------------------------------------------------------------
