@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from dagster_graphql import DagsterGraphQLClient
 
-from benchmarks.support import dagster_services
+from benchmarks.support import dagster_deployment
 from benchmarks.support.waiting import wait_for
 from offload.client import Client
 from offload.paths import PROJECT_ROOT
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, float]]] = {"stock": [], "offload": []}
     with tempfile.TemporaryDirectory(prefix="offload-bench-") as scratch:
         root = Path(scratch)
-        stock = dagster_services.start(root / "stock", instance=STOCK_INSTANCE)
-        offload = dagster_services.start(root / "offload")
+        stock = dagster_deployment.start(root / "stock", instance=STOCK_INSTANCE)
+        offload = dagster_deployment.start(root / "offload")
         try:
             port = int(stock.url.rsplit(":", 1)[1])
             dagster_client = DagsterGraphQLClient("127.0.0.1", port_number=port)

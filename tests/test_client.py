@@ -20,8 +20,9 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from benchmarks.support import dagster_services
-from benchmarks.support.dagster_services import DagsterServices
+from benchmarks.support import dagster_deployment
+from benchmarks.support.dagster_deployment import DagsterDeployment
+from benchmarks.support.postgres import temporary_database
 from benchmarks.support.threaded_server import serving_asgi
 from benchmarks.support.waiting import free_port, wait_for
 from offload.client import IDEMPOTENCY_TAG, Client, Status
@@ -42,7 +43,7 @@ RUN_TIMEOUT = 120
 
 @dataclass
 class Deployment:
-    services: DagsterServices
+    services: DagsterDeployment
     client: Client
     idempotency_db: str
 
@@ -57,17 +58,19 @@ class Deployment:
 def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp(f"deployment-{request.param}")
     if request.param == "sqlite":
-        instance = dagster_services.instance_yaml(level_slots=LEVEL_SLOTS)
+        instance = dagster_deployment.instance_yaml(level_slots=LEVEL_SLOTS)
         yield from _deploy(root, instance, f"sqlite:///{root / 'idempotency.sqlite3'}")
     else:
-        with dagster_services.postgres_database() as url:
-            storage = dagster_services.postgres_storage(url)
+        with temporary_database() as url:
+            storage = dagster_deployment.postgres_storage(url)
             # Production's shape: the idempotency table lives in the instance's database.
-            yield from _deploy(root, dagster_services.instance_yaml(storage, LEVEL_SLOTS), url)
+            yield from _deploy(root, dagster_deployment.instance_yaml(storage, LEVEL_SLOTS), url)
 
 
 def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployment]:
-    services = dagster_services.start(root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db})
+    services = dagster_deployment.start(
+        root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db}
+    )
     client = Client(services.url, idempotency_db=idempotency_db)
     try:
         yield Deployment(services, client, idempotency_db)

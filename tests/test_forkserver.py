@@ -12,7 +12,7 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._grpc.types import ExecuteRunArgs
 
-from benchmarks.support.dagster_dev import finished
+from benchmarks.support.dagster_deployment import finished
 from benchmarks.support.waiting import wait_for
 from offload.runtime.forkserver import ForkServer, code_fingerprint, shared
 

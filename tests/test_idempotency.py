@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from benchmarks.support.dagster_services import postgres_database
+from benchmarks.support.postgres import temporary_database
 from benchmarks.support.waiting import wait_for
 from offload.client import idempotency
 from offload.client.idempotency import IdempotencyStore, keys_table
@@ -20,7 +20,7 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'keys.sqlite3'}"
     else:
-        with postgres_database() as url:
+        with temporary_database() as url:
             yield url
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.support import dagster_services, services
+from benchmarks.support import dagster_deployment, services
 from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.postgres import temporary_database
 from benchmarks.support.waiting import free_port, wait_for
 from benchmarks.support.webhooks import (
     SECRETS_ENV,
@@ -65,7 +66,7 @@ def search(haystack: bytes, where: str) -> list[str]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     root = tmp_path_factory.mktemp("leaks")
     with (
-        dagster_services.postgres_database() as database,
+        temporary_database() as database,
         openai_server() as ai,
         LocalHTTPServer({"/status": body(b"ok")}) as allowed,
         LocalHTTPServer({"/": body(b"<h1>never fetched</h1>")}) as refused,
@@ -73,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         user_url = database.replace("postgres@", f"postgres:{DB_PASSWORD}@")  # trust auth ignores it
         env = {**SECRETS, "DATABASE_URL": user_url, "OPENAI_BASE_URL": ai.url,
                "OFFLOAD_FETCH_ALLOW_HOSTS": allowed.origin}  # fmt: skip
-        deployment = dagster_services.start(root, env=env, instance=dagster_services.instance_yaml())
+        deployment = dagster_deployment.start(root, env=env, instance=dagster_deployment.instance_yaml())
         gateway = None
         try:
             port = free_port()

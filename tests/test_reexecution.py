@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 from dagster._core.execution.plan.state import KnownExecutionState
 
-from benchmarks.support.dagster_dev import step_log
+from benchmarks.support.dagster_deployment import step_log
 from benchmarks.support.waiting import wait_for
 from offload.runtime import instance as offload_instance
 from offload.runtime import reexecution

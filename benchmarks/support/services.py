@@ -1,6 +1,8 @@
-"""Real services for tests: an instance directory, the daemon, the webhook gateway and Celery workers, each
-started as its own process group (``start_new_session=True``: Dagster maps SIGTERM to SIGINT, which
-background processes of a non-interactive shell ignore) and stopped by that group's id, never by name.
+"""Single real services for tests and benchmarks: an instance directory, the daemon, the webhook gateway
+and Celery workers, each started as its own process group (``start_new_session=True``: Dagster maps
+SIGTERM to SIGINT, which background processes of a non-interactive shell ignore) and stopped by that
+group's id, never by name. A whole deployment (webserver, daemon and code server together) is
+``dagster_deployment.py``'s.
 """
 
 from __future__ import annotations
@@ -15,20 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from benchmarks.support import dagster_deployment
 from offload import paths
-from offload.runtime import instance
 
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
-    """The DAGSTER_HOME ``offload`` makes (``offload.runtime.instance.embedded_config()``: its run
-    coordinator and
+    """The DAGSTER_HOME ``offload`` makes (``dagster_deployment.instance_yaml()``: its run coordinator and
     launcher), with ``run_queue`` settings laid over the run coordinator's."""
     home.mkdir(parents=True, exist_ok=True)
-    config = instance.embedded_config()
-    config["run_coordinator"]["config"].update(run_queue or {})
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    config = dagster_deployment.instance_yaml(run_coordinator={"config": dict(run_queue or {})})
+    (home / "dagster.yaml").write_text(config)
     return home
 
 
@@ -114,10 +113,11 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def daemon(env: Mapping[str, str], log: Path) -> Service:
+def daemon(env: Mapping[str, str], log: Path, definitions: Path | None = None) -> Service:
+    """``dagster-daemon run`` on the project's workspace.yaml, or on the ``definitions`` file alone."""
     executable = str(Path(sys.executable).with_name("dagster-daemon"))
-    args = [executable, "run", "-w", str(paths.PROJECT_ROOT / "workspace.yaml")]
-    return Service("dagster-daemon", args, env, log)
+    target = ["-f", str(definitions)] if definitions else ["-w", str(paths.PROJECT_ROOT / "workspace.yaml")]
+    return Service("dagster-daemon", [executable, "run", *target], env, log)
 
 
 def celery_worker(env: Mapping[str, str], name: str, log: Path, concurrency: int = 2) -> Service:
