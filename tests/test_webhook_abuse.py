@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from benchmarks.support import services
-from benchmarks.support.waiting import free_port, wait_for
-from benchmarks.support.webhooks import SECRETS_ENV, body_of, github_headers, github_push
+from benchmarks.support.waiting import wait_for
+from benchmarks.support.webhooks import body_of, github_headers, github_push
 from offload.errors import ConfigurationError
 from offload.webhooks.inbox import Inbox
 from offload.webhooks.settings import GatewaySettings
@@ -56,28 +56,16 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("abuse")
-    url = f"sqlite:///{root / 'inbox.db'}"
-    env = {
-        **SECRETS_ENV,
-        "PATH": "/usr/bin:/bin",
-        "OFFLOAD_DATA_DIR": str(root / "data"),
-        "DAGSTER_HOME": str(root / "home"),
-        "OFFLOAD_WEBHOOK_INBOX_URL": url,
-        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
+    settings = {
         "OFFLOAD_WEBHOOK_READ_TIMEOUT": str(READ_TIMEOUT),
         "OFFLOAD_WEBHOOK_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "OFFLOAD_WEBHOOK_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "OFFLOAD_WEBHOOK_RATE_LIMIT": f"{RATE}/minute",
     }
-    port = free_port()
-    service = services.gateway(env, port, root / "gateway.log").start()
-    try:
-        wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
+    with services.sensor_gateway(root, **settings) as (port, url):
         inbox = Inbox(url)
         yield Gateway(port, inbox, root / "gateway.log")
         inbox.dispose()
-    finally:
-        service.stop()
 
 
 def _dribble_until_cut(sock: socket.socket, chunks: Iterator[bytes], limit: float) -> tuple[float, bytes]:

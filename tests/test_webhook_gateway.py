@@ -21,11 +21,9 @@ import stripe
 from starlette.testclient import TestClient
 
 from benchmarks.support import services
-from benchmarks.support.waiting import free_port, wait_for
 from benchmarks.support.webhooks import (
     CLERK_SECRET,
     GITHUB_SECRET,
-    SECRETS_ENV,
     STRIPE_SECRET,
     body_of,
     clerk_event,
@@ -61,25 +59,10 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
-    url = f"sqlite:///{root / 'inbox.db'}"
-    env = {
-        **SECRETS_ENV,
-        "PATH": "/usr/bin:/bin",
-        "OFFLOAD_DATA_DIR": str(root / "data"),
-        "DAGSTER_HOME": str(root / "home"),
-        "OFFLOAD_WEBHOOK_INBOX_URL": url,
-        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
-        "OFFLOAD_WEBHOOK_MAX_BYTES": str(MAX_BYTES),
-    }
-    port = free_port()
-    service = services.gateway(env, port, root / "gateway.log").start()
-    try:
-        wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
+    with services.sensor_gateway(root, OFFLOAD_WEBHOOK_MAX_BYTES=str(MAX_BYTES)) as (port, url):
         inbox = Inbox(url)
         yield Gateway(port, inbox)
         inbox.dispose()
-    finally:
-        service.stop()
 
 
 # -- Stripe (stripe.WebhookSignature makes the headers) ------------------------------------------------------

@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.support import dagster_deployment
+from benchmarks.support import dagster_deployment, webhooks
+from benchmarks.support.waiting import free_port, wait_for
 from offload import paths
 
 
@@ -145,3 +147,29 @@ def gateway_ready(port: int, launcher: str) -> bool:
     except httpx.HTTPError:
         return False
     return answer.status_code == 200 and answer.json().get("launcher") == launcher
+
+
+@contextmanager
+def sensor_gateway(root: Path, **settings: str) -> Iterator[tuple[int, str]]:
+    """A gateway that only stores deliveries (``OFFLOAD_WEBHOOK_LAUNCH=sensor``) in a SQLite inbox under
+    ``root``, with the providers' test secrets and ``settings`` (more environment); yields its port and the
+    inbox URL once /healthz answers, and stops it by its process group afterwards."""
+    inbox_url = f"sqlite:///{root / 'inbox.db'}"
+    env = {
+        **webhooks.SECRETS_ENV,
+        "PATH": "/usr/bin:/bin",
+        "OFFLOAD_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "home"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
+        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
+        **settings,
+    }
+    port = free_port()
+    service = gateway(env, port, root / "gateway.log").start()
+    try:
+        wait_for(
+            lambda: gateway_ready(port, "off"), 60, "the gateway to answer /healthz", detail=service.tail
+        )
+        yield port, inbox_url
+    finally:
+        service.stop()
