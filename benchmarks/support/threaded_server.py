@@ -6,9 +6,9 @@ choose-then-bind race), so it is ready before the thread starts. ``serving_asgi(
 under uvicorn on a socket bound the same way, and waits (with a deadline) until uvicorn reports it is
 serving. Both stop their server by its own handle and fail if the thread does not end.
 
-``serving_json(answer)`` is a small JSON API on top of ``serving``: every request goes to ``answer``
-(method, path, lower-cased headers, raw body), which returns a status and a JSON document. The fake
-provider APIs (tests/support) are built on it.
+``serving_json(answer)`` is a small JSON API on top of ``serving``: every request goes to ``answer`` as a
+``Recorded`` (method, path, lower-cased headers, decoded body, arrival time), which returns a status and a
+JSON document. The fake provider APIs (tests/support) are built on it and keep the ``Recorded`` requests.
 """
 
 from __future__ import annotations
@@ -17,16 +17,38 @@ import json
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 from benchmarks.support.waiting import wait_for
 
 STOP_TIMEOUT = 10.0  # seconds a server thread gets to end once asked
 
-Answer = Callable[[str, str, dict[str, str], bytes], tuple[int, Any]]
+
+@dataclass
+class Recorded:
+    """One request a fake API received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: Any  # the JSON document, a form as a dict, or None when empty
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+
+
+Answer = Callable[[Recorded], tuple[int, Any]]
+
+
+def decode(headers: dict[str, str], raw: bytes) -> Any:
+    """A request body as the fake APIs read it: a form (as SDKs send some calls) or JSON."""
+    if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(raw.decode()))
+    return json.loads(raw) if raw else None
 
 
 @contextmanager
@@ -80,7 +102,7 @@ def serving_json(answer: Answer, name: str, content_type: str = "application/jso
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload = answer(self.command, self.path, headers, raw)
+            status, payload = answer(Recorded(self.command, self.path, headers, decode(headers, raw)))
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)

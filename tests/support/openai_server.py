@@ -28,19 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from benchmarks.support.threaded_server import serving_asgi
+from benchmarks.support.threaded_server import Recorded, serving_asgi
 
 CHAT = "/v1/chat/completions"
 IMAGES = "/v1/images/generations"
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    at: float  # time.monotonic() when it arrived
 
 
 @dataclass

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,15 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.support.threaded_server import serving_json
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
+from benchmarks.support.threaded_server import Recorded, serving_json
 
 
 @dataclass
@@ -50,9 +41,5 @@ def fake_resend_server() -> Iterator[FakeResend]:
     """Serve a ``FakeResend`` on 127.0.0.1 until the block ends (``serving_json``: a port the OS picks,
     listening before the block starts)."""
     fake = FakeResend()
-
-    def answer(method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any]]:
-        return fake.answer(Recorded(method, path, headers, json.loads(raw) if raw else None))
-
-    with serving_json(answer, "fake-resend") as fake.url:
+    with serving_json(fake.answer, "fake-resend") as fake.url:
         yield fake

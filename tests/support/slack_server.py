@@ -4,33 +4,24 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
-from benchmarks.support.threaded_server import serving_json
-
-
-@dataclass
-class SlackRequest:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
+from benchmarks.support.threaded_server import Recorded, serving_json
 
 
 @dataclass
 class FakeSlack:
     url: str = ""  # the base URL to give slack-sdk, ending in /api/
-    requests: list[SlackRequest] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
     fail_next: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, request: SlackRequest) -> tuple[int, dict[str, Any]]:
+    def answer(self, request: Recorded) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.requests.append(request)
             if self.fail_next:
@@ -54,14 +45,6 @@ def fake_slack_server() -> Iterator[FakeSlack]:
     """Serve a ``FakeSlack`` on 127.0.0.1 until the block ends (``serving_json``: a port the OS picks,
     listening before the block starts)."""
     fake = FakeSlack()
-
-    def answer(method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any]]:
-        if headers.get("content-type", "").startswith("application/json"):
-            payload = json.loads(raw or b"{}")
-        else:  # the SDK sends some methods form-encoded
-            payload = dict(parse_qsl(raw.decode()))
-        return fake.answer(SlackRequest(path, headers, payload))
-
-    with serving_json(answer, "fake-slack", "application/json; charset=utf-8") as origin:
+    with serving_json(fake.answer, "fake-slack", "application/json; charset=utf-8") as origin:
         fake.url = f"{origin}/api/"
         yield fake
