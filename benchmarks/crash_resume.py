@@ -30,10 +30,16 @@ from pathlib import Path
 
 import dagster as dg
 
+from benchmarks.support.dagster_deployment import (
+    DagsterDeployment,
+    crash_deployment,
+    finished,
+    step_log,
+    submit,
+)
+from benchmarks.support.waiting import wait_for
 from offload.runtime.launcher import run_worker
-from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
-WORKSPACE = Path(__file__).resolve().parents[1] / "tests" / "crash_workspace.yaml"
 CASES = ("worker", "tree", "starting")
 
 
@@ -62,7 +68,7 @@ def _retry_of(instance: dg.DagsterInstance, run_id: str) -> str:
     return retry_id
 
 
-def _blocked_run(dev: DagsterDev, instance: dg.DagsterInstance, scratch: Path) -> tuple[str, int]:
+def _blocked_run(dev: DagsterDeployment, instance: dg.DagsterInstance, scratch: Path) -> tuple[str, int]:
     run_id = submit(dev, scratch, "three_steps", {"second": {"config": {"block": True}}})
     wait_for(lambda: step_log(scratch)[-1:] == ["second"], 120, "step second to start", interval=0.02)
     worker = run_worker(instance, run_id)
@@ -70,7 +76,7 @@ def _blocked_run(dev: DagsterDev, instance: dg.DagsterInstance, scratch: Path) -
     return run_id, worker.pid
 
 
-def _starting_run(dev: DagsterDev, instance: dg.DagsterInstance, scratch: Path) -> tuple[str, int]:
+def _starting_run(dev: DagsterDeployment, instance: dg.DagsterInstance, scratch: Path) -> tuple[str, int]:
     run_id = submit(dev, scratch, "held_start", {}, execution={"scratch": str(scratch)})
     wait_for(
         lambda: step_log(scratch) == ["held start"], 120, "the worker to hold while starting", interval=0.02
@@ -82,7 +88,7 @@ def _starting_run(dev: DagsterDev, instance: dg.DagsterInstance, scratch: Path) 
     return run_id, worker.pid
 
 
-def _plain_run(dev: DagsterDev, instance: dg.DagsterInstance, scratch: Path) -> str:
+def _plain_run(dev: DagsterDeployment, instance: dg.DagsterInstance, scratch: Path) -> str:
     run_id = submit(dev, scratch, "three_steps", {})
     run = wait_for(lambda: finished(instance, run_id), 300, "the baseline run")
     assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
@@ -98,7 +104,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="crash-bench-") as tmp:
         root = Path(tmp)
-        dev = DagsterDev(root / "home", WORKSPACE, root / "dev.log", fast=args.fast)
+        dev = crash_deployment(root, fast=args.fast)
         worker_detect: list[float] = []
         worker_resume: list[float] = []
         tree_detect: list[float] = []

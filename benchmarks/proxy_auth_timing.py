@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.http_server import LocalHTTPServer, body
-from tests.support.nginx_proxy import TEMPLATE, run_proxy
+from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.nginx_proxy import TEMPLATE, run_proxy
 
 with warnings.catch_warnings():  # deprecated, still the standard library's way to the system's bcrypt
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -24,10 +24,10 @@ from collections.abc import Callable
 import dagster as dg
 import httpx
 
+from benchmarks.support.http_server import LocalHTTPServer, body, sequence
 from offload.net.address_policy import guarded_client
 from offload.net.http import FetchRetry, fetch
 from offload.retry import RetryPolicy, retrying
-from tests.support.http_server import LocalHTTPServer, body, sequence
 
 OFFLOAD_POLICY = RetryPolicy(max_attempts=6, factor=2, min_delay=0.25, max_delay=2.0, randomize=False)
 DAGSTER_DELAY = 0.5

@@ -29,13 +29,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from dagster_graphql import DagsterGraphQLClient
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.waiting import wait_for
 from offload.client import Client
 from offload.paths import PROJECT_ROOT
-from tests.support import dagster_services
 
 STOCK_INSTANCE = "telemetry:\n  enabled: false\n"
 MILESTONES = {  # event type -> what its timestamp marks
@@ -56,21 +58,21 @@ query($runId: ID!) {
 def milestones(url: str, run_id: str, deadline: float = 120.0) -> dict[str, float]:
     """Wait for the run to finish; return when it was launched, its worker started and its first step
     started (seconds since the epoch)."""
-    give_up = time.monotonic() + deadline
-    while time.monotonic() < give_up:
-        query = {"query": EVENTS_QUERY, "variables": {"runId": run_id}}
-        data = httpx.post(f"{url}/graphql", json=query, timeout=30).json()["data"]
-        if data["runOrError"]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            found: dict[str, float] = {}
-            for event in data["logsForRun"]["events"]:
-                name = MILESTONES.get(event["__typename"])
-                if name and name not in found:
-                    found[name] = float(event["timestamp"]) / 1000
-            if len(found) < len(MILESTONES):
-                raise RuntimeError(f"run {run_id} ended {data['runOrError']['status']} without {MILESTONES}")
-            return found
-        time.sleep(0.25)
-    raise TimeoutError(f"run {run_id} did not finish within {deadline:.0f} s")
+    query = {"query": EVENTS_QUERY, "variables": {"runId": run_id}}
+
+    def ended() -> dict[str, Any] | None:
+        data: dict[str, Any] = httpx.post(f"{url}/graphql", json=query, timeout=30).json()["data"]
+        return data if data["runOrError"]["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    data = wait_for(ended, deadline, f"run {run_id} to finish", interval=0.25)
+    found: dict[str, float] = {}
+    for event in data["logsForRun"]["events"]:
+        name = MILESTONES.get(event["__typename"])
+        if name and name not in found:
+            found[name] = float(event["timestamp"]) / 1000
+    if len(found) < len(MILESTONES):
+        raise RuntimeError(f"run {run_id} ended {data['runOrError']['status']} without {MILESTONES}")
+    return found
 
 
 def measure(url: str, trigger: Callable[[str], str], name: str) -> dict[str, float]:
@@ -100,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, float]]] = {"stock": [], "offload": []}
     with tempfile.TemporaryDirectory(prefix="offload-bench-") as scratch:
         root = Path(scratch)
-        stock = dagster_services.start(root / "stock", instance=STOCK_INSTANCE)
-        offload = dagster_services.start(root / "offload")
+        stock = dagster_deployment.start(root / "stock", instance=STOCK_INSTANCE)
+        offload = dagster_deployment.start(root / "offload")
         try:
             port = int(stock.url.rsplit(":", 1)[1])
             dagster_client = DagsterGraphQLClient("127.0.0.1", port_number=port)

@@ -66,8 +66,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.support import services
-from tests.support.webhooks import (
+from benchmarks.support import services
+from benchmarks.support.waiting import free_port, wait_for
+from benchmarks.support.webhooks import (
     SECRETS_ENV,
     body_of,
     github_headers,
@@ -230,12 +231,12 @@ def ingest(root: Path, seconds: float, rounds: int, connections: int) -> dict[st
         "OFFLOAD_WEBHOOK_INBOX_URL": f"sqlite:///{root / 'inbox.db'}",
         "OFFLOAD_DATA_DIR": str(root),
     }
-    hello_port, gateway_port = services.free_port(), services.free_port()
+    hello_port, gateway_port = free_port(), free_port()
     hello = hello_server(hello_port, env, root / "hello.log").start()
     gateway = services.gateway(env, gateway_port, root / "gateway.log").start()
     try:
-        services.wait_for(lambda: services.gateway_ready(gateway_port, "off"), 60, "the gateway")
-        services.wait_for(lambda: _hello_up(hello_port), 60, "the baseline")
+        wait_for(lambda: services.gateway_ready(gateway_port, "off"), 60, "the gateway")
+        wait_for(lambda: _hello_up(hello_port), 60, "the baseline")
         hello_body = body_of(stripe_event())
         results: dict[str, list[float]] = {"hello": [], "gateway": []}
         sent = 0
@@ -298,14 +299,14 @@ def run_latency(root: Path, events: int) -> dict[str, list[float]]:
         "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
         "OFFLOAD_WEBHOOK_LAUNCH": "immediate",
     }
-    port = services.free_port()
+    port = free_port()
     daemon = services.daemon(env, root / "daemon.log").start()
     gateway = services.gateway(env, port, root / "gateway-runs.log").start()
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     inbox = Inbox(inbox_url)
     found: dict[str, list[float]] = {"created": [], "started": []}
     try:
-        services.wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's workspace")
+        wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's workspace")
         import httpx
 
         # One unmeasured event first: the daemon's first launch starts offload's fork server (imports the
@@ -324,14 +325,14 @@ def run_latency(root: Path, events: int) -> dict[str, list[float]]:
             )
             run_id = run_id_for("github", delivery)
 
-            record = services.wait_for(partial(_started, instance, run_id), 120, "the run to start")
+            record = wait_for(partial(_started, instance, run_id), 120, "the run to start")
             row = inbox.find("github", delivery)
             assert row is not None
             received = row.received_at.timestamp()
             if n > 0:
                 found["created"].append(record.create_timestamp.timestamp() - received)
                 found["started"].append(record.start_time - received)
-            services.wait_for(partial(_finished, instance, run_id), 120, "the run to finish")
+            wait_for(partial(_finished, instance, run_id), 120, "the run to finish")
         return found
     finally:
         inbox.dispose()
@@ -360,7 +361,7 @@ def sustained(root: Path, rate: float, seconds: float) -> dict[str, Any]:
         "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
         "OFFLOAD_WEBHOOK_LAUNCH": "immediate",
     }
-    port = services.free_port()
+    port = free_port()
     daemon = services.daemon(env, root / "sustained-daemon.log").start()
     gateway = services.gateway(env, port, root / "sustained-gateway.log").start()
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
@@ -377,7 +378,7 @@ def sustained(root: Path, rate: float, seconds: float) -> dict[str, Any]:
         return unlaunched, runs
 
     try:
-        services.wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's workspace")
+        wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's workspace")
         requests = []
         for _ in range(total):
             body = body_of(github_push())
@@ -400,7 +401,7 @@ def sustained(root: Path, rate: float, seconds: float) -> dict[str, Any]:
         answer_latencies = asyncio.run(drive())
         load_ended = time.perf_counter()
         try:
-            services.wait_for(lambda: backlog() == (0, 0), 300, "the backlog to drain", interval=1.0)
+            wait_for(lambda: backlog() == (0, 0), 300, "the backlog to drain", interval=1.0)
             drain_seconds = time.perf_counter() - load_ended
         except AssertionError:
             drain_seconds = float("nan")  # not within 300 s
@@ -439,7 +440,7 @@ def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
 
     home = services.write_instance(root / "paths-home", run_queue={"max_concurrent_runs": 0})  # queued only
     env = {**os.environ, "DAGSTER_HOME": str(home), "OFFLOAD_DATA_DIR": str(root / "paths-data")}
-    port = services.free_port()
+    port = free_port()
     executable = str(Path(sys.executable).with_name("dagster-webserver"))
     webserver = services.Service(
         "webserver",
@@ -453,7 +454,7 @@ def launch_paths(root: Path, repeat: int) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {"instance API": [], "GraphQL": []}
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        services.wait_for(lambda: _up(port), 180, "the webserver")
+        wait_for(lambda: _up(port), 180, "the webserver")
         context = workspace.request_context(timeout=180)
         for index in range(repeat + 1):  # the first of each warms caches and is not counted
             event = WebhookEvent(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import temporary_database
+from benchmarks.support.postgres import temporary_database
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ import httpcore
 import httpx
 import pytest
 
+from benchmarks.support.http_server import LocalHTTPServer, body
 from offload.errors import FetchError
 from offload.net.address_policy import GuardedBackend, check_host, forbidden_reason, guarded_client
-from tests.support.http_server import LocalHTTPServer, body
 from tests.support.tls import self_signed
 
 # --- forbidden_reason ---------------------------------------------------------------------------------------

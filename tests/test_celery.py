@@ -25,6 +25,8 @@ import psutil
 import pytest
 import redis
 
+from benchmarks.support import services
+from benchmarks.support.waiting import wait_for
 from offload import paths
 from offload.errors import ConfigurationError
 from offload.runtime.executors import (
@@ -36,7 +38,6 @@ from offload.runtime.executors import (
     celery_settings,
 )
 from pipelines.video.samples import make_clip
-from tests.support import services
 from tests.test_cli import cli_env
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -120,7 +121,7 @@ def test_video_steps_run_in_a_celery_worker(tmp_path):
     )
     worker = services.celery_worker(env, name, tmp_path / "worker.log").start()
     try:
-        services.wait_for(lambda: worker.process.poll() is None and worker_answers(name), 120,
+        wait_for(lambda: worker.process.poll() is None and worker_answers(name), 120,
                           f"the celery worker {name} to answer (log: {worker.log})")  # fmt: skip
         pool = {child.pid for child in psutil.Process(worker.pid).children()}
         run = subprocess.run(
@@ -132,7 +133,7 @@ def test_video_steps_run_in_a_celery_worker(tmp_path):
 
         # Stopped by its own pid: Celery's warm shutdown ends the pool, and nothing of the group lives on.
         assert worker.terminate(timeout=60) == 0, worker.tail()
-        services.wait_for(lambda: not worker.group_alive(), 30, "the worker's pool to exit")
+        wait_for(lambda: not worker.group_alive(), 30, "the worker's pool to exit")
     finally:
         worker.stop()
         redis.Redis.from_url(REDIS_URL).delete(queue, f"_kombu.binding.{queue}")
@@ -190,24 +191,24 @@ def test_a_step_whose_worker_is_killed_runs_again_and_its_effect_happens_once(tm
     )  # fmt: skip
     try:
         worker = workers[0]
-        services.wait_for(lambda: worker.process.poll() is None and worker_answers(names[0], broker), 120,
+        wait_for(lambda: worker.process.poll() is None and worker_answers(names[0], broker), 120,
                           f"the celery worker {names[0]} to answer (log: {worker.log})")  # fmt: skip
         run.start()
-        services.wait_for(lambda: started_pids(root), 240, f"the step to start ({run.tail()})")
+        wait_for(lambda: started_pids(root), 240, f"the step to start ({run.tail()})")
         [first] = started_pids(root)
         assert first in {child.pid for child in psutil.Process(worker.pid).children()}
-        services.wait_for(lambda: len(list((root / "outbox").glob("*.eml"))) == 1, 60, "the effect")
+        wait_for(lambda: len(list((root / "outbox").glob("*.eml"))) == 1, 60, "the effect")
         # The step is waiting for the gate: killed mid-step.
         if killed == "pool process":
             os.kill(first, signal.SIGKILL)
         else:
             os.killpg(worker.pid, signal.SIGKILL)  # the worker leads its own process group: pool included
-            services.wait_for(lambda: not worker.group_alive(), 30, "the killed worker's processes to end")
+            wait_for(lambda: not worker.group_alive(), 30, "the killed worker's processes to end")
             workers.append(
                 services.celery_worker(env, names[1], tmp_path / "worker-2.log", concurrency=1).start()
             )
             worker = workers[1]
-        services.wait_for(lambda: len(started_pids(root)) == 2, 180, f"the step again ({worker.tail()})")
+        wait_for(lambda: len(started_pids(root)) == 2, 180, f"the step again ({worker.tail()})")
         assert first in started_pids(root)  # and another process took the step
         (root / "gate").touch()
         assert run.process is not None and run.process.wait(timeout=300) == 0, run.tail(60)
@@ -266,7 +267,7 @@ def test_a_second_delivery_waits_for_the_first_and_returns_its_result(tmp_path, 
     second = threading.Thread(target=deliver, args=("second",))
     try:
         first.start()
-        services.wait_for(lambda: runs == ["ran"], 30, "the first delivery to start the body")
+        wait_for(lambda: runs == ["ran"], 30, "the first delivery to start the body")
         second.start()
         second.join(timeout=3)  # the second is still waiting: it did not run the body meanwhile
         assert second.is_alive() and runs == ["ran"]

@@ -22,9 +22,10 @@ import dagster as dg
 import pytest
 import yaml
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.postgres import rows, temporary_database
 from offload import paths
-from tests.support import dagster_services
-from tests.support.http_server import LocalHTTPServer, body
 from tests.support.openai_server import openai_server
 
 ROOT = paths.PROJECT_ROOT
@@ -217,15 +218,15 @@ def production(tmp_path_factory) -> Iterator[Production]:
         "/page": body(b"<html><body><h1>Tides</h1><p><a href='/more'>more</a></p></body></html>",
                       headers={"Content-Type": "text/html; charset=utf-8"}),
     })  # fmt: skip
-    with dagster_services.postgres_database() as url, site, openai_server() as model:
+    with temporary_database() as url, site, openai_server() as model:
         model.chat = writer  # outline, article and SEO pass, as content_workflow asks
         samples = root / "data" / "samples"  # the embedded resources allow file:// under it
         samples.mkdir(parents=True)
         clip = make_clip(samples / "clip.mp4", seconds=1, width=160, height=120).as_uri()
-        dagster_services.production_home(root)
+        dagster_deployment.production_home(root)
         env = cli_env(
             root,
-            **dagster_services.production_env(url, root),
+            **dagster_deployment.production_env(url, root),
             OFFLOAD_FETCH_ALLOW_HOSTS=f"{site.origin},{model.origin}",
             OPENAI_BASE_URL=model.url,
             OPENAI_API_KEY="sk-test-not-a-key",
@@ -263,11 +264,11 @@ def test_every_job_runs_from_its_example_payload_on_the_production_instance(prod
         command += ["--tags", PARTITION]
     done = subprocess.run(command, cwd=ROOT, env=production.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    [(run_id, status)] = dagster_services.rows(
+    [(run_id, status)] = rows(
         production.url, "SELECT run_id, status FROM runs WHERE pipeline_name = %(job)s", job=job
     )
     assert status == "SUCCESS"
-    events = {kind for (kind,) in dagster_services.rows(
+    events = {kind for (kind,) in rows(
         production.url, "SELECT dagster_event_type FROM event_logs WHERE run_id = %(run)s", run=run_id
     )}  # fmt: skip
     stored = {kind.value for kind in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_SUCCESS,

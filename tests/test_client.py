@@ -20,6 +20,11 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.dagster_deployment import DagsterDeployment
+from benchmarks.support.postgres import temporary_database
+from benchmarks.support.threaded_server import serving_asgi
+from benchmarks.support.waiting import free_port, wait_for
 from offload.client import IDEMPOTENCY_TAG, Client, Status
 from offload.client.idempotency import STALE_CLAIM_SECONDS, IdempotencyStore, keys_table
 from offload.errors import (
@@ -31,8 +36,6 @@ from offload.errors import (
 )
 from offload.payload import payload_errors
 from pipelines.video.payload import VideoPayload
-from tests.support import dagster_services
-from tests.support.dagster_services import DagsterServices
 
 LEVEL_SLOTS = 3
 RUN_TIMEOUT = 120
@@ -40,7 +43,7 @@ RUN_TIMEOUT = 120
 
 @dataclass
 class Deployment:
-    services: DagsterServices
+    services: DagsterDeployment
     client: Client
     idempotency_db: str
 
@@ -55,33 +58,25 @@ class Deployment:
 def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp(f"deployment-{request.param}")
     if request.param == "sqlite":
-        instance = dagster_services.instance_yaml(level_slots=LEVEL_SLOTS)
+        instance = dagster_deployment.instance_yaml(level_slots=LEVEL_SLOTS)
         yield from _deploy(root, instance, f"sqlite:///{root / 'idempotency.sqlite3'}")
     else:
-        with dagster_services.postgres_database() as url:
-            storage = dagster_services.postgres_storage(url)
+        with temporary_database() as url:
+            storage = dagster_deployment.postgres_storage(url)
             # Production's shape: the idempotency table lives in the instance's database.
-            yield from _deploy(root, dagster_services.instance_yaml(storage, LEVEL_SLOTS), url)
+            yield from _deploy(root, dagster_deployment.instance_yaml(storage, LEVEL_SLOTS), url)
 
 
 def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployment]:
-    services = dagster_services.start(root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db})
+    services = dagster_deployment.start(
+        root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db}
+    )
     client = Client(services.url, idempotency_db=idempotency_db)
     try:
         yield Deployment(services, client, idempotency_db)
     finally:
         client.close()
         services.stop()
-
-
-def wait_for(condition, what: str, deadline: float = 60.0):
-    give_up = time.monotonic() + deadline
-    while time.monotonic() < give_up:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def video_payload(deployment: Deployment, name: str, seconds: float = 2, **extra):
@@ -174,7 +169,7 @@ def test_unknown_job_and_unknown_run(deployment):
 
 
 def test_unreachable_webserver_is_named_in_the_error():
-    url = f"http://127.0.0.1:{dagster_services.free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(WebserverUnreachableError, match=f"{url} is unreachable.*OFFLOAD_DAGSTER_URL"):
         Client(url).trigger("hello_world", {"name": "x"})
 
@@ -242,7 +237,7 @@ def test_a_queued_run_and_a_running_run_are_canceled(deployment):
     running = [client.trigger("video_pipeline", payload | {"video_id": f"long-{n}"}) for n in range(2)]
     for handle in running:
         started = lambda h=handle: client.retrieve(h.id).started_at is not None  # noqa: E731
-        wait_for(started, "the run to start", RUN_TIMEOUT)
+        wait_for(started, RUN_TIMEOUT, "the run to start")
     queued = client.trigger("video_pipeline", payload | {"video_id": "long-queued"})
     with pytest.raises(RunTimeoutError, match="did not finish within"):
         client.wait(queued.id, timeout=0.05)
@@ -327,7 +322,7 @@ def test_canceling_a_parent_ends_it_and_leaves_no_child_running(deployment):
     client = deployment.client
     parent = client.trigger("welcome_user", {"user_id": "cancel-kids", "email": "k@example.com", "name": "K"})
     children = wait_for(
-        lambda: client.list(tag=("offload/parent_run", parent.id)), "a child run", RUN_TIMEOUT
+        lambda: client.list(tag=("offload/parent_run", parent.id)), RUN_TIMEOUT, "a child run"
     )
     client.cancel(parent.id)
     assert client.wait(parent.id, timeout=RUN_TIMEOUT).status is Status.CANCELED
@@ -366,18 +361,10 @@ def max_overlap(runs) -> int:
 
 
 def test_fastapi_example_over_http(deployment):
-    import uvicorn
-
     from examples.fastapi_app import create_app
 
-    port = dagster_services.free_port()
-    config = uvicorn.Config(create_app(deployment.client), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, "uvicorn to start", 30)
-        base = f"http://127.0.0.1:{server.config.port}"
+    with serving_asgi(create_app(deployment.client), "fastapi-example", startup_timeout=30) as port:
+        base = f"http://127.0.0.1:{port}"
         body = video_payload(deployment, "web", user_id="web_user")
         accepted = httpx.post(
             f"{base}/api/upload", json=body, headers={"Idempotency-Key": "web-1"}, timeout=30
@@ -392,7 +379,7 @@ def test_fastapi_example_over_http(deployment):
             status = httpx.get(f"{base}/api/status/{task_id}", timeout=30).json()
             return status if status["status"] in {s.value for s in Status if s.is_final} else None
 
-        status = wait_for(finished, "the upload to be processed", RUN_TIMEOUT)
+        status = wait_for(finished, RUN_TIMEOUT, "the upload to be processed")
         assert status["status"] == "COMPLETED" and status["id"] == task_id
         assert set(status["output"]["outputs"]) == {"mp4", "thumbnail"}
         assert status["output"]["video_id"] == "web" and status["created_at"] <= status["completed_at"]
@@ -404,9 +391,6 @@ def test_fastapi_example_over_http(deployment):
             httpx.get(f"{base}/api/status/00000000-0000-0000-0000-000000000000", timeout=30).status_code
             == 404
         )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 # -- audit: the last test of the module -------------------------------------------------------------------

@@ -25,11 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.support import nginx_proxy
+from benchmarks.support.http_server import LocalHTTPServer
 from offload.client import Client
 from offload.client.transport import GraphQL, credentials
 from offload.errors import AuthenticationError, ConfigurationError
-from tests.support import nginx_proxy
-from tests.support.http_server import LocalHTTPServer
 
 TOKEN = "tok_9f8e7d6c5b4a39281706"
 USER, PASSWORD = "ops", "pw-Zq81!kRt"

@@ -31,12 +31,18 @@ import psutil
 import pytest
 from dagster._core.events import DagsterEventType
 
+from benchmarks.support.dagster_deployment import (
+    DagsterDeployment,
+    crash_deployment,
+    finished,
+    step_log,
+    submit,
+)
+from benchmarks.support.waiting import wait_for
 from offload.runtime.launcher import RunWorker, run_worker
 from pipelines.video import media
 from pipelines.video.samples import make_clip
-from tests.support.dagster_dev import DagsterDev, finished, step_log, submit, wait_for
 
-HERE = Path(__file__).parent
 DETECTION_TARGET = 30  # seconds, the issue's target
 STEPS = ["first", "second", "third"]
 
@@ -44,7 +50,7 @@ STEPS = ["first", "second", "third"]
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    services = DagsterDev(root / "home", HERE / "crash_workspace.yaml", root / "dev.log")
+    services = crash_deployment(root)
     try:
         services.start()
         yield services
@@ -64,7 +70,7 @@ def run_of(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
     return run
 
 
-def output(dev: DagsterDev, run_id: str, step: str = "third") -> object:
+def output(dev: DagsterDeployment, run_id: str, step: str = "third") -> object:
     """The step's output as the run's IO manager stored it (Dagster's fs IO manager under DAGSTER_HOME)."""
     return pickle.loads((dev.home / "storage" / run_id / step / "result").read_bytes())
 
@@ -254,7 +260,7 @@ def clip(dev) -> Path:
     return make_clip(dev.data_dir / "clips" / "clip.mp4", seconds=CLIP_SECONDS, width=320, height=240)
 
 
-def submit_video(dev: DagsterDev, clip: Path, video_id: str, formats: list[str]) -> str:
+def submit_video(dev: DagsterDeployment, clip: Path, video_id: str, formats: list[str]) -> str:
     payload = {"video_id": video_id, "video_url": clip.as_uri(), "user_id": "u1",
                "user_email": "ada@example.com", "formats": formats}  # fmt: skip
     return dev.client().submit_job_execution(
@@ -262,11 +268,11 @@ def submit_video(dev: DagsterDev, clip: Path, video_id: str, formats: list[str])
     )
 
 
-def stored_video(dev: DagsterDev, video_id: str, fmt: str) -> Path:
+def stored_video(dev: DagsterDeployment, video_id: str, fmt: str) -> Path:
     return dev.data_dir / "storage" / "videos" / "u1" / f"{video_id}.{fmt}"
 
 
-def ffmpegs_of(dev: DagsterDev, run_id: str) -> list[psutil.Process]:
+def ffmpegs_of(dev: DagsterDeployment, run_id: str) -> list[psutil.Process]:
     """The live ffmpeg processes working in the run's work directory."""
     work = str(dev.data_dir / "work" / run_id)
     found = []
@@ -279,7 +285,7 @@ def ffmpegs_of(dev: DagsterDev, run_id: str) -> list[psutil.Process]:
     return found
 
 
-def encoding(dev: DagsterDev, run_id: str, fmt: str) -> psutil.Process | None:
+def encoding(dev: DagsterDeployment, run_id: str, fmt: str) -> psutil.Process | None:
     """The run's ffmpeg encoding ``fmt``, once it has been at it for 2 s (of the slowed encode's 8). Not
     judged by its output file: the GIF encoder writes nothing until it has seen every frame."""
     for process in ffmpegs_of(dev, run_id):

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from benchmarks.support.postgres import temporary_database
 from offload.errors import ConfigurationError
 from resources.database import AppDatabase, Article, Payment, UsageItem
 from resources.database.engine import VERSION_TABLE, head_revision, normalize_url
 from resources.database.schema import metadata
-from tests.support.postgres import temporary_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -26,21 +26,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from benchmarks.support.http_server import LocalHTTPServer, body, chunked, hang, redirect, sequence, statuses
+from benchmarks.support.waiting import wait_for
 from offload.errors import FetchError
 from offload.net.download import Downloader, safe_url, scheme_error
-from tests.support.http_server import LocalHTTPServer, body, chunked, hang, redirect, sequence, statuses
 from tests.support.moto_s3 import moto_s3_endpoint
 
 PAYLOAD = os.urandom(300_000)  # larger than one read, so streaming and progress see several chunks
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true after {timeout} s")
-        time.sleep(0.02)  # poll interval, not a synchronisation
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -208,7 +200,7 @@ def test_a_hanging_server_times_out_retryable(server: LocalHTTPServer, tmp_path:
         downloader_for(server, read_timeout=0.3, attempts=2).fetch(server.url("/hang"), tmp_path / "f")
     assert caught.value.retryable
     assert time.monotonic() - started < 10
-    wait_until(lambda: server.request_count == 2, timeout=5, what="both attempts reached the server")
+    wait_for(lambda: server.request_count == 2, 5, "both attempts reached the server", interval=0.02)
     assert leftovers(tmp_path) == []
 
 
@@ -428,7 +420,7 @@ NAMESPACE_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from offload.net.download import Downloader
     from offload.errors import FetchError
-    from tests.support.http_server import LocalHTTPServer, redirect
+    from benchmarks.support.http_server import LocalHTTPServer, redirect
 
     results = {}
     dest = Path(tempfile.mkdtemp()) / "x"

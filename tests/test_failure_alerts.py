@@ -21,6 +21,7 @@ from dagster._core.definitions.run_status_sensor_definition import RunStatusSens
 from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
+from benchmarks.support.http_server import LocalHTTPServer
 from offload import paths
 from offload.client.runs import Status, error_of, status_of
 from offload.net.http import HttpClient
@@ -32,7 +33,6 @@ from resources.database import AppDatabase
 from resources.email import OutboxEmail
 from resources.slack import SlackAPI
 from sensors.failure_alerts import ops_failure_alert, run_url
-from tests.support.http_server import LocalHTTPServer
 from tests.support.slack_server import FakeSlack, fake_slack_server
 from tests.test_cli import run_job
 

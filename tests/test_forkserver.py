@@ -12,8 +12,9 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._grpc.types import ExecuteRunArgs
 
+from benchmarks.support.dagster_deployment import finished
+from benchmarks.support.waiting import wait_for
 from offload.runtime.forkserver import ForkServer, code_fingerprint, shared
-from tests.support.dagster_dev import finished, wait_for
 
 # A code location whose job writes its module's VERSION (and waits for a gate file when asked to).
 LOCATION = """

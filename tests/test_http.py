@@ -17,11 +17,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from offload.errors import FetchError
-from offload.net.address_policy import guarded_client
-from offload.net.http import FetchRetry, HttpClient, fetch, wait_from_headers
-from offload.retry import RetryPolicy
-from tests.support.http_server import (
+from benchmarks.support.http_server import (
     LocalHTTPServer,
     body,
     cut_short,
@@ -30,6 +26,10 @@ from tests.support.http_server import (
     sequence,
     statuses,
 )
+from offload.errors import FetchError
+from offload.net.address_policy import guarded_client
+from offload.net.http import FetchRetry, HttpClient, fetch, wait_from_headers
+from offload.retry import RetryPolicy
 
 FAST = FetchRetry(policy=RetryPolicy(max_attempts=3, min_delay=0.01, max_delay=0.05))
 

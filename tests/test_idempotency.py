@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.support.postgres import temporary_database
+from benchmarks.support.waiting import wait_for
 from offload.client import idempotency
 from offload.client.idempotency import IdempotencyStore, keys_table
-from tests.support.dagster_services import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -19,7 +20,7 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'keys.sqlite3'}"
     else:
-        with postgres_database() as url:
+        with temporary_database() as url:
             yield url
 
 
@@ -86,10 +87,9 @@ def test_keys_are_per_job_and_expire(store_url):
     claim = store.claim("a", "k", 0.3)
     store.record("a", "k", claim.token, "run-a")
     assert store.claim("b", "k", 60).run_id is None
-    deadline = time.monotonic() + 10
-    while store.claim("a", "k", 0.3).run_id == "run-a":  # a new claim once the TTL has passed
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(
+        lambda: store.claim("a", "k", 0.3).run_id != "run-a", 10, "a new claim once the TTL has passed", 0.05
+    )
 
 
 def test_a_stale_claim_is_taken_over(store_url):

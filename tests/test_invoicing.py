@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.support.postgres import temporary_database
 from pipelines.invoicing import invoicing
 from pipelines.invoicing.documents import counted, invoice_html, invoice_text, line_texts
 from pipelines.invoicing.prices import effective_prices, invoice_lines
@@ -22,7 +23,6 @@ from resources.database import AppDatabase, Invoice, UsageItem
 from resources.database.schema import invoices
 from resources.email import Email, EmailSendError, OutboxEmail
 from resources.storage import LocalStorage
-from tests.support.postgres import temporary_database
 from tests.support.runs import failure_text, output_metadata
 
 UTC = dt.UTC

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 import yaml
 
 import pipelines
+from benchmarks.support.http_server import LocalHTTPServer, body
 from offload.paths import PROJECT_ROOT
 from offload.result import RESULT_LABEL
 from resources import resources_for
-from tests.support.http_server import LocalHTTPServer, body
 from tests.support.openai_server import FakeOpenAI, first_user_message, openai_server
 from tests.support.runs import failure_text
 

@@ -15,10 +15,10 @@ import pytest
 from dagster._core.events import EngineEventData
 from dagster._core.launcher import WorkerStatus
 
+from benchmarks.support.waiting import wait_for
 from offload import paths
 from offload.runtime import instance as offload_instance
 from offload.runtime.launcher import WORKER_HOST_TAG, OffloadRunLauncher, RunWorker, run_worker
-from tests.support.dagster_dev import wait_for
 
 SLEEPER = "import time\nwhile True: time.sleep(0.1)"
 # Ignores SIGINT and has a child of its own: what a step that swallows Dagster's interrupt looks like.

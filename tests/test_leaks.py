@@ -21,13 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from offload.client import Client, Status
-from offload.client.transport import credentials
-from offload.errors import ClientError
-from tests.support import dagster_services, services
-from tests.support.http_server import LocalHTTPServer, body
-from tests.support.openai_server import openai_server
-from tests.support.webhooks import (
+from benchmarks.support import dagster_deployment, services
+from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.postgres import temporary_database
+from benchmarks.support.waiting import free_port, wait_for
+from benchmarks.support.webhooks import (
     SECRETS_ENV,
     body_of,
     clerk_event,
@@ -37,6 +35,10 @@ from tests.support.webhooks import (
     stripe_event,
     stripe_headers,
 )
+from offload.client import Client, Status
+from offload.client.transport import credentials
+from offload.errors import ClientError
+from tests.support.openai_server import openai_server
 
 DB_PASSWORD = "pw-leaktest-DB-3e1f9"
 SECRETS = {
@@ -64,7 +66,7 @@ def search(haystack: bytes, where: str) -> list[str]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     root = tmp_path_factory.mktemp("leaks")
     with (
-        dagster_services.postgres_database() as database,
+        temporary_database() as database,
         openai_server() as ai,
         LocalHTTPServer({"/status": body(b"ok")}) as allowed,
         LocalHTTPServer({"/": body(b"<h1>never fetched</h1>")}) as refused,
@@ -72,13 +74,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         user_url = database.replace("postgres@", f"postgres:{DB_PASSWORD}@")  # trust auth ignores it
         env = {**SECRETS, "DATABASE_URL": user_url, "OPENAI_BASE_URL": ai.url,
                "OFFLOAD_FETCH_ALLOW_HOSTS": allowed.origin}  # fmt: skip
-        deployment = dagster_services.start(root, env=env, instance=dagster_services.instance_yaml())
+        deployment = dagster_deployment.start(root, env=env, instance=dagster_deployment.instance_yaml())
         gateway = None
         try:
-            port = services.free_port()
+            port = free_port()
             gateway_env = {**deployment.env, "OFFLOAD_WEBHOOK_LAUNCH": "immediate"}
             gateway = services.gateway(gateway_env, port, root / "gateway.log").start()
-            services.wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's launcher")
+            wait_for(lambda: services.gateway_ready(port, "ready"), 180, "the gateway's launcher")
             yield {
                 "root": root,
                 "url": deployment.url,
@@ -171,7 +173,7 @@ def _webhooks(port: int, client: Client) -> list[tuple[str, Status]]:
         assert answer.status_code == 200, answer.text
         event_id = answer.json()["event_id"]
         tag = ("offload/webhook_event", f"{provider}:{event_id}")
-        found = services.wait_for(partial(client.list, tag=tag, limit=1), 120, f"the {provider} run")
+        found = wait_for(partial(client.list, tag=tag, limit=1), 120, f"the {provider} run")
         runs.append((found[0].id, Status.COMPLETED))
     return runs
 

@@ -132,7 +132,7 @@ def _playlists(tmp_path: Path, target: str) -> dict[str, Path]:
 
 
 def test_a_playlist_never_makes_ffmpeg_fetch_what_it_lists(tmp_path):
-    from tests.support.http_server import LocalHTTPServer, body
+    from benchmarks.support.http_server import LocalHTTPServer, body
 
     with LocalHTTPServer({"/segment.ts": body(b"\x47" * 188 * 10)}) as server:
         for name, path in _playlists(tmp_path, server.url("/segment.ts")).items():

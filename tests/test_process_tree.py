@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from benchmarks.support.waiting import wait_for
 from offload import process_tree
-from tests.support.dagster_dev import wait_for
 
 # A parent that starts ``sleep 600`` through process_tree.popen, prints the child's pid, then waits on it.
 PARENT = """

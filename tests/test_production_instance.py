@@ -4,7 +4,6 @@ setting offload relies on, a missing variable named in the error, and a whole de
 daemon, code server: ``dagster dev`` with that file) whose runs, event logs, schedule ticks and sensor
 cursors are rows in Postgres."""
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,14 @@ from dagster._core.scheduler.instigation import InstigatorState
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.postgres import rows, temporary_database
+from benchmarks.support.waiting import wait_for
 from offload import paths
 from offload.client import Client, Status
 from offload.runtime import concurrency, instance
 from offload.runtime.launcher import OffloadRunLauncher
 from offload.runtime.reexecution import OffloadInstance
-from tests.support import dagster_services
 
 PG_VARIABLES = (
     "DAGSTER_PG_HOST",
@@ -53,10 +54,10 @@ def test_production_file_is_the_common_settings_with_postgres_from_the_environme
 
 @pytest.fixture
 def production_env(tmp_path, monkeypatch) -> Iterator[tuple[Path, str]]:
-    with dagster_services.postgres_database() as url:
-        for name, value in dagster_services.production_env(url, tmp_path).items():
+    with temporary_database() as url:
+        for name, value in dagster_deployment.production_env(url, tmp_path).items():
             monkeypatch.setenv(name, value)
-        yield dagster_services.production_home(tmp_path), url
+        yield dagster_deployment.production_home(tmp_path), url
 
 
 def test_dagster_loads_it_with_postgres_storage_and_offloads_settings(production_env):
@@ -79,16 +80,9 @@ def test_dagster_loads_it_with_postgres_storage_and_offloads_settings(production
 
         result = dg.execute_job(dg.reconstructable(_one_op_job), instance=loaded)
         assert result.success
-    [(status,)] = dagster_services.rows(
-        url, "SELECT status FROM runs WHERE run_id = %(run)s", run=result.run_id
-    )
+    [(status,)] = rows(url, "SELECT status FROM runs WHERE run_id = %(run)s", run=result.run_id)
     assert status == "SUCCESS"
-    assert (
-        dagster_services.rows(
-            url, "SELECT count(*) FROM event_logs WHERE run_id = %(run)s", run=result.run_id
-        )[0][0]
-        > 3
-    )
+    assert rows(url, "SELECT count(*) FROM event_logs WHERE run_id = %(run)s", run=result.run_id)[0][0] > 3
 
 
 def test_a_missing_variable_is_named(production_env, monkeypatch):
@@ -122,21 +116,14 @@ DEADLINE = 150.0  # the daemon fires an every-minute schedule at the first minut
 RUN_TIMEOUT = 300.0  # welcome_user and its two child runs, each a run worker started on a loaded machine
 
 
-def wait_for(condition: Callable[[], Any], what: str, log: Path) -> Any:
-    give_up = time.monotonic() + DEADLINE
-    while time.monotonic() < give_up:
-        found = condition()
-        if found:
-            return found
-        time.sleep(1)  # polling Postgres for the condition, with a deadline
-    raise AssertionError(f"no {what} in Postgres after {DEADLINE:.0f} s: {log.read_text()[-3000:]}")
+def in_postgres(condition: Callable[[], Any], what: str, log: Path) -> Any:
+    """Poll Postgres for ``condition`` up to ``DEADLINE``; a failure shows the deployment's log."""
+    return wait_for(condition, DEADLINE, f"{what} in Postgres", 1.0, lambda: log.read_text()[-3000:])
 
 
 def sensor_cursor(url: str, name: str) -> str | None:
     """The cursor the daemon stored for sensor ``name``: its instigator row, read as Dagster wrote it."""
-    for (body,) in dagster_services.rows(
-        url, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'"
-    ):
+    for (body,) in rows(url, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'"):
         state = dg.deserialize_value(body, InstigatorState)
         if state.instigator_name == name and state.sensor_instigator_data is not None:
             return state.sensor_instigator_data.cursor
@@ -148,11 +135,11 @@ def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_
     webserver for its child runs), the schedule of tests/support/daemon_defs.py (every minute) and
     offload's sensors (on by default) all write to the Postgres database."""
     (tmp_path / "workspace.yaml").write_text(SCHEDULE_WORKSPACE.format(root=paths.PROJECT_ROOT))
-    with dagster_services.postgres_database() as url:
-        services = dagster_services.start(
+    with temporary_database() as url:
+        services = dagster_deployment.start(
             tmp_path,
             instance=instance.PRODUCTION_FILE.read_text(),
-            env=dagster_services.production_env(url, tmp_path),
+            env=dagster_deployment.production_env(url, tmp_path),
             workspace=tmp_path / "workspace.yaml",
         )
         try:
@@ -165,26 +152,26 @@ def test_a_deployment_on_it_keeps_runs_events_ticks_and_cursors_in_postgres(tmp_
                 client.close()
             assert run.status == Status.COMPLETED, services.log.read_text()[-3000:]
 
-            jobs = dict(dagster_services.rows(url, "SELECT run_id, pipeline_name FROM runs"))
+            jobs = dict(rows(url, "SELECT run_id, pipeline_name FROM runs"))
             assert jobs[handle.id] == "welcome_user"
             assert {"hello_world", "typed_task"} <= set(jobs.values())  # its child runs
-            [(events,)] = dagster_services.rows(
-                url, "SELECT count(*) FROM event_logs WHERE run_id = %(run)s", run=handle.id
-            )
+            [(events,)] = rows(url, "SELECT count(*) FROM event_logs WHERE run_id = %(run)s", run=handle.id)
             assert events > 5
 
             ticks = "SELECT count(*) FROM job_ticks WHERE type = %(kind)s AND status = 'SUCCESS'"
-            wait_for(lambda: dagster_services.rows(url, ticks, kind="SCHEDULE")[0][0], "schedule tick",
+            in_postgres(lambda: rows(url, ticks, kind="SCHEDULE")[0][0], "schedule tick",
                      services.log)  # fmt: skip
-            scheduled = dagster_services.rows(
+            scheduled = rows(
                 url,
                 "SELECT pipeline_name FROM runs WHERE run_id IN (SELECT run_id FROM run_tags"
                 " WHERE key = 'dagster/schedule_name')",
             )
             assert ("cleanup",) in scheduled  # the tick's run, in the same database
             sensor_ticks = "SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'"
-            wait_for(lambda: dagster_services.rows(url, sensor_ticks)[0][0], "sensor tick", services.log)
-            cursor = wait_for(lambda: sensor_cursor(url, "ops_failure_alert"), "sensor cursor", services.log)
+            in_postgres(lambda: rows(url, sensor_ticks)[0][0], "sensor tick", services.log)
+            cursor = in_postgres(
+                lambda: sensor_cursor(url, "ops_failure_alert"), "sensor cursor", services.log
+            )
             assert "record_id" in cursor  # a run status sensor's cursor: where it is in the event log
         finally:
             services.stop()

@@ -17,10 +17,11 @@ import dagster as dg
 import pytest
 from dagster._core.execution.plan.state import KnownExecutionState
 
+from benchmarks.support.dagster_deployment import step_log
+from benchmarks.support.waiting import wait_for
 from offload.runtime import instance as offload_instance
 from offload.runtime import reexecution
 from tests.crash_location import mapped_steps_job
-from tests.support.dagster_dev import step_log, wait_for
 
 CHILD = """
 import sys

@@ -24,11 +24,12 @@ import yaml
 from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.postgres import temporary_database
+from benchmarks.support.waiting import wait_for
 from offload.runtime import instance as offload_instance
 from offload.runtime import max_runtime
 from offload.runtime.launcher import FORKSERVER, START_METHOD_TAG, WORKER_HOST_TAG
-from tests.support import dagster_services
-from tests.support.dagster_dev import wait_for
 
 LOG = logging.getLogger("test_run_status")
 SLEEPER = "import time\nwhile True: time.sleep(0.1)"
@@ -42,8 +43,8 @@ def home(request, tmp_path) -> Iterator[Path]:
         offload_instance.ensure_config(tmp_path)
         yield tmp_path
         return
-    with dagster_services.postgres_database() as url:
-        config = offload_instance.instance_config(dagster_services.postgres_storage(url))
+    with temporary_database() as url:
+        config = offload_instance.instance_config(dagster_deployment.postgres_storage(url))
         (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
         yield tmp_path
 

@@ -4,12 +4,12 @@ window after the next minute starts, the daemon launches one run of the real ``c
 succeeds; the run carries the tick as its payload and tags (a whole minute, and the minute before)."""
 
 import datetime as dt
-import time
 
 import dagster as dg
 
+from benchmarks.support import services
+from benchmarks.support.waiting import wait_for
 from offload.scheduling import LAST_TIMESTAMP_TAG, TIMESTAMP_TAG
-from tests.support.daemon import running_daemon
 from tests.test_cli import ROOT, cli_env
 
 WINDOW = dt.timedelta(seconds=45)  # from the tick to the run's creation, on a busy machine
@@ -28,21 +28,20 @@ def test_the_daemon_fires_a_schedule_within_its_window(tmp_path):
     env = cli_env(tmp_path)
     started = dt.datetime.now(dt.UTC)
 
-    with (
-        dg.DagsterInstance.from_config(str(home)) as instance,
-        running_daemon(ROOT / "tests/support/daemon_defs.py", ROOT, env, tmp_path / "daemon.log") as daemon,
-    ):
-        # The daemon fires at the first minute boundary after it has seen the schedule: at most ~2 minutes.
-        deadline = time.monotonic() + 150
-        finished = None
-        while time.monotonic() < deadline and finished is None:
-            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
-            runs = scheduled_runs(instance)
-            if runs and runs[0].dagster_run.is_finished:
-                finished = runs[0]
-            else:
-                time.sleep(0.5)  # polling the run storage for the condition, with a deadline
-        assert finished is not None, (tmp_path / "daemon.log").read_text()[-3000:]
+    definitions = ROOT / "tests/support/daemon_defs.py"
+    daemon = services.daemon(env, tmp_path / "daemon.log", definitions=definitions).start()
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+
+            def finished_run():
+                assert daemon.process is not None and daemon.process.poll() is None, daemon.tail()
+                runs = scheduled_runs(instance)
+                return runs[0] if runs and runs[0].dagster_run.is_finished else None
+
+            # The daemon fires at the first minute boundary after it has seen the schedule: at most ~2 min.
+            finished = wait_for(finished_run, 150, "the scheduled run to finish", 0.5, daemon.tail)
+    finally:
+        daemon.stop()
 
     run = finished.dagster_run
     assert run.status == dg.DagsterRunStatus.SUCCESS, (tmp_path / "daemon.log").read_text()[-3000:]

@@ -10,9 +10,8 @@ import datetime as dt
 import hashlib
 import os
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,20 +21,12 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
+from benchmarks.support.waiting import wait_for
 from resources.storage import MAX_KEY_BYTES, LocalStorage, S3Storage, check_key
+from tests.support.moto_s3 import moto_s3_endpoint
 
 MiB = 1024 * 1024
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass (then fail, naming ``what``)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not true after {timeout} s")
-        time.sleep(0.05)  # poll interval between checks, not a wait for something to happen
 
 
 def write_random_file(path: Path, size: int) -> str:
@@ -167,8 +158,8 @@ def test_local_refuses_bad_keys_and_writes_nothing(tmp_path: Path, key: str) -> 
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1, with fake credentials and nothing that could send a request elsewhere.
 
-    Port 0 lets the OS pick a free port at bind time (no race between choosing and binding), and it also
-    avoids ``ThreadedMotoServer.start`` waiting forever when its bind fails.
+    ``moto_s3_endpoint`` binds port 0: the OS picks a free port at bind time (no race between choosing and
+    binding), which also avoids ``ThreadedMotoServer.start`` waiting forever when its bind fails.
     """
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -183,12 +174,7 @@ def s3_endpoint() -> Iterator[str]:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
             env.delenv(name, raising=False)
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            assert host == "127.0.0.1"
+        with moto_s3_endpoint() as endpoint:
 
             def answers() -> bool:
                 try:
@@ -196,10 +182,8 @@ def s3_endpoint() -> Iterator[str]:
                 except httpx.TransportError:
                     return False
 
-            wait_until(answers, timeout=15, what=f"moto server at {endpoint} answering")
+            wait_for(answers, 15, f"moto server at {endpoint} answering", interval=0.05)
             yield endpoint
-        finally:
-            server.stop()
 
 
 @pytest.fixture

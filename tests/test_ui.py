@@ -26,11 +26,11 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.dagster_deployment import DagsterDeployment
+from benchmarks.support.http_server import LocalHTTPServer, body
+from benchmarks.support.waiting import wait_for
 from pipelines.video.samples import make_clip
-from tests.support import dagster_services
-from tests.support.dagster_services import DagsterServices
-from tests.support.http_server import LocalHTTPServer, body
-from tests.support.services import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless without the machine's closed network getting in the way (shared/REFERENCE.md); playwright adds
@@ -57,7 +57,7 @@ pytestmark = pytest.mark.skipif(
 
 @dataclass
 class UI:
-    services: DagsterServices
+    services: DagsterDeployment
     browser: Browser
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
@@ -79,7 +79,7 @@ class UI:
 def ui(tmp_path_factory) -> Iterator[UI]:
     expect.set_options(timeout=UI_DEADLINE_MS)
     root = tmp_path_factory.mktemp("ui")
-    services = dagster_services.start(root, deadline=300, cli="offload")  # deadline: a shared machine
+    services = dagster_deployment.start(root, deadline=300, cli="offload")  # deadline: a shared machine
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)

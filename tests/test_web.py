@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 from pydantic import ValidationError
 
+from benchmarks.support.http_server import LocalHTTPServer, body, statuses
 from offload.net.http import HttpClient
 from offload.payload import payload_errors
 from offload.retry import MAX_ATTEMPTS_TAG, POLICY_TAG, RetryPolicy
@@ -20,7 +21,6 @@ from pipelines.web import resilient_task, scrape_websites
 from pipelines.web.extract import select, selector_error
 from pipelines.web.jobs import RESILIENT_RETRY
 from pipelines.web.payload import ResilientPayload, ScrapePayload
-from tests.support.http_server import LocalHTTPServer, body, statuses
 
 FAST_STEPS = RetryPolicy(max_attempts=3, min_delay=0.01, max_delay=0.05, randomize=False).tags()
 JSON = {"Content-Type": "application/json"}

@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.support import services
+from benchmarks.support.waiting import wait_for
+from benchmarks.support.webhooks import body_of, github_headers, github_push
 from offload.errors import ConfigurationError
 from offload.webhooks.inbox import Inbox
 from offload.webhooks.settings import GatewaySettings
-from tests.support import services
-from tests.support.webhooks import SECRETS_ENV, body_of, github_headers, github_push
 
 READ_TIMEOUT = 2.0
 MAX_CONNECTIONS = 8
@@ -55,28 +56,16 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("abuse")
-    url = f"sqlite:///{root / 'inbox.db'}"
-    env = {
-        **SECRETS_ENV,
-        "PATH": "/usr/bin:/bin",
-        "OFFLOAD_DATA_DIR": str(root / "data"),
-        "DAGSTER_HOME": str(root / "home"),
-        "OFFLOAD_WEBHOOK_INBOX_URL": url,
-        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
+    settings = {
         "OFFLOAD_WEBHOOK_READ_TIMEOUT": str(READ_TIMEOUT),
         "OFFLOAD_WEBHOOK_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "OFFLOAD_WEBHOOK_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "OFFLOAD_WEBHOOK_RATE_LIMIT": f"{RATE}/minute",
     }
-    port = services.free_port()
-    service = services.gateway(env, port, root / "gateway.log").start()
-    try:
-        services.wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
+    with services.sensor_gateway(root, **settings) as (port, url):
         inbox = Inbox(url)
         yield Gateway(port, inbox, root / "gateway.log")
         inbox.dispose()
-    finally:
-        service.stop()
 
 
 def _dribble_until_cut(sock: socket.socket, chunks: Iterator[bytes], limit: float) -> tuple[float, bytes]:
@@ -118,7 +107,7 @@ def test_a_slow_body_is_cut_and_nothing_is_stored(gateway: Gateway) -> None:
     assert took < READ_TIMEOUT + 4 and said.startswith(b"HTTP/1.1 408 "), (took, said)
     assert not gateway.stored(delivery)
     # The app saw the disconnect as a refused request, not as an error of its own.
-    services.wait_for(lambda: "body: connection closed" in gateway.log.read_text(), 10, "the refusal logged")
+    wait_for(lambda: "body: connection closed" in gateway.log.read_text(), 10, "the refusal logged")
     assert "Traceback" not in gateway.log.read_text()
 
 
@@ -163,14 +152,14 @@ def test_headers_over_the_limit_are_refused(gateway: Gateway) -> None:
 def test_past_the_connection_bound_requests_get_503_until_connections_free(gateway: Gateway) -> None:
     idle = [gateway.connect() for _ in range(MAX_CONNECTIONS)]
     try:
-        refused = services.wait_for(
+        refused = wait_for(
             lambda: _answered(gateway, 503), READ_TIMEOUT, "a 503 while the connections are taken", 0.05
         )
         assert not gateway.stored(refused)
     finally:
         for sock in idle:
             sock.close()
-    accepted = services.wait_for(lambda: _answered(gateway, 200), 10, "a 200 once connections are free")
+    accepted = wait_for(lambda: _answered(gateway, 200), 10, "a 200 once connections are free")
     assert gateway.stored(accepted)
 
 

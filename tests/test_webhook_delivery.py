@@ -31,13 +31,9 @@ import httpx
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
-from offload.webhooks.event import EVENT_TAG, PROVIDER_TAG, event_key, run_id_for
-from offload.webhooks.inbox import Inbox, Incoming, now
-from offload.webhooks.launch import GatewayLauncher
-from offload.webhooks.providers import PROVIDERS
-from resources.database import AppDatabase
-from tests.support import services
-from tests.support.webhooks import (
+from benchmarks.support import services
+from benchmarks.support.waiting import free_port, wait_for
+from benchmarks.support.webhooks import (
     SECRETS_ENV,
     body_of,
     clerk_event,
@@ -47,6 +43,11 @@ from tests.support.webhooks import (
     stripe_event,
     stripe_headers,
 )
+from offload.webhooks.event import EVENT_TAG, PROVIDER_TAG, event_key, run_id_for
+from offload.webhooks.inbox import Inbox, Incoming, now
+from offload.webhooks.launch import GatewayLauncher
+from offload.webhooks.providers import PROVIDERS
+from resources.database import AppDatabase
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -84,7 +85,7 @@ class Stack:
         assert self.post(
             self.store_only_port, "github", body, github_headers(body, delivery=delivery)
         ).is_success
-        services.wait_for(lambda: self.all_launched("github", [delivery]), 90, "a sensor tick")
+        wait_for(lambda: self.all_launched("github", [delivery]), 90, "a sensor tick")
 
 
 def start_gateway(stack_env: dict[str, str], root: Path, port: int, launch: str) -> services.Service:
@@ -92,7 +93,7 @@ def start_gateway(stack_env: dict[str, str], root: Path, port: int, launch: str)
     service = services.gateway(env, port, root / f"gateway-{port}.log").start()
     state = "ready" if launch == "immediate" else "off"
     try:
-        services.wait_for(lambda: services.gateway_ready(port, state), 180, f"gateway on {port} ({state})")
+        wait_for(lambda: services.gateway_ready(port, state), 180, f"gateway on {port} ({state})")
     except AssertionError:
         service.stop()
         raise AssertionError(service.tail()) from None
@@ -125,7 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         daemon = services.daemon(env, root / "daemon.log").start()
         started.append(daemon)
-        port, store_only_port = services.free_port(), services.free_port()
+        port, store_only_port = free_port(), free_port()
         started.append(start_gateway(env, root, store_only_port, "sensor"))
         started.append(start_gateway(env, root, port, "immediate"))
         inbox = Inbox(inbox_url)
@@ -169,7 +170,7 @@ def test_payment_and_signup_each_become_one_executed_run(stack: Stack) -> None:
         rows = [stack.inbox.find("stripe", event["id"]), stack.inbox.find("clerk", headers["svix-id"])]
         return all(row is not None and row.status == "succeeded" for row in rows)
 
-    services.wait_for(finished, 240, "both runs to succeed and the sensor to record it")
+    wait_for(finished, 240, "both runs to succeed and the sensor to record it")
     row = stack.inbox.find("stripe", event["id"])
     assert row is not None and row.run_id == run_id_for("stripe", event["id"])  # launched by the gateway
     record = stack.instance.get_run_record_by_id(row.run_id)
@@ -195,7 +196,7 @@ def test_100_events_sent_3_times_concurrently_make_100_runs(stack: Stack) -> Non
     random.Random(4).shuffle(sends)
     assert set(send_all(stack, stack.port, sends, threads=24)) == {200}
     ids = [delivery for delivery, _, _ in deliveries]
-    services.wait_for(lambda: stack.all_launched("github", ids), 240, "100 runs recorded in the inbox")
+    wait_for(lambda: stack.all_launched("github", ids), 240, "100 runs recorded in the inbox")
     stack.sensor_tick_after_now()  # the safety net has looked at them too
     runs = stack.runs_per_event("github", ids)
     assert len(runs) == 100 and set(runs.values()) == {1}
@@ -216,7 +217,7 @@ def test_20_events_sent_3_times_one_after_another_make_20_runs(stack: Stack) -> 
     ]
     assert answers == [False] * 20 + [True] * 40
     ids = [delivery for delivery, _, _ in deliveries]
-    services.wait_for(lambda: stack.all_launched("github", ids), 180, "20 runs recorded in the inbox")
+    wait_for(lambda: stack.all_launched("github", ids), 180, "20 runs recorded in the inbox")
     runs = stack.runs_per_event("github", ids)
     assert len(runs) == 20 and set(runs.values()) == {1}
 
@@ -229,7 +230,7 @@ def test_100_events_sent_3_times_within_one_sensor_tick_make_100_runs(stack: Sta
     random.Random(5).shuffle(sends)
     assert set(send_all(stack, stack.store_only_port, sends, threads=24)) == {200}
     ids = [delivery for delivery, _, _ in deliveries]
-    services.wait_for(lambda: stack.all_launched("github", ids), 240, "the sensor to launch 100 events")
+    wait_for(lambda: stack.all_launched("github", ids), 240, "the sensor to launch 100 events")
     stack.sensor_tick_after_now()
     runs = stack.runs_per_event("github", ids)
     assert len(runs) == 100 and set(runs.values()) == {1}
@@ -276,11 +277,11 @@ def test_a_run_created_but_never_submitted_is_submitted_by_the_running_gateways_
         current = stack.instance.get_run_by_id(run_id)
         return current is not None and current.status != dg.DagsterRunStatus.NOT_STARTED
 
-    services.wait_for(submitted, 120, "the running gateway's sweep to submit the orphaned run")
+    wait_for(submitted, 120, "the running gateway's sweep to submit the orphaned run")
     current = stack.instance.get_run_by_id(run_id)
     assert current is not None and current.status == dg.DagsterRunStatus.QUEUED  # github runs are held
     # The sensor takes the dead launcher's claim over after the claim timeout and records the same run.
-    services.wait_for(lambda: stack.all_launched("github", [delivery]), CLAIM_TIMEOUT + 120, "the row's run")
+    wait_for(lambda: stack.all_launched("github", [delivery]), CLAIM_TIMEOUT + 120, "the row's run")
     row = stack.inbox.find("github", delivery)
     assert row is not None and row.run_id == run_id
     assert stack.runs_per_event("github", [delivery]) == {event_key("github", delivery): 1}
@@ -317,7 +318,7 @@ class Sender:
 
 
 def test_gateway_killed_under_load_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
-    port = services.free_port()
+    port = free_port()
     gateway = start_gateway(stack.env, stack.root, port, "immediate")
     deliveries = github_deliveries(50)
     sender = Sender(stack, port, deliveries)
@@ -326,7 +327,7 @@ def test_gateway_killed_under_load_loses_nothing_and_duplicates_nothing(stack: S
     try:
         for thread in threads:
             thread.start()
-        services.wait_for(lambda: len(sender.acked) >= 15, 60, "15 acknowledged deliveries")
+        wait_for(lambda: len(sender.acked) >= 15, 60, "15 acknowledged deliveries")
         gateway.kill_hard()
         acked_before_crash = list(sender.acked)
         time.sleep(0.5)  # not synchronisation: lets the sender meet the dead port (its retries are the test)
@@ -339,7 +340,7 @@ def test_gateway_killed_under_load_loses_nothing_and_duplicates_nothing(stack: S
     assert not sender.pending and len(sender.acked) == 50
     assert sender.failures > 0, "the crash should have cost the sender some attempts"
     ids = [delivery for delivery, _, _ in deliveries]
-    services.wait_for(
+    wait_for(
         lambda: stack.all_launched("github", ids), CLAIM_TIMEOUT + 180, "every acknowledged event launched"
     )
     stack.sensor_tick_after_now()
@@ -352,11 +353,11 @@ def test_daemon_restarted_while_the_sensor_launches_loses_and_duplicates_nothing
     deliveries = github_deliveries(40)
     assert set(send_all(stack, stack.store_only_port, deliveries, threads=8)) == {200}
     ids = [delivery for delivery, _, _ in deliveries]
-    services.wait_for(lambda: sum(stack.runs_per_event("github", ids).values()) >= 1, 120, "the first runs")
+    wait_for(lambda: sum(stack.runs_per_event("github", ids).values()) >= 1, 120, "the first runs")
     stack.daemon.stop(timeout=0)  # SIGTERM then, at once, SIGKILL of the daemon's whole group
     midway = sum(stack.runs_per_event("github", ids).values())
     stack.daemon = services.daemon(stack.env, stack.root / "daemon-2.log").start()
-    services.wait_for(lambda: stack.all_launched("github", ids), CLAIM_TIMEOUT + 240, "all 40 launched")
+    wait_for(lambda: stack.all_launched("github", ids), CLAIM_TIMEOUT + 240, "all 40 launched")
     stack.sensor_tick_after_now()
     runs = stack.runs_per_event("github", ids)
     assert len(runs) == 40 and set(runs.values()) == {1}, (midway, runs.most_common(3))

@@ -20,15 +20,10 @@ import pytest
 import stripe
 from starlette.testclient import TestClient
 
-from offload.webhooks.app import create_app
-from offload.webhooks.inbox import Inbox
-from offload.webhooks.providers import github_signature
-from offload.webhooks.settings import GatewaySettings
-from tests.support import services
-from tests.support.webhooks import (
+from benchmarks.support import services
+from benchmarks.support.webhooks import (
     CLERK_SECRET,
     GITHUB_SECRET,
-    SECRETS_ENV,
     STRIPE_SECRET,
     body_of,
     clerk_event,
@@ -38,6 +33,10 @@ from tests.support.webhooks import (
     stripe_event,
     stripe_headers,
 )
+from offload.webhooks.app import create_app
+from offload.webhooks.inbox import Inbox
+from offload.webhooks.providers import github_signature
+from offload.webhooks.settings import GatewaySettings
 
 MAX_BYTES = 64 * 1024
 
@@ -60,25 +59,10 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
-    url = f"sqlite:///{root / 'inbox.db'}"
-    env = {
-        **SECRETS_ENV,
-        "PATH": "/usr/bin:/bin",
-        "OFFLOAD_DATA_DIR": str(root / "data"),
-        "DAGSTER_HOME": str(root / "home"),
-        "OFFLOAD_WEBHOOK_INBOX_URL": url,
-        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
-        "OFFLOAD_WEBHOOK_MAX_BYTES": str(MAX_BYTES),
-    }
-    port = services.free_port()
-    service = services.gateway(env, port, root / "gateway.log").start()
-    try:
-        services.wait_for(lambda: services.gateway_ready(port, "off"), 60, "the gateway to answer /healthz")
+    with services.sensor_gateway(root, OFFLOAD_WEBHOOK_MAX_BYTES=str(MAX_BYTES)) as (port, url):
         inbox = Inbox(url)
         yield Gateway(port, inbox)
         inbox.dispose()
-    finally:
-        service.stop()
 
 
 # -- Stripe (stripe.WebhookSignature makes the headers) ------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from benchmarks.support.webhooks import clerk_event, github_pull_request, github_push, stripe_event
 from offload.webhooks.event import IGNORED, OUTCOME_TAG, WebhookEvent
 from offload.webhooks.launch import run_config
 from pipelines.webhooks import clerk_webhook, github_webhook, stripe_webhook
@@ -24,7 +25,6 @@ from resources.database import AppDatabase
 from resources.email import OutboxEmail
 from resources.slack import OutboxSlack
 from tests.support.runs import failure_text
-from tests.support.webhooks import clerk_event, github_pull_request, github_push, stripe_event
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ returns for the request, and ``POST /v1/images/generations`` with a small PNG as
 per path in ``fail_next`` (status, headers, body), e.g. a 429 with ``Retry-After``. Every request is
 recorded with its time, so tests can count calls per endpoint and measure the waits between them.
 
-``openai_server()`` binds a socket on a port the OS picks before uvicorn starts (no choose-then-bind race),
-waits for uvicorn to report it is serving (with a deadline), and stops that server by its handle.
+``openai_server()`` serves it with ``serving_asgi`` (a port the OS picks, ready within a deadline, stopped by
+its handle).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,24 +22,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from benchmarks.support.threaded_server import Recorded, serving_asgi
+
 CHAT = "/v1/chat/completions"
 IMAGES = "/v1/images/generations"
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    at: float  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -186,24 +177,7 @@ def openai_server(startup_timeout: float = 10.0) -> Iterator[FakeOpenAI]:
             Route("/files/{name}", fake.files, methods=["GET"]),
         ]
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    fake.origin = f"127.0.0.1:{port}"
-    fake.url = f"http://{fake.origin}/v1"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake OpenAI server did not start")
-        time.sleep(0.01)
-    try:
+    with serving_asgi(app, "fake-openai", startup_timeout) as port:
+        fake.origin = f"127.0.0.1:{port}"
+        fake.url = f"http://{fake.origin}/v1"
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive(), "the fake OpenAI server did not stop"

@@ -4,22 +4,14 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
+from benchmarks.support.threaded_server import Recorded, serving_json
 
 
 @dataclass
@@ -44,47 +36,10 @@ class FakeResend:
             return 200, {"id": self.ids_by_key.setdefault(key, str(uuid.uuid4()))}
 
 
-def _handler_for(fake: FakeResend) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            recorded = Recorded(
-                method=self.command,
-                path=self.path,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=json.loads(raw) if raw else None,
-            )
-            status, payload = fake.answer(recorded)
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-    return Handler
-
-
 @contextmanager
 def fake_resend_server() -> Iterator[FakeResend]:
-    """Serve a ``FakeResend`` on 127.0.0.1 until the block ends; port 0 makes the OS pick a free port when
-    the socket binds, and the socket listens from the constructor on, so no readiness wait is needed."""
+    """Serve a ``FakeResend`` on 127.0.0.1 until the block ends (``serving_json``: a port the OS picks,
+    listening before the block starts)."""
     fake = FakeResend()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    host, port = server.server_address[:2]
-    fake.url = f"http://{host!s}:{port}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-resend", daemon=True)
-    thread.start()
-    try:
+    with serving_json(fake.answer, "fake-resend") as fake.url:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()

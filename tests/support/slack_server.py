@@ -4,32 +4,24 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
 
-
-@dataclass
-class SlackRequest:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
+from benchmarks.support.threaded_server import Recorded, serving_json
 
 
 @dataclass
 class FakeSlack:
     url: str = ""  # the base URL to give slack-sdk, ending in /api/
-    requests: list[SlackRequest] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
     fail_next: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, request: SlackRequest) -> tuple[int, dict[str, Any]]:
+    def answer(self, request: Recorded) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.requests.append(request)
             if self.fail_next:
@@ -48,43 +40,11 @@ class FakeSlack:
             return [r.body for r in self.requests if r.path == "/api/chat.postMessage"]
 
 
-def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            if self.headers.get("Content-Type", "").startswith("application/json"):
-                payload = json.loads(raw or "{}")
-            else:  # the SDK sends some methods form-encoded
-                payload = dict(parse_qsl(raw))
-            request = SlackRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, payload)
-            status, answer = fake.answer(request)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-    return Handler
-
-
 @contextmanager
 def fake_slack_server() -> Iterator[FakeSlack]:
-    """Serve a ``FakeSlack`` on 127.0.0.1 until the block ends (port 0: the OS picks a free one; the socket
-    listens from the constructor on, so no readiness wait is needed)."""
+    """Serve a ``FakeSlack`` on 127.0.0.1 until the block ends (``serving_json``: a port the OS picks,
+    listening before the block starts)."""
     fake = FakeSlack()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    host, port = server.server_address[:2]
-    fake.url = f"http://{host!s}:{port}/api/"
-    thread = threading.Thread(target=server.serve_forever, name="fake-slack", daemon=True)
-    thread.start()
-    try:
+    with serving_json(fake.answer, "fake-slack", "application/json; charset=utf-8") as origin:
+        fake.url = f"{origin}/api/"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()

@@ -1,11 +1,11 @@
 """A real HTTP server on loopback for tests that need a peer: scripted routes, a request log, clean stop.
 
 ``LocalHTTPServer({"/path": route, ...})`` binds 127.0.0.1 (or ``::1``) on a port the OS picks, optionally
-with TLS, serves each connection in a daemon thread and records every request it receives (path, arrival
-time, method and body), so a test can assert that a refused fetch never reached it or measure the wait
-between two attempts. Routes are small functions of the request handler; the helpers below (``body``,
-``chunked``, ``statuses``, ``sequence``, ``cut_short``, ``redirect``, ``hang``) cover what the HTTP tests
-need.
+with TLS, runs in a thread (``threaded_server.serving``), serves each connection in a daemon thread and
+records every request it receives (path, arrival time, method and body), so a test can assert that a
+refused fetch never reached it or measure the wait between two attempts. Routes are small functions of
+the request handler; the helpers below (``body``, ``chunked``, ``statuses``, ``sequence``, ``cut_short``,
+``redirect``, ``hang``) cover what the HTTP tests need.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+from benchmarks.support.threaded_server import serving
 
 Route = Callable[["_Handler"], None]
 
@@ -79,12 +81,7 @@ class LocalHTTPServer:
         self.scheme = "https" if tls is not None else "http"
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"http-{self.port}",
-            daemon=True,
-        )  # a short poll interval makes stopping quick
+        self._serving = serving(self._server, f"http-{self.port}")
 
     @property
     def port(self) -> int:
@@ -118,16 +115,14 @@ class LocalHTTPServer:
             return sum(1 for seen in self.paths if seen.split("?", 1)[0] == path)
 
     def __enter__(self) -> LocalHTTPServer:
-        self._thread.start()
+        self._serving.__enter__()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self.stopping.set()  # first release the handlers that ``hang``
+        self._serving.__exit__(exc_type, exc, tb)
 
 
 # --- routes ----------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import services
+from benchmarks.support import services
+from benchmarks.support.waiting import free_port, wait_for
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "proxy"
 TEMPLATE = DEPLOY / "templates" / "offload.conf.template"
@@ -63,7 +64,7 @@ def run_proxy(
         check=True,
         timeout=30,
     )
-    port = services.free_port()
+    port = free_port()
     values = {
         "OFFLOAD_PROXY_LISTEN": f"127.0.0.1:{port}",
         "OFFLOAD_WEBSERVER_UPSTREAM": upstream,
@@ -89,7 +90,7 @@ def run_proxy(
     service = services.Service("nginx", args, {"PATH": "/usr/sbin:/usr/bin:/bin"}, root / "nginx.log")
     service.start()
     try:
-        services.wait_for(lambda: _accepts(port), 20, "nginx to listen")
+        wait_for(lambda: _accepts(port), 20, "nginx to listen")
         yield port
     finally:
         service.stop()

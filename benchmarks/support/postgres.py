@@ -1,13 +1,17 @@
 """A throwaway database on the machine's PostgreSQL (127.0.0.1:5432, user postgres, trust auth): created
-with a unique name for one test session and dropped after it, whatever the tests left connected."""
+with a unique name for one test (or session) and dropped after it, whatever the tests left connected; and
+``rows``, to read what Dagster stored there behind its back."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
 
 SERVER = os.environ.get("OFFLOAD_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -29,3 +33,11 @@ def temporary_database(prefix: str = "offload_test") -> Iterator[str]:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+
+
+def rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of one query (``%(name)s`` parameters) against the database at ``url``."""
+    dsn = url.replace("postgresql+psycopg2", "postgresql")
+    with contextlib.closing(psycopg2.connect(dsn)) as db, db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())

@@ -1,59 +1,35 @@
-"""Real services for tests: an instance directory, the daemon, the webhook gateway and Celery workers, each
-started as its own process group (``start_new_session=True``: Dagster maps SIGTERM to SIGINT, which
-background processes of a non-interactive shell ignore) and stopped by that group's id, never by name.
-
-``wait_for(condition, timeout)`` is the one way tests wait: it polls a condition until a deadline and
-fails with what it last saw.
+"""Single real services for tests and benchmarks: an instance directory, the daemon, the webhook gateway
+and Celery workers, each started as its own process group (``start_new_session=True``: Dagster maps
+SIGTERM to SIGINT, which background processes of a non-interactive shell ignore) and stopped by that
+group's id, never by name. A whole deployment (webserver, daemon and code server together) is
+``dagster_deployment.py``'s.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import yaml
 
+from benchmarks.support import dagster_deployment, webhooks
+from benchmarks.support.waiting import free_port, wait_for
 from offload import paths
-from offload.runtime import instance
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """``condition()``'s first truthy value; ``AssertionError`` naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = condition()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
-    """The DAGSTER_HOME ``offload`` makes (``offload.runtime.instance.embedded_config()``: its run
-    coordinator and
+    """The DAGSTER_HOME ``offload`` makes (``dagster_deployment.instance_yaml()``: its run coordinator and
     launcher), with ``run_queue`` settings laid over the run coordinator's."""
     home.mkdir(parents=True, exist_ok=True)
-    config = instance.embedded_config()
-    config["run_coordinator"]["config"].update(run_queue or {})
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    config = dagster_deployment.instance_yaml(run_coordinator={"config": dict(run_queue or {})})
+    (home / "dagster.yaml").write_text(config)
     return home
 
 
@@ -139,10 +115,11 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def daemon(env: Mapping[str, str], log: Path) -> Service:
+def daemon(env: Mapping[str, str], log: Path, definitions: Path | None = None) -> Service:
+    """``dagster-daemon run`` on the project's workspace.yaml, or on the ``definitions`` file alone."""
     executable = str(Path(sys.executable).with_name("dagster-daemon"))
-    args = [executable, "run", "-w", str(paths.PROJECT_ROOT / "workspace.yaml")]
-    return Service("dagster-daemon", args, env, log)
+    target = ["-f", str(definitions)] if definitions else ["-w", str(paths.PROJECT_ROOT / "workspace.yaml")]
+    return Service("dagster-daemon", [executable, "run", *target], env, log)
 
 
 def celery_worker(env: Mapping[str, str], name: str, log: Path, concurrency: int = 2) -> Service:
@@ -170,3 +147,29 @@ def gateway_ready(port: int, launcher: str) -> bool:
     except httpx.HTTPError:
         return False
     return answer.status_code == 200 and answer.json().get("launcher") == launcher
+
+
+@contextmanager
+def sensor_gateway(root: Path, **settings: str) -> Iterator[tuple[int, str]]:
+    """A gateway that only stores deliveries (``OFFLOAD_WEBHOOK_LAUNCH=sensor``) in a SQLite inbox under
+    ``root``, with the providers' test secrets and ``settings`` (more environment); yields its port and the
+    inbox URL once /healthz answers, and stops it by its process group afterwards."""
+    inbox_url = f"sqlite:///{root / 'inbox.db'}"
+    env = {
+        **webhooks.SECRETS_ENV,
+        "PATH": "/usr/bin:/bin",
+        "OFFLOAD_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "home"),
+        "OFFLOAD_WEBHOOK_INBOX_URL": inbox_url,
+        "OFFLOAD_WEBHOOK_LAUNCH": "sensor",
+        **settings,
+    }
+    port = free_port()
+    service = gateway(env, port, root / "gateway.log").start()
+    try:
+        wait_for(
+            lambda: gateway_ready(port, "off"), 60, "the gateway to answer /healthz", detail=service.tail
+        )
+        yield port, inbox_url
+    finally:
+        service.stop()
