@@ -7,7 +7,8 @@ failed after ``run_monitoring.start_timeout_seconds`` (180 s by default). A work
 (an OOM kill while it imports, ``kill -9``, a crash in executor set-up) left its run STARTING for 3
 minutes, where a STARTED run's crash is found within one monitor poll.
 
-offload's launcher knows the worker's pid from the moment it forks it (``offload/runtime/launcher.py`` records it
+offload's launcher knows the worker's pid from the moment it forks it (``offload/runtime/launcher.py``
+records it
 at once, before the worker runs anything; a worker started Dagster's way records it as it starts), so
 :func:`monitor_starting_run` asks the launcher's health check about STARTING runs too, on every poll
 (``run_monitoring.poll_interval_seconds``). A worker found gone fails the run with the same message as a
@@ -35,7 +36,9 @@ dagsters_monitor_starting_run = run_monitoring.monitor_starting_run
 
 def monitor_starting_run(instance: dg.DagsterInstance, run_record: RunRecord, logger: logging.Logger) -> None:
     """Fail a STARTING run whose worker offload's launcher finds gone; else Dagster's start timeout."""
-    from offload.runtime.launcher import OffloadRunLauncher  # the launcher module needs the instance's imports
+    from offload.runtime.launcher import (
+        OffloadRunLauncher,  # the launcher module needs the instance's imports
+    )
 
     run = run_record.dagster_run
     launcher = instance.run_launcher
