@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -146,14 +146,25 @@ class StepLog:
 class Progress:
     """Logs a long step's progress at each 10% boundary it crosses (never more often)."""
 
-    def __init__(self, log: StepLog, what: str, step_percent: int = 10):
+    def __init__(
+        self,
+        log: StepLog,
+        what: str,
+        step_percent: int = 10,
+        on_point: Callable[[int], None] | None = None,
+    ):
+        """``on_point``: also called with the percent at each point logged (e.g. to publish it as the
+        run's metadata, offload/metadata.py)."""
         self._log, self._what, self._step = log, what, step_percent
         self._next = step_percent
+        self._on_point = on_point
 
     def update(self, fraction: float, fields: Mapping[str, Any] | None = None) -> None:
         percent = int(max(0.0, min(fraction, 1.0)) * 100)
         if percent >= self._next:
             self._log.info(f"{self._what} {percent}%", fields)
+            if self._on_point is not None:
+                self._on_point(percent)
             following = (percent // self._step + 1) * self._step
             # 100% is always logged, also when step_percent does not divide 100 (15: ... 90, 100).
             self._next = min(following, 100) if percent < 100 else following

@@ -40,6 +40,7 @@ from offload.client.runs import (
     RunHandle,
     Status,
     error_of,
+    metadata_of,
     result_of,
     status_of,
     tag_dict,
@@ -496,6 +497,7 @@ class Client:
             attempts=[r["runId"] for r in attempts].index(current["runId"]) + 1,
             tags=tag_dict(run),
             payload=run.get("runConfig") or {},
+            metadata=metadata_of(current, attempts),
         )
 
     def _events(self, run_id: str) -> list[dict[str, Any]]:
