@@ -47,7 +47,7 @@ from offload.client.runs import (
     timestamp,
 )
 from offload.client.transport import GraphQL
-from offload.errors import (
+from offload.exceptions import (
     ClientError,
     GraphQLError,
     InvalidPayloadError,
@@ -56,7 +56,7 @@ from offload.errors import (
     UnknownJobError,
 )
 from offload.labels import label_tags
-from offload.payload import config_error_line, payload_problems, tag_problem
+from offload.payload_rules import config_error_line, payload_problems, tag_problem
 from offload.runtime import concurrency, max_runtime
 
 __all__ = ["BatchResult", "Client", "Run", "RunHandle", "Status"]

@@ -34,10 +34,10 @@ from enum import StrEnum
 from typing import Any
 
 from offload.client.metadata_rules import decode
-from offload.errors import CONFIGURATION_ERROR_TAG, ClientError
-from offload.log import redact
-from offload.result import RESULT_LABEL
+from offload.exceptions import CONFIGURATION_ERROR_TAG, ClientError
+from offload.redaction import redact
 
+RESULT_LABEL = "result"  # offload.result.RESULT_LABEL (that module needs Dagster; a test keeps them equal)
 FAILURE_REASON_TAG = "dagster/failure_reason"
 WILL_RETRY_TAG = "dagster/will_retry"
 MAX_RETRIES_TAG = "dagster/max_retries"
