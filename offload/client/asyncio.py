@@ -46,6 +46,13 @@ class AsyncClient:
         self.sync = Client(url, timeout=timeout, idempotency_db=idempotency_db, auth=auth)
         self.url = self.sync.url
 
+    @classmethod
+    def from_client(cls, client: Client) -> AsyncClient:
+        """The asyncio face of an existing ``Client`` (they share its connections and idempotency table)."""
+        made = cls.__new__(cls)
+        made.sync, made.url = client, client.url
+        return made
+
     async def trigger(
         self,
         job: str,
