@@ -150,12 +150,24 @@ def _check_value(key: str, value: Any) -> Any:
     return value
 
 
+def publish(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    root_run_id: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Apply ``change`` to the run family's document (the table) and show the result on the run (its tag,
+    which the UI, the client and the gateway read). What every helper below does, minus the log line."""
+    document = store().update(root_run_id, run_id, change)
+    instance.add_run_tags(run_id, {METADATA_TAG: encode(document)})
+    return document
+
+
 def _change(
     key: str, change: Callable[[dict[str, Any]], dict[str, Any]], shown: Any, context: Any
 ) -> dict[str, Any]:
     ctx = _context(context)
-    document = store().update(_root(ctx), ctx.run_id, change)
-    ctx.instance.add_run_tags(ctx.run_id, {METADATA_TAG: encode(document)})
+    document = publish(ctx.instance, ctx.run_id, _root(ctx), change)
     ctx.log.info(redact(f"metadata {key}: {json.dumps(shown)}"))
     return document
 
