@@ -206,7 +206,10 @@ def test_the_upload_page_shows_live_progress_and_the_result_links(system, monkey
                 links = page.locator("#links a")
                 # The job's default formats, each a link, and the thumbnail.
                 assert {"mp4", "thumbnail"} <= set(links.all_text_contents())
-                assert all(href.startswith("http") for href in [a.get_attribute("href") for a in links.all()])
+                shown = {a.text_content(): a.get_attribute("href") for a in links.all()}
+                videos = system.client.list("video_pipeline")
+                [run] = [r for r in videos if r.payload["video_id"] == "browser"]
+                assert shown == run.output["outputs"]  # the result's links, as the run returned them
                 assert page.eval_on_selector("#bar", "bar => bar.value") == 100
                 seen = page.evaluate("window.seen || []")
                 assert any(text.startswith("EXECUTING") and "%" in text for text in seen), seen
