@@ -41,13 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-realtime-secret-0123456789abcdef"
 
 
-def _import_seconds(python: str, runs: int) -> float:
+def _import_seconds(python: str, runs: int, module: str = "offload.client") -> float:
     def once(code: str) -> float:
         started = time.perf_counter()
         subprocess.run([python, "-c", code], check=True, cwd="/")
         return time.perf_counter() - started
 
-    samples = [once("import offload.client") - once("pass") for _ in range(runs)]
+    samples = [once(f"import {module}") - once("pass") for _ in range(runs)]
     return statistics.median(samples)
 
 
@@ -74,6 +74,7 @@ class Subscriber:
         self.port, self.run_id, self.token = port, run_id, token
         self.latencies: list[float] = []
         self.received: set[int] = set()
+        self.min_n = 0  # sets before this one are not counted
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -94,8 +95,9 @@ class Subscriber:
                         continue
                     self.ready.set()
                     sent = snapshot["metadata"].get("sent_at")
-                    if sent is not None and snapshot["metadata"]["n"] not in self.received:
-                        self.received.add(snapshot["metadata"]["n"])
+                    n = snapshot["metadata"].get("n", 0)
+                    if sent is not None and n >= self.min_n and n not in self.received:
+                        self.received.add(n)
                         self.latencies.append(time.time() - sent)
         finally:
             writer.close()
@@ -114,11 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.subscribers <= 2000 or not 1 <= args.runs <= 500 or not 0 < args.seconds <= 120:
         sys.exit("bounds: 1-2000 subscribers, 1-500 runs, at most 120 s")
 
+    load = os.getloadavg()[0]
     full = _import_seconds(sys.executable, args.imports)
-    print(f"import offload.client: {full * 1000:.0f} ms in the full venv", flush=True)
+    print(f"import offload.client: {full * 1000:.0f} ms in the full venv (load {load:.1f})", flush=True)
     if not args.skip_thin:
-        thin = _import_seconds(thin_venv(), args.imports)
-        print(f"import offload.client: {thin * 1000:.0f} ms in the thin-client venv", flush=True)
+        python = thin_venv()
+        # Alternated, so that both see the same load: the client against httpx alone, its floor.
+        thin = _import_seconds(python, args.imports)
+        floor = _import_seconds(python, args.imports, "httpx")
+        print(f"import offload.client: {thin * 1000:.0f} ms in the thin-client venv; import httpx there: "
+              f"{floor * 1000:.0f} ms (ratio {thin / floor:.2f})", flush=True)  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="bench-realtime-") as tmp:
         asyncio.run(_realtime(Path(tmp), args))
@@ -210,6 +217,7 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
         for s in subscribers:
             s.latencies.clear()
             s.received.clear()
+            s.min_n = counter + 1
         sent: dict[str, int] = {}
         interval, started, index = 1.0 / args.rate, time.monotonic(), 0
         cpu_before = process.cpu_times()
