@@ -5,6 +5,7 @@ the same root run): the resumed run reads back what its first attempt set."""
 
 import json
 import os
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -13,7 +14,7 @@ from offload import metadata
 from offload.client.metadata_rules import MAX_BYTES, METADATA_TAG, decode
 from offload.client.runs import metadata_of
 
-seen: dict[str, object] = {}
+seen: dict[str, Any] = {}
 
 
 @dg.op
@@ -43,7 +44,7 @@ def publish(context: dg.OpExecutionContext) -> None:
 
 @dg.op(ins={"start": dg.In(dg.Nothing)})
 def flaky(context: dg.OpExecutionContext) -> None:
-    seen.setdefault("flaky_saw", []).append(dict(metadata.current()))  # type: ignore[union-attr]
+    seen.setdefault("flaky_saw", []).append(dict(metadata.current()))
     metadata.increment("attempts_of_flaky")
     if os.environ.get("METADATA_TEST_FAIL") == "1":
         raise RuntimeError("crash")
@@ -86,11 +87,11 @@ def test_a_resumed_run_reads_back_what_its_first_attempt_set(instance, monkeypat
     resumed = dg.execute_job(dg.reconstructable(metadata_job), instance=instance, reexecution_options=options)
     assert resumed.success and resumed.run_id != first.run_id
     # The resumed attempt saw the first attempt's document, including flaky's own increment before it crashed.
-    assert seen["flaky_saw"][-1]["attempts_of_flaky"] == 1  # type: ignore[index]
-    assert seen["flaky_saw"][-1]["formats"] == ["mp4", "gif"]  # type: ignore[index]
+    assert seen["flaky_saw"][-1]["attempts_of_flaky"] == 1
+    assert seen["flaky_saw"][-1]["formats"] == ["mp4", "gif"]
     record = instance.get_run_by_id(resumed.run_id)
     assert record.root_run_id == first.run_id
-    assert decode(record.tags)["attempts_of_flaky"] == 2  # type: ignore[index]
+    assert decode(record.tags)["attempts_of_flaky"] == 2
 
 
 def test_metadata_outside_a_step_is_a_clear_error():
