@@ -172,7 +172,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state["gateway"] = Gateway(settings or GatewaySettings.from_env(), instance)
-        state["realtime"] = realtime.Realtime(instance or dg.DagsterInstance.get())
+        state["realtime"] = realtime.Realtime(lambda: instance or dg.DagsterInstance.get())
         state["realtime"].hub.start()
         realtime.mask_access_log()
         # Everything loaded so far (Dagster's modules among it: 170,000 objects) lives as long as the

@@ -72,8 +72,9 @@ def _record(record: dg.RunRecord) -> dict[str, Any]:
 class Hub:
     """The snapshots of every watched run, refreshed by one poll loop; subscribers wait on ``changed``."""
 
-    def __init__(self, instance: dg.DagsterInstance, interval: float | None = None):
-        self.instance = instance
+    def __init__(self, instance: Callable[[], dg.DagsterInstance], interval: float | None = None):
+        self._instance_of = instance
+        self._instance: dg.DagsterInstance | None = None
         self.interval = interval or float(os.environ.get("OFFLOAD_REALTIME_INTERVAL") or DEFAULT_INTERVAL)
         self.runs: Counter[str] = Counter()
         self.tags: Counter[tuple[str, str]] = Counter()
@@ -83,6 +84,13 @@ class Hub:
         self._finals: dict[str, str] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        """Opened on the first subscriber: a gateway that only stores webhooks may have no instance."""
+        if self._instance is None:
+            self._instance = self._instance_of()
+        return self._instance
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -246,7 +254,7 @@ def _token(request: Request) -> str | None:
 class Realtime:
     """The realtime routes' state: the hub and the signing secret (``OFFLOAD_REALTIME_SECRET``)."""
 
-    def __init__(self, instance: dg.DagsterInstance, environ: Mapping[str, str] | None = None):
+    def __init__(self, instance: Callable[[], dg.DagsterInstance], environ: Mapping[str, str] | None = None):
         self.hub = Hub(instance)
         try:
             self.secret: str | None = signing_secret(environ)
