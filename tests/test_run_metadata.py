@@ -105,3 +105,38 @@ def test_run_metadata_reads_the_current_attempt_else_the_newest_that_published()
     assert metadata_of(silent, [tagged, silent]) == {"progress": 50}
     assert metadata_of(tagged, [tagged]) == {"progress": 50}
     assert metadata_of(silent, [silent]) == {}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_parallel_changes_are_never_lost(backend, tmp_path):
+    """Steps of one run change the document at once (a multiprocess executor): every change lands, on
+    SQLite and on Postgres (row lock), and a refused change leaves the document as it was."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.dagster_services import postgres_database
+
+    def scenario(url: str) -> None:
+        store = metadata.MetadataStore(url)
+        try:
+
+            def bump(index: int) -> None:
+                store.update("root", f"run-{index % 3}", lambda d: d | {"n": d.get("n", 0) + 1})
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(bump, range(40)))
+            assert store.read("root") == {"n": 40}
+
+            def too_big(document: dict) -> dict:
+                return document | {"big": "x" * MAX_BYTES}
+
+            with pytest.raises(ValueError, match="byte limit"):
+                store.update("root", "run-0", too_big)
+            assert store.read("root") == {"n": 40}
+        finally:
+            store.close()
+
+    if backend == "sqlite":
+        scenario(f"sqlite:///{tmp_path / 'metadata.sqlite3'}")
+    else:
+        with postgres_database() as url:
+            scenario(url)
