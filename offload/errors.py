@@ -19,20 +19,44 @@ from typing import Any
 import dagster as dg
 import httpx
 
-from offload.log import redact
+from offload.exceptions import (
+    CONFIGURATION_ERROR_TAG,
+    AuthenticationError,
+    ClientError,
+    ConfigurationError,
+    GraphQLError,
+    InvalidPayloadError,
+    PayloadError,
+    RunNotFoundError,
+    RunTimeoutError,
+    UnknownJobError,
+    WebserverUnreachableError,
+)
+from offload.redaction import redact
+
+__all__ = [
+    "CONFIGURATION_ERROR_TAG",
+    "RETRYABLE_STATUSES",
+    "AbortTaskRunError",
+    "AuthenticationError",
+    "ClientError",
+    "ConfigurationError",
+    "FetchError",
+    "GraphQLError",
+    "InvalidPayloadError",
+    "PayloadError",
+    "RunNotFoundError",
+    "RunTimeoutError",
+    "UnknownJobError",
+    "WebserverUnreachableError",
+    "configuration_checked",
+    "is_retryable",
+    "retryable_status",
+    "upstream_error_kind",
+]
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 """HTTP statuses worth another try besides 5xx: request timeout, conflict, too many requests."""
-
-
-class PayloadError(ValueError):
-    """One or more payload fields break their rule; ``lines`` holds one readable line per field."""
-
-    def __init__(self, lines: list[str]):
-        self.lines = lines
-        # One line each (a value is shown by its repr, so it never breaks a line): the webserver passes the
-        # message on as text, and offload.client splits it back into these lines.
-        super().__init__("\n".join(lines))
 
 
 class AbortTaskRunError(dg.Failure):
@@ -43,12 +67,6 @@ class AbortTaskRunError(dg.Failure):
         super().__init__(description=message, metadata=metadata, allow_retries=False)
 
 
-class ConfigurationError(RuntimeError):
-    """A setting the run needs is missing or invalid; the message is one line naming the variable to set."""
-
-
-CONFIGURATION_ERROR_TAG = "offload/configuration_error"
-"""Run tag: the one-line reason a resource could not be set up (``ConfigurationError``), on a failed run."""
 _MAX_RETRIES_TAG = "dagster/max_retries"
 
 
@@ -159,43 +177,3 @@ def is_retryable(error: BaseException) -> bool:
     # Connection reset/refused (ConnectionError), timeouts (TimeoutError, httpx.TimeoutException) and
     # every other exception: retried.
     return True
-
-
-class ClientError(Exception):
-    """Base of the errors ``offload.client`` raises; each says what went wrong and what to do in one line."""
-
-
-class WebserverUnreachableError(ClientError, ConnectionError):
-    """The Dagster webserver did not answer (not started, wrong ``OFFLOAD_DAGSTER_URL``, or too slow)."""
-
-
-class AuthenticationError(ClientError, PermissionError):
-    """The proxy in front of the webserver refused the request (HTTP 401 or 403): credentials missing or
-    wrong (``OFFLOAD_API_TOKEN``, or ``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``)."""
-
-
-class UnknownJobError(ClientError, LookupError):
-    """No job of that name in the code location the webserver serves."""
-
-
-class InvalidPayloadError(PayloadError, ClientError):
-    """The payload breaks its job's rules; ``lines`` are the CLI's, one per bad field. No run started."""
-
-    def __init__(self, job: str, lines: list[str]):
-        self.job = job
-        super().__init__(lines)
-
-    def __str__(self) -> str:
-        return f"invalid payload for {self.job}:\n" + "\n".join(f"  {line}" for line in self.lines)
-
-
-class RunNotFoundError(ClientError, LookupError):
-    """No run with that id."""
-
-
-class RunTimeoutError(ClientError, TimeoutError):
-    """A run did not finish within the time the caller was ready to wait (it goes on running)."""
-
-
-class GraphQLError(ClientError):
-    """The webserver answered with an error the client does not expect (a bug or an incompatible version)."""

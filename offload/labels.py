@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from offload.log import redact
+from offload.redaction import redact
 
 MAX_LABEL_CHARS = 64
 _ID_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,60}_id$")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from offload.client import idempotency
+from offload.client import idempotency, subscribe, tokens
 from offload.client.documents import (
     EVENTS_QUERY,
     JOBS_QUERY,
@@ -49,13 +49,14 @@ from offload.client.runs import (
     RunHandle,
     Status,
     error_of,
+    metadata_of,
     result_of,
     status_of,
     tag_dict,
     timestamp,
 )
 from offload.client.transport import GraphQL
-from offload.errors import (
+from offload.exceptions import (
     ClientError,
     GraphQLError,
     InvalidPayloadError,
@@ -64,7 +65,7 @@ from offload.errors import (
     UnknownJobError,
 )
 from offload.labels import label_tags
-from offload.payload import config_error_line, payload_problems, tag_problem
+from offload.payload_rules import config_error_line, payload_problems, tag_problem
 from offload.runtime import concurrency, max_runtime
 
 __all__ = ["BatchResult", "Client", "Run", "RunHandle", "Status"]
@@ -403,6 +404,7 @@ class Client:
             attempts=[r["runId"] for r in attempts].index(current["runId"]) + 1,
             tags=tag_dict(run),
             payload=run.get("runConfig") or {},
+            metadata=metadata_of(current, attempts),
         )
 
     def _events(self, run_id: str) -> list[dict[str, Any]]:
@@ -490,6 +492,29 @@ class Client:
             if current["status"] != "STARTING" or time.monotonic() > deadline:
                 raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
             time.sleep(0.1)
+
+    def subscribe(
+        self,
+        run_id: str | None = None,
+        *,
+        tag: tuple[str, str] | Mapping[str, str] | None = None,
+        poll_interval: float = 0.5,
+        timeout: float | None = None,
+    ) -> Iterator[Run]:
+        """A ``Run`` snapshot on every change of status, metadata or output: of one run until it is final
+        (the last snapshot has its output or error), or of the runs with ``tag`` until ``timeout``
+        (offload/client/subscribe.py)."""
+        return subscribe.subscribe(self, run_id, tag=tag, poll_interval=poll_interval, timeout=timeout)
+
+    def create_public_token(
+        self,
+        runs: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        expires: float | timedelta | str = "15m",
+    ) -> str:
+        """A signed, read-only token for a browser to watch ``runs`` (or the runs with one of ``tags``) on
+        the gateway's realtime stream, until it expires (offload/client/tokens.py)."""
+        return tokens.create_public_token(runs, tags, expires)
 
     def close(self) -> None:
         self._graphql.close()

@@ -33,10 +33,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from offload.errors import CONFIGURATION_ERROR_TAG, ClientError
-from offload.log import redact
-from offload.result import RESULT_LABEL
+from offload.client.metadata_rules import decode
+from offload.exceptions import CONFIGURATION_ERROR_TAG, ClientError
+from offload.redaction import redact
 
+RESULT_LABEL = "result"  # offload.result.RESULT_LABEL (that module needs Dagster; a test keeps them equal)
 FAILURE_REASON_TAG = "dagster/failure_reason"
 WILL_RETRY_TAG = "dagster/will_retry"
 MAX_RETRIES_TAG = "dagster/max_retries"
@@ -168,6 +169,7 @@ class Run:
     attempts: int
     tags: dict[str, str]
     payload: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the run published (offload.metadata)
 
     @property
     def is_final(self) -> bool:
@@ -193,6 +195,16 @@ class BatchResult:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def metadata_of(current: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run's metadata (offload/metadata.py): from the attempt that stands for the run, else from the
+    newest attempt that published any (a resumed attempt that has not written yet shows its parent's)."""
+    for record in [current, *reversed(attempts)]:
+        found = decode(tag_dict(record))
+        if found is not None:
+            return found
+    return {}
 
 
 def _metadata_value(entry: Mapping[str, Any]) -> Any:

@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from offload.errors import AuthenticationError, ConfigurationError, GraphQLError, WebserverUnreachableError
+from offload.exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    GraphQLError,
+    WebserverUnreachableError,
+)
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 TOKEN_VARIABLE = "OFFLOAD_API_TOKEN"

@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from offload.log import redact
+from offload.webhooks import realtime
 from offload.webhooks.abuse import RateLimiter
 from offload.webhooks.inbox import Inbox, Incoming, now
 from offload.webhooks.launch import GatewayLauncher
@@ -171,6 +172,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state["gateway"] = Gateway(settings or GatewaySettings.from_env(), instance)
+        state["realtime"] = realtime.Realtime(lambda: instance or dg.DagsterInstance.get())
+        state["realtime"].hub.start()
+        realtime.mask_access_log()
         # Everything loaded so far (Dagster's modules among it: 170,000 objects) lives as long as the
         # process; frozen, the cyclic garbage collector stops walking it. Otherwise each full collection
         # under load stopped the event loop for 150-190 ms (measured with benchmarks/webhook_ingest.py).
@@ -178,8 +182,10 @@ def create_app(
         try:
             yield
         finally:
+            await state.pop("realtime").hub.stop()
             state.pop("gateway").close()
 
     routes = [Route(f"/webhooks/{name}", receiver(name), methods=["POST"]) for name in PROVIDERS]
     routes.append(Route("/healthz", health, methods=["GET"]))
+    routes += realtime.routes(lambda: state["realtime"])  # browsers watch runs (offload/webhooks/realtime.py)
     return Starlette(routes=routes, lifespan=lifespan)

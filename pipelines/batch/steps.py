@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from offload import paths
+from offload import metadata, paths
 from offload.log import StepLog
 from offload.result import job_result
 from pipelines.batch import contacts
@@ -116,6 +116,9 @@ def process_batch(context: dg.OpExecutionContext, batch: Batch, storage: Storage
         stored = storage.put_file(key, path, "application/x-ndjson")
     fields = {"processed": processed, "failed": len(failures)}
     log.info(f"batch {batch.number}/{batch.of} done", fields)
+    metadata.increment("processed", processed, context=context)
+    metadata.increment("failed", len(failures), context=context)
+    metadata.increment("batches_done", context=context)
     if failures:
         log.warning(f"batch {batch.number}/{batch.of}: bad items", {"first": failures[:5]})
     report = BatchReport(batch.number, processed, failures, key, stored.url)

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from offload import paths
+from offload import metadata, paths
 from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import article_key, image_key
 from offload.log import StepLog
@@ -161,6 +161,7 @@ def outline(
     context: dg.OpExecutionContext, config: ContentWorkflowPayload, openai: OpenAIResource
 ) -> Outline:
     """The article's title and sections (JSON mode, validated)."""
+    metadata.set("stage", "outline", context=context)
     brief = Brief(config.topic, config.keywords, config.user_id, config.tone, config.words)
     messages = prompts.outline(brief.topic, brief.keywords, brief.tone, brief.words)
     try:
@@ -176,6 +177,7 @@ def outline(
 @dg.op
 def write_article(context: dg.OpExecutionContext, plan: Outline, openai: OpenAIResource) -> Draft:
     """The article in Markdown, section by section as outlined."""
+    metadata.set("stage", "write_article", context=context)
     brief = plan.brief
     sections = [prompts.OutlineSection(**s) for s in plan.sections]
     messages = prompts.article(plan.title, sections, brief.keywords, brief.tone, brief.words)
@@ -194,6 +196,7 @@ def write_article(context: dg.OpExecutionContext, plan: Outline, openai: OpenAIR
 @dg.op
 def optimise_seo(context: dg.OpExecutionContext, draft: Draft, openai: OpenAIResource) -> SeoArticle:
     """Title, content and meta description tuned for the keywords (JSON mode, validated)."""
+    metadata.set("stage", "optimise_seo", context=context)
     brief = draft.brief
     messages = prompts.seo(draft.title, draft.markdown, brief.keywords)
     try:
@@ -220,6 +223,7 @@ def hero_image(
 ) -> HeroImage:
     """Generate the image, fetch it at once if the provider sent a link (those expire), check it is a real
     image, and store it."""
+    metadata.set("stage", "hero_image", context=context)
     try:
         generated = openai.image(context, prompts.hero_image(article.title, article.meta_description))
     except AIError as error:
@@ -252,6 +256,7 @@ def publish(
 ) -> dg.Output[dict[str, Any]]:
     """Save the article in the app database and as Markdown in storage, record the usage, return the
     result. Every write is keyed by the run family, so running this step again changes nothing."""
+    metadata.set("stage", "publish", context=context)
     brief = article.brief
     article_id = article_id_for(context)
     markdown_key = article_key(brief.user_id, article_id)
@@ -289,6 +294,7 @@ def publish(
         "image_url": storage.url(image.key),  # a fresh link: presigned URLs expire
     }
     StepLog(context).info("article published", {"article_id": saved_id, "markdown_key": markdown_key})
+    metadata.set("stage", "published", context=context)
     shutil.rmtree(work, ignore_errors=True)
     return job_result(result, metadata={
         "article": dg.MetadataValue.md(text.preview(document, 4000)),

@@ -26,7 +26,7 @@ from typing import Any
 
 import dagster as dg
 
-from offload import paths
+from offload import metadata, paths
 from offload.errors import AbortTaskRunError, FetchError
 from offload.keys import thumbnail_key, video_key
 from offload.log import Progress, StepLog
@@ -85,7 +85,8 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
     log = StepLog(context)
     started = time.time()
     target = _run_work_dir(context) / "source"
-    progress = Progress(log, "download")
+    progress = Progress(log, "download", on_point=_publisher(context, "download"))
+    metadata.update({"step": "download", "progress": 0}, context=context)
 
     def on_bytes(done: int, total: int | None) -> None:
         if total:
@@ -101,6 +102,15 @@ def download(context: dg.OpExecutionContext, config: VideoPayload, downloader: D
         work_dir=str(target.parent),
         started_at=started,
     )
+
+
+def _publisher(context: dg.OpExecutionContext, step: str) -> Any:
+    """Publishes a step's 10% points as the run's metadata (``{step, progress}``; offload/metadata.py)."""
+
+    def publish(percent: int) -> None:
+        metadata.update({"step": step, "progress": percent}, context=context)
+
+    return publish
 
 
 def _fetch(downloader: Downloader, url: str, user_id: str, target: Path, on_bytes: Any, log: StepLog) -> int:
@@ -165,7 +175,8 @@ def _encode(
     """Encode ``kind`` (a format, or ``thumbnail``) into this attempt's directory, verify it, then rename it
     into place (``output.<fmt>``, ``thumbnail.jpg``) in one step: the file at that path is always whole."""
     log = StepLog(context)
-    progress = Progress(log, kind)
+    progress = Progress(log, kind, on_point=_publisher(context, kind))
+    metadata.update({"step": kind, "progress": 0}, context=context)
     name = "thumbnail.jpg" if kind == "thumbnail" else f"output.{kind}"
     attempt = _attempt_dir(context, source, kind)
     partial, target = attempt / name, Path(source.work_dir) / name
@@ -189,6 +200,7 @@ def _encode(
     elapsed = round(time.perf_counter() - started, 3)
     rendition = Rendition(kind=kind, path=str(target), size=target.stat().st_size, seconds=elapsed)
     log.info(f"{kind} ready", {"bytes": rendition.size, "duration_s": elapsed})
+    metadata.increment("renditions_done", context=context)
     return rendition
 
 
@@ -247,7 +259,9 @@ def upload(
     log = StepLog(context)
     user_id, video_id = source.payload["user_id"], source.payload["video_id"]
     stored: dict[str, Uploaded] = {}
-    for item in [*renditions, thumb]:
+    items = [*renditions, thumb]
+    metadata.update({"step": "upload", "progress": 0}, context=context)
+    for done, item in enumerate(items, start=1):
         if item.kind == "thumbnail":
             key, content_type = thumbnail_key(user_id, video_id), media.CONTENT_TYPES["jpg"]
         else:
@@ -257,6 +271,7 @@ def upload(
         stored[item.kind] = Uploaded(
             key=obj.key, url=obj.url, size=obj.size, expires_at=obj.expires_at, path=obj.path
         )
+        metadata.update({"step": "upload", "progress": round(100 * done / len(items))}, context=context)
     return dg.Output(stored, metadata=results_metadata(stored, Path(thumb.path)))
 
 
@@ -304,5 +319,6 @@ def notify(
         "processing_seconds": round(time.time() - source.started_at, 3),
     }
     StepLog(context).info("video ready", {"email_id": email_id, **result})
+    metadata.update({"step": "done", "progress": 100}, context=context)
     shutil.rmtree(source.work_dir, ignore_errors=True)
     return job_result(result, metadata={"email_id": email_id})
