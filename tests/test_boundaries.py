@@ -33,6 +33,7 @@ NETWORK_MODULES = {
             "the client's transport to the configured webserver (not a payload URL)"
         ),
         "offload/client/api.py": "the type of the credentials it passes to offload.client.transport",
+        "offload/client/asyncio.py": "the type of the credentials it passes to the client",
     },
     "httpcore": {"offload/net/address_policy.py": "the guarded network backend"},
 }

@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.dagster_deployment import DagsterDeployment
+from benchmarks.support.services import Service, gateway, gateway_ready
+from benchmarks.support.waiting import free_port, wait_for
 from offload.client import AsyncClient, Client, Status, create_public_token
-from tests.support import dagster_services
-from tests.support.dagster_services import DagsterServices
-from tests.support.services import Service, free_port, gateway, gateway_ready, wait_for
 
 SECRET = "realtime-test-secret-0123456789abcdef"
 RUN_TIMEOUT = 240
@@ -30,7 +31,7 @@ CHROMIUM_FLAGS = [
 
 @dataclass
 class System:
-    services: DagsterServices
+    services: DagsterDeployment
     gateway: Service
     gateway_url: str
     client: Client
@@ -50,7 +51,7 @@ class System:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
     root = tmp_path_factory.mktemp("realtime")
-    services = dagster_services.start(root, env={"OFFLOAD_REALTIME_SECRET": SECRET}, deadline=300)
+    services = dagster_deployment.start(root, env={"OFFLOAD_REALTIME_SECRET": SECRET}, deadline=300)
     port = free_port()
     env = services.env | {"OFFLOAD_WEBHOOK_LAUNCH": "sensor", "OFFLOAD_REALTIME_INTERVAL": "0.1"}
     service = gateway(env, port, root / "gateway.log").start()

@@ -113,7 +113,7 @@ def test_parallel_changes_are_never_lost(backend, tmp_path):
     SQLite and on Postgres (row lock), and a refused change leaves the document as it was."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.support.dagster_services import postgres_database
+    from benchmarks.support.postgres import temporary_database
 
     def scenario(url: str) -> None:
         store = metadata.MetadataStore(url)
@@ -138,5 +138,5 @@ def test_parallel_changes_are_never_lost(backend, tmp_path):
     if backend == "sqlite":
         scenario(f"sqlite:///{tmp_path / 'metadata.sqlite3'}")
     else:
-        with postgres_database() as url:
+        with temporary_database() as url:
             scenario(url)

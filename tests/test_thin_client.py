@@ -49,7 +49,7 @@ print(json.dumps({"dagster": importlib.util.find_spec("dagster") is not None, "s
 def test_the_thin_client_installs_alone_and_works_without_dagster(tmp_path):
     """One command, ``pip install ./clients/python``, into a fresh venv; then retrieve, metadata and tokens
     work there, and Dagster is not even installed."""
-    from tests.support.http_server import LocalHTTPServer, body
+    from benchmarks.support.http_server import LocalHTTPServer, body
 
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
