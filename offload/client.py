@@ -56,6 +56,7 @@ from offload.runs import (
     status_of,
     tag_dict,
     timestamp,
+    waiting_for,
 )
 
 __all__ = ["BatchResult", "Client", "Run", "RunHandle", "Status"]
@@ -174,6 +175,13 @@ query OffloadEvents($runId: ID!, $cursor: String) {
 TERMINATE = """
 mutation OffloadCancel($runId: String!) {
   terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) { __typename ... on Error { message } }
+}"""
+# A run at a durable wait: its NOT_STARTED attempt is marked canceled, and never resumes.
+CANCEL_WAITING = """
+mutation OffloadCancelWaiting($runId: String!) {
+  terminateRun(runId: $runId, terminatePolicy: MARK_AS_CANCELED_IMMEDIATELY) {
+    __typename ... on Error { message }
+  }
 }"""
 
 
@@ -530,6 +538,7 @@ class Client:
             attempts=[r["runId"] for r in attempts].index(current["runId"]) + 1,
             tags=tag_dict(run),
             payload=run.get("runConfig") or {},
+            waiting=waiting_for(current),
         )
 
     def _events(self, run_id: str) -> list[dict[str, Any]]:
@@ -604,7 +613,16 @@ class Client:
         deadline = time.monotonic() + STARTING_GRACE
         current = self._current(run_id)
         while not status_of(current).is_final:
-            answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
+            waiting = status_of(current) is Status.WAITING
+            if waiting and current["status"] != "NOT_STARTED":
+                # The attempt that ended at the wait; the one that resumes it is made within a second.
+                if time.monotonic() > deadline:
+                    raise GraphQLError(f"canceling run {run_id}: its waiting attempt did not appear")
+                time.sleep(0.1)
+                current = self._current(run_id)
+                continue
+            query = CANCEL_WAITING if waiting else TERMINATE
+            answer = self._graphql(query, {"runId": current["runId"]})["terminateRun"]
             if answer["__typename"] == "TerminateRunSuccess":
                 return
             if answer["__typename"] == "RunNotFoundError":

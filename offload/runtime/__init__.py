@@ -1,0 +1,1 @@
+"""The machinery that runs jobs: instance, run queue, launcher, crash-resume, durable waits."""
