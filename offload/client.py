@@ -636,6 +636,33 @@ class Client:
                 raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
             time.sleep(0.1)
 
+    # -- wait tokens (offload/wait.py) -------------------------------------------------------------------
+
+    def create_token(
+        self,
+        *,
+        timeout: float | timedelta = timedelta(days=7),
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """A wait token (``id``, ``url``) a step waits for with ``offload.wait.for_token``. Written to the
+        Dagster instance's storage: this process needs ``DAGSTER_HOME`` (the instance's dagster.yaml)."""
+        from offload import wait
+
+        return wait.create_token(timeout=timeout, tags=tags, idempotency_key=idempotency_key)
+
+    def complete_token(self, token: str, data: Any = None) -> bool:
+        """Complete a wait token with ``data`` (JSON), by its id (needs ``DAGSTER_HOME``) or its URL (a POST
+        to the webhook gateway). True if this call completed it; completing it again is a no-op (False)."""
+        if token.startswith(("http://", "https://")):
+            answer = httpx.post(token, json=data, timeout=30.0)
+            if answer.status_code != 200:
+                raise ClientError(f"completing token: {answer.status_code} {answer.text[:200]}")
+            return bool(answer.json().get("completed_now"))
+        from offload import wait
+
+        return wait.complete_token(token, data)
+
     def close(self) -> None:
         self._graphql.close()
         if self._store is not None:

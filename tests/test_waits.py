@@ -8,17 +8,20 @@ parent waiting on 50 children under a limit of 2; and waits survive the daemon b
 """
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from offload.client import Client, Status
-from tests.support import dagster_services
+from tests.support import dagster_services, services
 from tests.support.dagster_services import DagsterServices
-from tests.support.services import wait_for
+from tests.support.services import gateway_ready, wait_for
 
 WORKSPACE = Path(__file__).parent / "wait_workspace.yaml"
 RUN_TIMEOUT = 120
@@ -28,6 +31,7 @@ RUN_TIMEOUT = 120
 class Deployment:
     services: DagsterServices
     client: Client
+    gateway_url: str
 
     def marks(self, name: str) -> list[list[Any]]:
         path = self.services.data_dir / "marks" / f"{name}.log"
@@ -53,15 +57,26 @@ def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
 
 
 def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployment]:
-    services = dagster_services.start(
-        root, instance=instance, workspace=WORKSPACE, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db}
+    port = services.free_port()
+    gateway_url = f"http://127.0.0.1:{port}"
+    dagster = dagster_services.start(
+        root,
+        instance=instance,
+        workspace=WORKSPACE,
+        env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db, "OFFLOAD_GATEWAY_URL": gateway_url},
     )
-    client = Client(services.url, idempotency_db=idempotency_db)
+    gateway = None
+    client = Client(dagster.url, idempotency_db=idempotency_db)
     try:
-        yield Deployment(services, client)
+        gateway_env = dagster.env | {"OFFLOAD_WEBHOOK_LAUNCH": "sensor"}
+        gateway = services.gateway(gateway_env, port, root / "gateway.log").start()
+        wait_for(lambda: gateway_ready(port, "off"), 60, "the gateway")
+        yield Deployment(dagster, client, gateway_url)
     finally:
         client.close()
-        services.stop()
+        if gateway is not None:
+            gateway.stop()
+        dagster.stop()
 
 
 def status_is(client: Client, run_id: str, status: Status):
@@ -88,3 +103,65 @@ def test_a_sleeping_run_waits_without_a_worker_and_resumes_as_the_same_run(deplo
     resumed_at = next(when for step, event, _, when in deployment.marks("core") if event == "after")
     entered = next(when for step, event, _, when in deployment.marks("core") if event == "enter")
     assert resumed_at >= entered + 8
+
+
+def token_of(deployment: Deployment, mark: str) -> dict[str, str]:
+    found = [data for step, event, data, _ in deployment.marks(mark) if event == "token"]
+    return found[-1] if found else {}
+
+
+def test_a_token_completed_twenty_times_at_once_resumes_its_run_once_with_the_first_data(deployment):
+    client = deployment.client
+    handle = client.trigger("approval", {"mark": "token20"})
+    waiting = wait_for(status_is(client, handle.id, Status.WAITING), RUN_TIMEOUT, "the run to wait")
+    token = wait_for(lambda: token_of(deployment, "token20"), 30, "the token")
+    assert waiting.waiting == f"token {token['id']}"
+    assert token["url"].startswith(deployment.gateway_url + "/tokens/")
+    # A wrong secret completes nothing.
+    wrong = httpx.post(token["url"].rsplit("/", 1)[0] + "/not-the-secret", json={"x": 1}, timeout=10)
+    assert wrong.status_code == 404
+    answers: list[httpx.Response] = []
+    start = threading.Barrier(20)
+
+    def complete(index: int) -> None:
+        start.wait()
+        answers.append(httpx.post(token["url"], json={"approved": True, "by": index}, timeout=30))
+
+    threads = [threading.Thread(target=complete, args=(index,)) for index in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answer.status_code for answer in answers) == [200] * 20
+    first = [answer.json() for answer in answers if answer.json()["completed_now"]]
+    assert len(first) == 1
+    run = client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED, run
+    winner = next(answer for answer in answers if answer.json()["completed_now"])
+    assert run.output["ok"] is True and run.output["data"] == json.loads(winner.request.content)
+    assert deployment.events("token20").count(("decide", "after")) == 1
+    assert deployment.events("token20").count(("ask", "token")) == 1  # the step before the wait ran once
+    # Completing it again, through the client, is a no-op that succeeds.
+    assert client.complete_token(token["url"], {"late": True}) is False
+
+
+def test_a_token_that_times_out_resumes_the_run_with_a_timeout_result(deployment):
+    handle = deployment.client.trigger("approval", {"mark": "timeout", "timeout": 8})
+    run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED, run
+    assert run.output == {"ok": False, "data": None, "timed_out": True}
+    token = token_of(deployment, "timeout")
+    assert httpx.post(token["url"], json={"late": True}, timeout=10).status_code == 409
+
+
+def test_canceling_a_waiting_run_cancels_it_at_once_and_it_never_resumes(deployment):
+    client = deployment.client
+    handle = client.trigger("sleeper", {"seconds": 8, "mark": "cancel"})
+    wait_for(status_is(client, handle.id, Status.WAITING), RUN_TIMEOUT, "the run to wait")
+    client.cancel(handle.id)
+    assert client.retrieve(handle.id).status is Status.CANCELED
+    # Well past the due time it has not resumed.
+    wait_for(lambda: time.time() > deployment.marks("cancel")[0][3] + 14, 30, "the due time to pass")
+    assert client.retrieve(handle.id).status is Status.CANCELED
+    assert ("pause", "after") not in deployment.events("cancel")
+    assert deployment.events("cancel").count(("pause", "enter")) == 1
