@@ -7,7 +7,10 @@ run again; tokens complete once; cancel, token timeout, a failure after a wait, 
 parent waiting on 50 children under a limit of 2; and waits survive the daemon being killed.
 """
 
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from offload.client import Client, Status
@@ -32,6 +36,9 @@ class Deployment:
     services: DagsterServices
     client: Client
     gateway_url: str
+    root: Path
+    instance: str
+    idempotency_db: str
 
     def marks(self, name: str) -> list[list[Any]]:
         path = self.services.data_dir / "marks" / f"{name}.log"
@@ -67,16 +74,18 @@ def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployme
     )
     gateway = None
     client = Client(dagster.url, idempotency_db=idempotency_db)
+    deployment = Deployment(dagster, client, gateway_url, root, instance, idempotency_db)
     try:
         gateway_env = dagster.env | {"OFFLOAD_WEBHOOK_LAUNCH": "sensor"}
         gateway = services.gateway(gateway_env, port, root / "gateway.log").start()
         wait_for(lambda: gateway_ready(port, "off"), 60, "the gateway")
-        yield Deployment(dagster, client, gateway_url)
+        deployment = Deployment(dagster, client, gateway_url, root, instance, idempotency_db)
+        yield deployment
     finally:
-        client.close()
+        deployment.client.close()
         if gateway is not None:
             gateway.stop()
-        dagster.stop()
+        deployment.services.stop()
 
 
 def status_is(client: Client, run_id: str, status: Status):
@@ -165,3 +174,79 @@ def test_canceling_a_waiting_run_cancels_it_at_once_and_it_never_resumes(deploym
     assert client.retrieve(handle.id).status is Status.CANCELED
     assert ("pause", "after") not in deployment.events("cancel")
     assert deployment.events("cancel").count(("pause", "enter")) == 1
+
+
+def test_a_wait_in_a_step_that_then_fails_is_passed_by_the_steps_retry(deployment):
+    handle = deployment.client.trigger("flaky_after_wait", {"seconds": 7, "mark": "flaky"})
+    run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output == {"attempt": 1}, run
+    # Entered before the wait, on resume (then failed), and on the step's retry: which did not wait again.
+    events = deployment.marks("flaky")
+    assert [(event, data) for _, event, data, _ in events] == [
+        ("enter", 0),
+        ("enter", 0),
+        ("fail", None),
+        ("enter", 1),
+    ]
+    assert events[3][3] - events[2][3] < 6  # the retry passed the wait at once
+
+
+def test_child_waits_nest_two_levels_deep(deployment):
+    handle = deployment.client.trigger("nest", {"levels": 2, "seconds": 7, "mark": "nest"})
+    wait_for(status_is(deployment.client, handle.id, Status.WAITING), RUN_TIMEOUT, "the parent to wait")
+    run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED, run
+    assert run.output == {"level": 2, "child": {"level": 1, "child": {"level": 0}}}
+    events = deployment.events("nest")
+    # Each level's step: once before its wait, once on resume; no child started twice.
+    assert events.count(("level2", "enter")) == 2 and events.count(("level1", "enter")) == 2
+    assert events.count(("level0", "enter")) == 2
+    assert len(deployment.client.list(job="nest", limit=10)) == 3
+
+
+def test_a_parent_waiting_on_fifty_children_under_a_limit_of_two_finishes(deployment):
+    handle = deployment.client.trigger("fan_out", {"children": 50})
+    run = deployment.client.wait(handle.id, timeout=600)
+    assert run.status is Status.COMPLETED, run
+    assert run.output == {"indexes": list(range(50))}
+
+
+def _daemon_process(services: DagsterServices) -> psutil.Process:
+    for child in psutil.Process(services.process.pid).children(recursive=True):
+        if "dagster-daemon" in " ".join(child.cmdline()) or "_daemon" in " ".join(child.cmdline()):
+            return child
+    raise AssertionError("no daemon process under dagster dev")
+
+
+def _restart(deployment: Deployment) -> None:
+    """Kill -9 everything of ``dagster dev`` and start it again on the same instance."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(deployment.services.process.pid, signal.SIGKILL)
+    deployment.services.process.wait(timeout=30)
+    deployment.client.close()
+    deployment.services = dagster_services.start(
+        deployment.root,
+        instance=deployment.instance,
+        workspace=WORKSPACE,
+        env={
+            "OFFLOAD_IDEMPOTENCY_DB": deployment.idempotency_db,
+            "OFFLOAD_GATEWAY_URL": deployment.gateway_url,
+        },
+    )
+    deployment.client = Client(deployment.services.url, idempotency_db=deployment.idempotency_db)
+
+
+def test_a_wait_survives_the_daemon_and_then_everything_being_killed(deployment):
+    client = deployment.client
+    handle = client.trigger("sleeper", {"seconds": 8, "mark": "restart"})
+    wait_for(status_is(client, handle.id, Status.WAITING), RUN_TIMEOUT, "the run to wait")
+    due = deployment.marks("restart")[-1][3] + 8
+    _daemon_process(deployment.services).kill()
+    # (dagster dev shuts its webserver down when its daemon dies: the marks tell what ran meanwhile.)
+    wait_for(lambda: time.time() > due + 3, 60, "the due time to pass with no daemon")
+    assert ("pause", "after") not in deployment.events("restart")  # nobody resumed it
+    _restart(deployment)
+    run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.id == handle.id, run
+    events = deployment.events("restart")
+    assert events.count(("prepare", "run")) == 1 and events.count(("pause", "after")) == 1

@@ -56,6 +56,7 @@ log = logging.getLogger("offload.waits")
 SUSPENDED_TAG = "offload/suspended"  # on the attempt that ended at a wait: what it waits for
 RESUMES_TAG = "offload/resumes"  # on the NOT_STARTED attempt that resumes it
 POLL_SECONDS = 0.25
+SWEEP_SECONDS = 5.0  # how often waits whose run was canceled are closed (and their child runs canceled)
 PARK_WORKERS = 4  # successors created at once (each asks the code server for an execution plan)
 RETRY_DECISION_GRACE = 30.0  # as offload/runs.py: a failed child without will_retry is final after this
 
@@ -182,6 +183,7 @@ class Resumer:
         self.instance = context.instance
         self.store = waitstore.for_instance(self.instance)
         self.pool = ThreadPoolExecutor(max_workers=PARK_WORKERS, thread_name_prefix="offload-waits")
+        self.swept = 0.0
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -202,11 +204,37 @@ class Resumer:
         for row, token in self.store.resolved_token_waits():
             completed = token.state == waitstore.TOKEN_COMPLETED
             self._resume(row, {"ok": completed, "timed_out": not completed, "data": token.data})
-        for row in self.store.waits_in(WAITING):
-            if row.kind == "runs" and all(is_final(self.instance, child, now) for child in row.child_runs):
+        for row in self.store.waits_in(WAITING, kind="runs"):
+            if all(is_final(self.instance, child, now) for child in row.child_runs):
                 self._resume(row, None)
         for row in self.store.waits_in(RESUMING):
             self._submit(row)
+        if now - self.swept >= SWEEP_SECONDS:
+            self.swept = now
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Close the waits of canceled runs; a canceled parent's unfinished children are canceled too."""
+        rows = [row for row in self.store.waits_in(WAITING) if row.successor_id]
+        canceled: set[str] = set()
+        for start in range(0, len(rows), 200):
+            ids = [row.successor_id or "" for row in rows[start : start + 200]]
+            found = self.instance.get_runs(RunsFilter(run_ids=ids, statuses=[DagsterRunStatus.CANCELED]))
+            canceled |= {run.run_id for run in found}
+        for row in rows:
+            if row.successor_id in canceled and self.store.move(row.id, WAITING, CANCELED):
+                for child in row.child_runs:
+                    current = latest_attempt(self.instance, child)
+                    if current is not None and not current.is_finished:
+                        self._cancel(current)
+
+    def _cancel(self, run: dg.DagsterRun) -> None:
+        if run.status == DagsterRunStatus.NOT_STARTED:  # a waiting child: never resumes
+            self.instance.report_run_canceled(run, message="Its parent was canceled while waiting for it.")
+            return
+        coordinator = self.instance.run_coordinator
+        if coordinator is not None:
+            coordinator.cancel_run(run.run_id)
 
     def _park(self, row: WaitRow) -> None:
         """Give an ended suspended attempt its NOT_STARTED successor."""

@@ -186,9 +186,12 @@ class WaitStore:
         assert row is not None
         return row
 
-    def waits_in(self, *states: str) -> list[WaitRow]:
+    def waits_in(self, *states: str, kind: str | None = None) -> list[WaitRow]:
+        query = sa.select(waits_table).where(waits_table.c.state.in_(states))
+        if kind is not None:
+            query = query.where(waits_table.c.kind == kind)
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(waits_table).where(waits_table.c.state.in_(states))).all()
+            rows = connection.execute(query).all()
         return [_wait(row) for row in rows]
 
     def due_waits(self, now: float) -> list[WaitRow]:
