@@ -8,6 +8,8 @@ parent waiting on 50 children under a limit of 2; and waits survive the daemon b
 """
 
 import contextlib
+import email
+import email.policy
 import json
 import os
 import signal
@@ -17,11 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import psutil
 import pytest
 
+from offload import paths
 from offload.client import Client, Status
 from tests.support import dagster_services, services
 from tests.support.dagster_services import DagsterServices
@@ -250,3 +254,63 @@ def test_a_wait_survives_the_daemon_and_then_everything_being_killed(deployment)
     assert run.status is Status.COMPLETED and run.id == handle.id, run
     events = deployment.events("restart")
     assert events.count(("prepare", "run")) == 1 and events.count(("pause", "after")) == 1
+
+
+# -- the product's jobs that wait -------------------------------------------------------------------------
+
+
+def _link(outbox: Path, word: str) -> str:
+    for path in outbox.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(("plain",))  # type: ignore[attr-defined]
+        for line in body.get_content().splitlines():
+            if line.startswith(f"{word}: "):
+                return line.split(": ", 1)[1]
+    return ""
+
+
+def test_publish_article_waits_for_the_editor_and_acts_on_the_decision(deployment, monkeypatch):
+    monkeypatch.setenv("OFFLOAD_DATA_DIR", str(deployment.services.data_dir))
+    storage = paths.storage_dir()
+    (storage / "drafts").mkdir(parents=True, exist_ok=True)
+    (storage / "drafts" / "waits.md").write_text("# Durable waits\\n")
+    outbox = paths.outbox_dir()
+    payload = {"article_key": "drafts/waits.md", "title": "Durable waits", "editor_email": "ed@example.com"}
+    approved = deployment.client.trigger("publish_article", payload)
+    wait_for(status_is(deployment.client, approved.id, Status.WAITING), RUN_TIMEOUT, "the run to wait")
+    approve = wait_for(lambda: _link(outbox, "Approve"), 30, "the approval email")
+    page = httpx.get(approve, timeout=10)  # what a click does: a page, no decision yet
+    assert page.status_code == 200 and "Confirm" in page.text
+    assert deployment.client.retrieve(approved.id).status is Status.WAITING
+    form = dict(parse_qsl(urlsplit(approve).query))
+    assert httpx.post(approve.split("?")[0], data=form, timeout=10).status_code == 200
+    run = deployment.client.wait(approved.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output["decision"] == "approve", run
+    assert (storage / "published" / "durable-waits.md").read_text() == "# Durable waits\\n"
+    assert len(list(outbox.glob("*.eml"))) == 1  # resuming did not email again
+
+    timed_out = deployment.client.trigger(
+        "publish_article", payload | {"title": "Late", "timeout_seconds": 8}
+    )
+    run = deployment.client.wait(timed_out.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output == {"decision": "timeout", "notified": "ops"}, run
+    assert any("Late" in path.read_text() for path in (outbox / "slack").glob("*"))
+
+
+def test_welcome_user_waits_for_its_children_without_a_worker(deployment):
+    payload = {"user_id": "u-wait", "email": "ada@example.com", "name": "Ada"}
+    handle = deployment.client.trigger("welcome_user", payload)
+    run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output["greeting"] == "Hello, Ada!", run
+    assert run.attempts == 2  # the attempt that ended at the wait, and the one that resumed it
+
+
+def test_batch_processor_waits_between_batches(deployment):
+    items = [{"email": f"user{i}@example.com", "name": f"User {i}"} for i in range(6)]
+    handle = deployment.client.trigger(
+        "batch_processor", {"items": items, "batch_size": 2, "delay_seconds": 7}
+    )
+    wait_for(status_is(deployment.client, handle.id, Status.WAITING), RUN_TIMEOUT, "the run to wait")
+    run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output["total_processed"] == 6, run
+    assert run.attempts == 3  # batch 1 at once; batches 2 and 3 each after a wait

@@ -8,6 +8,7 @@ payload names a ``mark``): the side-effect counter the tests read to prove no fi
 * ``flaky_after_wait``: one step, step retry policy 1: waits, then fails on its first attempt.
 * ``nest``: ``levels`` deep child runs (``run_child``), the innermost sleeps.
 * ``fan_out``: waits on ``children`` runs of ``limited`` (queue limit 2).
+* The product's jobs that wait: ``publish_article``, ``welcome_user`` (and children), ``batch_processor``.
 """
 
 import json
@@ -18,11 +19,17 @@ from typing import Any
 
 import dagster as dg
 
-from offload import wait
+from offload import paths, wait
 from offload.children import run_child, run_children
 from offload.concurrency import Queue
 from offload.payload import payload_mapping
 from offload.result import job_result
+from pipelines.batch import batch_processor
+from pipelines.content import publish_article
+from pipelines.hello_world import hello_world
+from pipelines.onboarding import welcome_user
+from pipelines.typed_task import typed_task
+from resources import resources_for
 
 QUEUE = Queue("waits")
 LIMITED = Queue("limited", limit=2)
@@ -182,5 +189,8 @@ def limited() -> None:
 
 
 defs = dg.Definitions(
-    jobs=[sleeper, approval, flaky_after_wait, nest, fan_out, limited], executor=dg.in_process_executor
-)
+    jobs=[sleeper, approval, flaky_after_wait, nest, fan_out, limited, publish_article, welcome_user,
+          hello_world, typed_task, batch_processor],
+    resources=resources_for(paths.environment()),
+    executor=dg.in_process_executor,
+)  # fmt: skip

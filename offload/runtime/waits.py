@@ -196,9 +196,11 @@ class Resumer:
     def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.store.expire_tokens(now)
-        suspending = self.store.waits_in(SUSPENDING)
-        if suspending:
-            list(self.pool.map(self._park, suspending))
+        by_run: dict[str, list[WaitRow]] = {}
+        for row in self.store.waits_in(SUSPENDING):
+            by_run.setdefault(row.run_id, []).append(row)  # steps of one run waiting at once: one successor
+        if by_run:
+            list(self.pool.map(self._park, by_run.values()))
         for row in self.store.due_waits(now):
             self._resume(row, {"ok": False, "timed_out": True} if row.kind == "token" else None)
         for row, token in self.store.resolved_token_waits():
@@ -236,28 +238,31 @@ class Resumer:
         if coordinator is not None:
             coordinator.cancel_run(run.run_id)
 
-    def _park(self, row: WaitRow) -> None:
-        """Give an ended suspended attempt its NOT_STARTED successor."""
-        run = self.instance.get_run_by_id(row.run_id)
+    def _park(self, rows: list[WaitRow]) -> None:
+        """Give an ended suspended attempt (``rows``: its waits) its NOT_STARTED successor."""
+        run = self.instance.get_run_by_id(rows[0].run_id)
         if run is None or (run.is_finished and run.status != DagsterRunStatus.FAILURE):
-            self.store.move(row.id, SUSPENDING, CANCELED)  # canceled while it was ending
+            for row in rows:
+                self.store.move(row.id, SUSPENDING, CANCELED)  # canceled while it was ending
             return
         if not run.is_finished:
             return  # its worker is still finishing the other steps
         try:
-            successor = self._existing_successor(run) or self._create_successor(run, row)
+            successor = self._existing_successor(run) or self._create_successor(run, rows[0])
         except Exception as error:
             # The job or its code location is gone: the run stays a failure, shown as such.
             self.instance.report_engine_event(
                 f"Could not create the run that resumes this wait: {error}", run
             )
             self.instance.add_run_tags(run.run_id, {SUSPENDED_TAG: ""})
-            self.store.move(row.id, SUSPENDING, CANCELED)
+            for row in rows:
+                self.store.move(row.id, SUSPENDING, CANCELED)
             return
-        if self.store.move(row.id, SUSPENDING, WAITING, successor_id=successor.run_id):
-            self.instance.report_engine_event(
-                f"Waiting ({run.tags.get(SUSPENDED_TAG)}): run {successor.run_id} resumes it.", run
-            )
+        for row in rows:
+            self.store.move(row.id, SUSPENDING, WAITING, successor_id=successor.run_id)
+        self.instance.report_engine_event(
+            f"Waiting ({run.tags.get(SUSPENDED_TAG)}): run {successor.run_id} resumes it.", run
+        )
 
     def _existing_successor(self, run: dg.DagsterRun) -> dg.DagsterRun | None:
         """A successor made before a daemon restart cut this pass short."""

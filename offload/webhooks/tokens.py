@@ -6,7 +6,8 @@ token with nothing else. The body is the completion data: JSON (any value), a fo
 out answers 409. An unknown id or a wrong secret answer 404 alike.
 
 ``GET`` on the URL (what clicking a link in an email does) completes nothing: mail scanners open links. It
-answers a one-button page that POSTs the link's query fields (``?decision=approve``) as the form.
+answers a one-button page that POSTs the link's query fields (``?decision=approve``) as the form; a field
+left empty in the link (``&reason=``) becomes a text box.
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ def _data(content_type: str, body: bytes) -> Any:
 
 
 def _confirmation_page(fields: dict[str, str]) -> HTMLResponse:
+    # A field the link leaves empty (``?reason=``) is asked for; the others are sent as they are.
     inputs = "".join(
-        f'<input type="hidden" name="{escape(key)}" value="{escape(value)}">' for key, value in fields.items()
+        f'<label>{escape(key)} <input name="{escape(key)}"></label>'
+        if not value
+        else f'<input type="hidden" name="{escape(key)}" value="{escape(value)}">'
+        for key, value in fields.items()
     )
-    summary = ", ".join(f"{escape(key)}: {escape(value)}" for key, value in fields.items()) or "confirm"
+    summary = ", ".join(f"{escape(k)}: {escape(v)}" for k, v in fields.items() if v) or "confirm"
     page = (
         "<!doctype html><meta charset=utf-8><title>Confirm</title>"
         f"<form method=post><p>{summary}</p>{inputs}<button type=submit>Confirm</button></form>"
