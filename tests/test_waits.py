@@ -24,9 +24,11 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import psutil
 import pytest
+import sqlalchemy as sa
 
 from offload import paths
 from offload.client import Client, Status
+from offload.runtime import waitstore
 from tests.support import dagster_services, services
 from tests.support.dagster_services import DagsterServices
 from tests.support.services import gateway_ready, wait_for
@@ -43,6 +45,7 @@ class Deployment:
     root: Path
     instance: str
     idempotency_db: str
+    waits_url: str
 
     def marks(self, name: str) -> list[list[Any]]:
         path = self.services.data_dir / "marks" / f"{name}.log"
@@ -59,15 +62,18 @@ def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp(f"waits-{request.param}")
     if request.param == "sqlite":
         yield from _deploy(
-            root, dagster_services.instance_yaml(), f"sqlite:///{root / 'idempotency.sqlite3'}"
+            root,
+            dagster_services.instance_yaml(),
+            f"sqlite:///{root / 'idempotency.sqlite3'}",
+            f"sqlite:///{root / 'home' / 'history' / 'offload_waits.db'}",
         )
     else:
         with dagster_services.postgres_database() as url:
             instance = dagster_services.instance_yaml(dagster_services.postgres_storage(url))
-            yield from _deploy(root, instance, url)
+            yield from _deploy(root, instance, url, url)
 
 
-def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployment]:
+def _deploy(root: Path, instance: str, idempotency_db: str, waits_url: str) -> Iterator[Deployment]:
     port = services.free_port()
     gateway_url = f"http://127.0.0.1:{port}"
     dagster = dagster_services.start(
@@ -78,12 +84,12 @@ def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployme
     )
     gateway = None
     client = Client(dagster.url, idempotency_db=idempotency_db)
-    deployment = Deployment(dagster, client, gateway_url, root, instance, idempotency_db)
+    deployment = Deployment(dagster, client, gateway_url, root, instance, idempotency_db, waits_url)
     try:
         gateway_env = dagster.env | {"OFFLOAD_WEBHOOK_LAUNCH": "sensor"}
         gateway = services.gateway(gateway_env, port, root / "gateway.log").start()
         wait_for(lambda: gateway_ready(port, "off"), 60, "the gateway")
-        deployment = Deployment(dagster, client, gateway_url, root, instance, idempotency_db)
+        deployment = Deployment(dagster, client, gateway_url, root, instance, idempotency_db, waits_url)
         yield deployment
     finally:
         deployment.client.close()
@@ -314,3 +320,69 @@ def test_batch_processor_waits_between_batches(deployment):
     run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
     assert run.status is Status.COMPLETED and run.output["total_processed"] == 6, run
     assert run.attempts == 3  # batch 1 at once; batches 2 and 3 each after a wait
+
+
+# -- many at once ----------------------------------------------------------------------------------------
+
+MANY = 200
+
+
+def run_workers(services: DagsterServices) -> list[psutil.Process]:
+    """This deployment's forked run workers: fork-server children (offload/forkserver.py) in its tree."""
+    workers = []
+    for process in psutil.Process(services.process.pid).children(recursive=True):
+        try:
+            parent = process.parent()
+            if parent is not None and "offload.forkserver" in " ".join(parent.cmdline()):
+                workers.append(process)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def test_two_hundred_runs_wait_at_once_with_no_worker_and_all_resume_on_time(deployment):
+    client = deployment.client
+    later = time.time() + 3600
+    patient = Client(deployment.services.url, timeout=180)  # the webserver starts runs as it creates them
+    try:
+        handles = [
+            handle
+            for start in range(0, MANY, 50)
+            for handle in patient.batch_trigger("nap", [{"until": later}] * 50).runs
+        ]
+    finally:
+        patient.close()
+    assert len(handles) == MANY
+    store = waitstore.WaitStore(deployment.waits_url)
+    table = waitstore.waits_table
+
+    def waiting_rows() -> list[waitstore.WaitRow]:
+        rows = [row for row in store.waits_in(waitstore.WAITING) if row.due_at == later]
+        return rows if len(rows) == MANY else []
+
+    rows = wait_for(waiting_rows, 600, f"{MANY} runs to wait at once")
+    # Not one worker process for 200 waiting runs (the last ones' workers may be exiting still).
+    wait_for(lambda: not run_workers(deployment.services), 30, "no run worker alive")
+    waiting = client.list(job="nap", status=Status.WAITING, limit=MANY)
+    wanted = {handle.id for handle in handles}
+    assert len(waiting) == MANY, (len(waiting), len({run.id for run in waiting} & wanted))
+    assert all(client.retrieve(handle.id).status is Status.WAITING for handle in handles[:20])
+    # Bring the due times forward (the machine took its time to start them all): five a second from now.
+    first = time.time() + 3
+    with store.engine.begin() as connection:
+        for index, row in enumerate(rows):
+            connection.execute(table.update().where(table.c.id == row.id).values(due_at=first + index / 5))
+    wait_for(
+        lambda: all(client.retrieve(h.id).is_final for h in handles[-5:]), 300, "the last runs to finish"
+    )
+    wait_for(lambda: store.counts().get(waitstore.RESUMED, 0) >= MANY, 300, "every wait to be resumed")
+    with store.engine.connect() as connection:
+        found = connection.execute(
+            sa.select(table.c.due_at, table.c.resumed_at).where(table.c.id.in_([row.id for row in rows]))
+        ).all()
+    lags = sorted(row.resumed_at - row.due_at for row in found)
+    print(f"resume lag of {MANY} runs: p50 {lags[len(lags) // 2]:.2f} s, max {lags[-1]:.2f} s")
+    assert len(lags) == MANY and lags[0] >= 0 and lags[-1] <= 5, lags
+    for handle in handles:
+        run = client.wait(handle.id, timeout=300)
+        assert run.status is Status.COMPLETED and run.output == {"woke": True}, run

@@ -4,6 +4,7 @@ Each step that matters appends ``<step> <event>`` to ``$OFFLOAD_DATA_DIR/marks/<
 payload names a ``mark``): the side-effect counter the tests read to prove no finished step ran again.
 
 * ``sleeper``: ``prepare`` (a side effect) -> ``pause`` (``wait.sleep(seconds)``), result ``{slept}``.
+* ``nap``: one step that waits until ``until``.
 * ``approval``: ``ask`` creates a token and records its id and URL -> ``decide`` waits for it.
 * ``flaky_after_wait``: one step, step retry policy 1: waits, then fails on its first attempt.
 * ``nest``: ``levels`` deep child runs (``run_child``), the innermost sleeps.
@@ -46,6 +47,7 @@ def mark(name: str, step: str, event: str, data: Any = None) -> None:
 
 class SleepPayload(dg.Config):
     seconds: float = 10.0
+    until: float = 0.0  # a Unix time: wait until then instead
     mark: str = ""
 
 
@@ -58,7 +60,10 @@ def prepare(context: dg.OpExecutionContext, config: SleepPayload) -> float:
 @dg.op
 def pause(context: dg.OpExecutionContext, config: SleepPayload, seconds: float) -> dg.Output[dict[str, Any]]:
     mark(config.mark, "pause", "enter")
-    wait.sleep(context, seconds)
+    if config.until:
+        wait.until(context, config.until)
+    else:
+        wait.sleep(context, seconds)
     mark(config.mark, "pause", "after")
     return job_result({"slept": seconds})
 
@@ -72,6 +77,25 @@ def pause(context: dg.OpExecutionContext, config: SleepPayload, seconds: float) 
 )
 def sleeper() -> None:
     pause(prepare())
+
+
+class NapPayload(dg.Config):
+    until: float
+
+
+@dg.op
+def nap_step(context: dg.OpExecutionContext, config: NapPayload) -> dg.Output[dict[str, Any]]:
+    wait.until(context, config.until)
+    return job_result({"woke": True})
+
+
+@dg.job(
+    config=payload_mapping(NapPayload, lambda p: {"ops": {"nap_step": {"config": p.model_dump()}}}),
+    tags=QUEUE.job_tags(),
+)
+def nap() -> None:
+    """The smallest job that waits: one step (tests/test_waits.py's 200 runs, benchmarks/waits.py)."""
+    nap_step()
 
 
 class ApprovalPayload(dg.Config):
@@ -189,7 +213,7 @@ def limited() -> None:
 
 
 defs = dg.Definitions(
-    jobs=[sleeper, approval, flaky_after_wait, nest, fan_out, limited, publish_article, welcome_user,
+    jobs=[sleeper, nap, approval, flaky_after_wait, nest, fan_out, limited, publish_article, welcome_user,
           hello_world, typed_task, batch_processor],
     resources=resources_for(paths.environment()),
     executor=dg.in_process_executor,

@@ -42,9 +42,10 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
+from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import MAX_RETRIES_TAG, PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
-from dagster._core.workspace.context import IWorkspaceProcessContext
+from dagster._core.workspace.context import BaseWorkspaceRequestContext, IWorkspaceProcessContext
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from offload.log import redact
@@ -58,6 +59,7 @@ RESUMES_TAG = "offload/resumes"  # on the NOT_STARTED attempt that resumes it
 POLL_SECONDS = 0.25
 SWEEP_SECONDS = 5.0  # how often waits whose run was canceled are closed (and their child runs canceled)
 PARK_WORKERS = 4  # successors created at once (each asks the code server for an execution plan)
+START_AT_ONCE = 4  # resumed runs per pass that may start in the daemon's process; the rest are queued
 RETRY_DECISION_GRACE = 30.0  # as offload/runs.py: a failed child without will_retry is final after this
 
 
@@ -209,8 +211,14 @@ class Resumer:
         for row in self.store.waits_in(WAITING, kind="runs"):
             if all(is_final(self.instance, child, now) for child in row.child_runs):
                 self._resume(row, None)
-        for row in self.store.waits_in(RESUMING):
-            self._submit(row)
+        resuming = self.store.waits_in(RESUMING)
+        if resuming:
+            # The first few start at once where there is room (the coordinator's shortcut, a fork each);
+            # the rest go straight to the run queue (one event each), which the daemon starts within 1 s.
+            request = self.context.create_request_context()
+            at_once, queued = resuming[:START_AT_ONCE], resuming[START_AT_ONCE:]
+            list(self.pool.map(lambda row: self._submit(row, request, queue_only=False), at_once))
+            list(self.pool.map(lambda row: self._submit(row, request, queue_only=True), queued))
         if now - self.swept >= SWEEP_SECONDS:
             self.swept = now
             self._sweep()
@@ -307,6 +315,7 @@ class Resumer:
         )
 
     def _resume(self, row: WaitRow, result: Any) -> None:
+        """The wait is over: store its result for the step; ``tick`` submits the run."""
         successor = self.instance.get_run_by_id(row.successor_id or "")
         if successor is None or successor.status != DagsterRunStatus.NOT_STARTED:
             state = (
@@ -314,14 +323,18 @@ class Resumer:
             )
             self.store.move(row.id, WAITING, state)
             return
-        if self.store.move(row.id, WAITING, RESUMING, result=result, resumed_at=time.time()):
-            self._submit(row)
+        self.store.move(row.id, WAITING, RESUMING, result=result)
 
-    def _submit(self, row: WaitRow) -> None:
+    def _submit(self, row: WaitRow, request: BaseWorkspaceRequestContext, queue_only: bool) -> None:
+        """Hand the run that resumes ``row`` to the run coordinator (concurrency limits apply)."""
         successor = self.instance.get_run_by_id(row.successor_id or "")
         if successor is not None and successor.status == DagsterRunStatus.NOT_STARTED:
-            self.instance.submit_run(successor.run_id, self.context.create_request_context())
-            self.store.move(row.id, RESUMING, RESUMED)
+            coordinator = self.instance.run_coordinator
+            if queue_only and isinstance(coordinator, QueuedRunCoordinator):
+                QueuedRunCoordinator.submit_run(coordinator, SubmitRunContext(successor, request))
+            else:
+                self.instance.submit_run(successor.run_id, request)
+            self.store.move(row.id, RESUMING, RESUMED, resumed_at=time.time())
         else:
             canceled = successor is None or successor.status == DagsterRunStatus.CANCELED
             self.store.move(row.id, RESUMING, CANCELED if canceled else RESUMED)
