@@ -363,10 +363,9 @@ def test_two_hundred_runs_wait_at_once_with_no_worker_and_all_resume_on_time(dep
     rows = wait_for(waiting_rows, 600, f"{MANY} runs to wait at once")
     # Not one worker process for 200 waiting runs (the last ones' workers may be exiting still).
     wait_for(lambda: not run_workers(deployment.services), 30, "no run worker alive")
-    waiting = client.list(job="nap", status=Status.WAITING, limit=MANY)
-    wanted = {handle.id for handle in handles}
-    assert len(waiting) == MANY, (len(waiting), len({run.id for run in waiting} & wanted))
-    assert all(client.retrieve(handle.id).status is Status.WAITING for handle in handles[:20])
+    listed = client.list(job="nap", status=Status.WAITING, limit=20)
+    assert len(listed) == 20 and {run.id for run in listed} <= {handle.id for handle in handles}
+    assert all(client.retrieve(handle.id).status is Status.WAITING for handle in handles)
     # Bring the due times forward (the machine took its time to start them all): five a second from now.
     first = time.time() + 3
     with store.engine.begin() as connection:

@@ -4,7 +4,7 @@ Each step that matters appends ``<step> <event>`` to ``$OFFLOAD_DATA_DIR/marks/<
 payload names a ``mark``): the side-effect counter the tests read to prove no finished step ran again.
 
 * ``sleeper``: ``prepare`` (a side effect) -> ``pause`` (``wait.sleep(seconds)``), result ``{slept}``.
-* ``nap``: one step that waits until ``until``.
+* ``nap``: one step that waits until ``until``; ``sleepy``: the same with ``time.sleep`` (the baseline).
 * ``approval``: ``ask`` creates a token and records its id and URL -> ``decide`` waits for it.
 * ``flaky_after_wait``: one step, step retry policy 1: waits, then fails on its first attempt.
 * ``nest``: ``levels`` deep child runs (``run_child``), the innermost sleeps.
@@ -96,6 +96,25 @@ def nap_step(context: dg.OpExecutionContext, config: NapPayload) -> dg.Output[di
 def nap() -> None:
     """The smallest job that waits: one step (tests/test_waits.py's 200 runs, benchmarks/waits.py)."""
     nap_step()
+
+
+class SleepyPayload(dg.Config):
+    seconds: float = 60.0
+
+
+@dg.op
+def sleepy_step(context: dg.OpExecutionContext, config: SleepyPayload) -> dg.Output[dict[str, Any]]:
+    time.sleep(config.seconds)  # what a stock Dagster step does to wait: holds its worker and slot
+    return job_result({"woke": True})
+
+
+@dg.job(
+    config=payload_mapping(SleepyPayload, lambda p: {"ops": {"sleepy_step": {"config": p.model_dump()}}}),
+    tags=QUEUE.job_tags(),
+)
+def sleepy() -> None:
+    """``nap``'s baseline for benchmarks/waits.py: the same wait as a sleep inside the step."""
+    sleepy_step()
 
 
 class ApprovalPayload(dg.Config):
@@ -213,8 +232,8 @@ def limited() -> None:
 
 
 defs = dg.Definitions(
-    jobs=[sleeper, nap, approval, flaky_after_wait, nest, fan_out, limited, publish_article, welcome_user,
-          hello_world, typed_task, batch_processor],
+    jobs=[sleeper, nap, sleepy, approval, flaky_after_wait, nest, fan_out, limited, publish_article,
+          welcome_user, hello_world, typed_task, batch_processor],
     resources=resources_for(paths.environment()),
     executor=dg.in_process_executor,
 )  # fmt: skip
