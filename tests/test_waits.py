@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -26,8 +27,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from offload import paths
+from offload import paths, wait
 from offload.client import Client, Status
+from offload.runs import status_of, waiting_for
 from offload.runtime import waitstore
 from tests.support import dagster_services, services
 from tests.support.dagster_services import DagsterServices
@@ -385,3 +387,48 @@ def test_two_hundred_runs_wait_at_once_with_no_worker_and_all_resume_on_time(dep
     for handle in handles:
         run = client.wait(handle.id, timeout=300)
         assert run.status is Status.COMPLETED and run.output == {"woke": True}, run
+
+
+# -- pure pieces (no services) ----------------------------------------------------------------------------
+
+
+def test_waiting_attempts_read_as_waiting_and_a_later_real_failure_does_not():
+    suspended = {
+        "status": "FAILURE",
+        "tags": [{"key": "offload/suspended", "value": "until 2026-12-04T18:00:00Z"}],
+    }
+    resumes = {"status": "NOT_STARTED", "tags": [{"key": "offload/resumes", "value": "token tok_1"}]}
+    # The resumed attempt failed for real: its inherited tags are emptied, so it is a failure again.
+    tags = [
+        {"key": "offload/suspended", "value": ""},
+        {"key": "dagster/failure_reason", "value": "STEP_FAILURE"},
+    ]
+    failed = {"status": "FAILURE", "tags": tags}
+    assert status_of(suspended) is Status.WAITING and waiting_for(suspended) == "until 2026-12-04T18:00:00Z"
+    assert status_of(resumes) is Status.WAITING and waiting_for(resumes) == "token tok_1"
+    assert (
+        status_of(failed) is Status.FAILED and not Status.WAITING.is_final and not Status.WAITING.is_failure
+    )
+
+
+def test_a_token_completes_once_and_keeps_its_first_data(tmp_path):
+    store = waitstore.WaitStore(f"sqlite:///{tmp_path / 'waits.db'}")
+    token = store.create_token(60, {"kind": "test"}, idempotency_key="k1")
+    assert store.create_token(60, idempotency_key="k1").id == token.id  # same key, same token
+    assert store.complete_token(token.id, {"n": 1}) is True
+    assert store.complete_token(token.id, {"n": 2}) is False
+    found = store.get_token(token.id)
+    assert found is not None and found.state == waitstore.TOKEN_COMPLETED and found.data == {"n": 1}
+    late = store.create_token(1)
+    store.expire_tokens(time.time() + 2)
+    assert store.complete_token(late.id, {"n": 3}) is False
+    assert store.get_token(late.id).state == waitstore.TOKEN_TIMED_OUT  # type: ignore[union-attr]
+
+
+def test_bad_wait_arguments_are_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="duration: -1 must be a non-negative duration"):
+        wait.sleep(None, -1)
+    with pytest.raises(ValueError, match=r"when: .* must be timezone-aware"):
+        wait.until(None, datetime(2030, 1, 1))
+    with pytest.raises(ValueError, match="timeout: 0 must be positive"):
+        wait.create_token(timeout=0)

@@ -57,6 +57,7 @@ log = logging.getLogger("offload.waits")
 SUSPENDED_TAG = "offload/suspended"  # on the attempt that ended at a wait: what it waits for
 RESUMES_TAG = "offload/resumes"  # on the NOT_STARTED attempt that resumes it
 POLL_SECONDS = 0.25
+CHILDREN_SECONDS = 1.0  # how often waits for child runs look at their children (two reads per child)
 SWEEP_SECONDS = 5.0  # how often waits whose run was canceled are closed (and their child runs canceled)
 PARK_WORKERS = 4  # successors created at once (each asks the code server for an execution plan)
 START_AT_ONCE = 4  # resumed runs per pass that may start in the daemon's process; the rest are queued
@@ -186,6 +187,7 @@ class Resumer:
         self.store = waitstore.for_instance(self.instance)
         self.pool = ThreadPoolExecutor(max_workers=PARK_WORKERS, thread_name_prefix="offload-waits")
         self.swept = 0.0
+        self.children_checked = 0.0
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -208,9 +210,11 @@ class Resumer:
         for row, token in self.store.resolved_token_waits():
             completed = token.state == waitstore.TOKEN_COMPLETED
             self._resume(row, {"ok": completed, "timed_out": not completed, "data": token.data})
-        for row in self.store.waits_in(WAITING, kind="runs"):
-            if all(is_final(self.instance, child, now) for child in row.child_runs):
-                self._resume(row, None)
+        if now - self.children_checked >= CHILDREN_SECONDS:
+            self.children_checked = now
+            for row in self.store.waits_in(WAITING, kind="runs"):
+                if all(is_final(self.instance, child, now) for child in row.child_runs):
+                    self._resume(row, None)
         resuming = self.store.waits_in(RESUMING)
         if resuming:
             # The first few start at once where there is room (the coordinator's shortcut, a fork each);
