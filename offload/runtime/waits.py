@@ -205,8 +205,10 @@ class Resumer:
             by_run.setdefault(row.run_id, []).append(row)  # steps of one run waiting at once: one successor
         if by_run:
             list(self.pool.map(self._park, by_run.values()))
-        for row in self.store.due_waits(now):
-            self._resume(row, {"ok": False, "timed_out": True} if row.kind == "token" else None)
+        due = self.store.due_waits(now)
+        if due:
+            timeout = {"ok": False, "timed_out": True}
+            list(self.pool.map(lambda row: self._resume(row, timeout if row.kind == "token" else None), due))
         for row, token in self.store.resolved_token_waits():
             completed = token.state == waitstore.TOKEN_COMPLETED
             self._resume(row, {"ok": completed, "timed_out": not completed, "data": token.data})

@@ -289,11 +289,13 @@ class WaitStore:
             return connection.execute(query).rowcount == 1
 
     def expire_tokens(self, now: float) -> None:
-        query = (
-            tokens_table.update()
-            .where(tokens_table.c.state == TOKEN_WAITING, tokens_table.c.expires_at <= now)
-            .values(state=TOKEN_TIMED_OUT, completed_at=now)
-        )
+        """Time out the waiting tokens past their expiry (a read first: most passes have none, and a
+        write on SQLite takes the database's lock)."""
+        expired = (tokens_table.c.state == TOKEN_WAITING) & (tokens_table.c.expires_at <= now)
+        with self.engine.connect() as connection:
+            if connection.execute(sa.select(tokens_table.c.id).where(expired).limit(1)).first() is None:
+                return
+        query = tokens_table.update().where(expired).values(state=TOKEN_TIMED_OUT, completed_at=now)
         with self.engine.begin() as connection:
             connection.execute(query)
 
