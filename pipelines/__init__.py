@@ -8,7 +8,7 @@ import dagster as dg
 from pipelines import custom
 from pipelines.batch import batch_processor
 from pipelines.cleanup import cleanup
-from pipelines.content import content_workflow, generate_content
+from pipelines.content import content_workflow, generate_content, publish_article
 from pipelines.email import send_email
 from pipelines.hello_world import hello_world
 from pipelines.invoicing import invoicing
@@ -29,6 +29,7 @@ _BUILT_IN = dg.Definitions(
         scrape_websites,
         generate_content,
         content_workflow,
+        publish_article,
         send_email,
         hello_world,
         typed_task,

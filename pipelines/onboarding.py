@@ -4,7 +4,9 @@
 record (both child runs at once, ``offload.client.children.run_children``); the result holds both outputs.
 Each
 child is a run of its own in the UI, in its own queue (``typed_task``: one run per user), on the next
-nesting level, so parents waiting for their children never deadlock the run queue.
+nesting level, so parents waiting for their children never deadlock the run queue. While the children
+run, the parent waits durably (offload.wait.for_runs): its worker exits and it holds no slot; it resumes
+when both are final and returns their outputs.
 """
 
 from typing import Any

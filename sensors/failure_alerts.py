@@ -24,6 +24,7 @@ from offload.client.runs import RETRY_DECISION_GRACE
 from offload.errors import CONFIGURATION_ERROR_TAG
 from offload.log import redact
 from offload.run_summary import run_failure_line, run_url, step_error_line
+from offload.runtime import waits
 from resources.email import Email, EmailSender
 from resources.slack import SlackNotifier
 
@@ -79,6 +80,9 @@ def error_summary(context: dg.RunFailureSensorContext) -> str:
 def alert(context: dg.RunFailureSensorContext, slack: SlackNotifier, email: EmailSender) -> bool:
     """Send the alert for ``context``'s run unless run retries will take it again; True if sent."""
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    if waits.is_suspended(run):  # ended at a durable wait: it resumes, it did not fail
+        context.log.info(f"run {run.run_id} of {run.job_name} is waiting: no alert")
+        return False
     run = retry_decided(context.instance, run)
     if will_be_retried(run):
         context.log.info(f"run {run.run_id} of {run.job_name} failed and will be retried: no alert")

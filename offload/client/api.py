@@ -54,6 +54,7 @@ from offload.client.runs import (
     status_of,
     tag_dict,
     timestamp,
+    waiting_for,
 )
 from offload.client.transport import GraphQL
 from offload.exceptions import (
@@ -405,6 +406,7 @@ class Client:
             tags=tag_dict(run),
             payload=run.get("runConfig") or {},
             metadata=metadata_of(current, attempts),
+            waiting=waiting_for(current),
         )
 
     def _events(self, run_id: str) -> list[dict[str, Any]]:
@@ -479,7 +481,16 @@ class Client:
         deadline = time.monotonic() + STARTING_GRACE
         current = self._current(run_id)
         while not status_of(current).is_final:
-            answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
+            waiting = status_of(current) is Status.WAITING
+            if waiting and current["status"] != "NOT_STARTED":
+                # The attempt that ended at the wait; the one that resumes it is made within a second.
+                if time.monotonic() > deadline:
+                    raise GraphQLError(f"canceling run {run_id}: its waiting attempt did not appear")
+                time.sleep(0.1)
+                current = self._current(run_id)
+                continue
+            query = CANCEL_WAITING if waiting else TERMINATE
+            answer = self._graphql(query, {"runId": current["runId"]})["terminateRun"]
             if answer["__typename"] == "TerminateRunSuccess":
                 return
             if answer["__typename"] == "RunNotFoundError":
@@ -515,6 +526,33 @@ class Client:
         """A signed, read-only token for a browser to watch ``runs`` (or the runs with one of ``tags``) on
         the gateway's realtime stream, until it expires (offload/client/tokens.py)."""
         return tokens.create_public_token(runs, tags, expires)
+
+    # -- wait tokens (offload/wait.py) -------------------------------------------------------------------
+
+    def create_token(
+        self,
+        *,
+        timeout: float | timedelta = timedelta(days=7),
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """A wait token (``id``, ``url``) a step waits for with ``offload.wait.for_token``. Written to the
+        Dagster instance's storage: this process needs ``DAGSTER_HOME`` (the instance's dagster.yaml)."""
+        from offload import wait
+
+        return wait.create_token(timeout=timeout, tags=tags, idempotency_key=idempotency_key)
+
+    def complete_token(self, token: str, data: Any = None) -> bool:
+        """Complete a wait token with ``data`` (JSON), by its id (needs ``DAGSTER_HOME``) or its URL (a POST
+        to the webhook gateway). True if this call completed it; completing it again is a no-op (False)."""
+        if token.startswith(("http://", "https://")):
+            answer = httpx.post(token, json=data, timeout=30.0)
+            if answer.status_code != 200:
+                raise ClientError(f"completing token: {answer.status_code} {answer.text[:200]}")
+            return bool(answer.json().get("completed_now"))
+        from offload import wait
+
+        return wait.complete_token(token, data)
 
     def close(self) -> None:
         self._graphql.close()

@@ -8,9 +8,11 @@ and ``batchTriggerAndWait``.
         ...
 
 Each child is a run of its own (its own logs, retries and queue), tagged with its parent. It takes its
-slot on the next nesting level (offload/runtime/concurrency.py), so a parent holding a slot while it waits
-never
-starves its children of one, however small the limits. The idempotency key is derived from the parent's
+slot on the next nesting level (offload/runtime/concurrency.py), so a parent holding a slot while it waits never
+starves its children of one, however small the limits. Children not final at once suspend the parent
+(``offload.wait.for_runs``: a durable wait, offload/runtime/waits.py): its worker exits and it holds no
+slot until every child is final; then it resumes, this step starts again, finds its children by their
+keys and returns their outputs. The idempotency key is derived from the parent's
 run family, the step, the job and the payload, so re-executing the parent from failure picks up the
 children it already started (or their outputs) instead of starting more; a child that failed is started
 afresh. If the parent is interrupted while it waits (canceled, timed out), its children are canceled too.
@@ -26,9 +28,11 @@ from typing import Any
 
 import dagster as dg
 
+from offload import wait
 from offload.client import Client, RunHandle, Status
 from offload.errors import RunTimeoutError
 from offload.log import StepLog
+from offload.runtime import waits
 
 
 def child_key(context: dg.OpExecutionContext, job: str, payload: Mapping[str, Any]) -> str:
@@ -68,8 +72,11 @@ def _run_children(
             key = child_key(context, job, payload)
             handles.append(client.trigger(job, payload, idempotency_key=key, parent_run_id=context.run_id))
             log.info("child run", {"job": job, "run_id": handles[-1].id, "existing": handles[-1].existing})
+        wait.for_runs(context, [handle.id for handle in handles], lambda run_id: _final(client, run_id))
         deadline = time.monotonic() + timeout
         runs = [client.wait(handle.id, timeout=max(0.0, deadline - time.monotonic())) for handle in handles]
+    except waits.Suspended:
+        raise  # the children go on; the parent resumes when they are final
     except BaseException as error:
         for handle in handles:  # interrupted or gave up: their work is nobody's any more
             client.cancel(handle.id)
@@ -83,6 +90,14 @@ def _run_children(
             )
     log.info("children done", {"runs": [run.id for run in runs]})
     return [run.output for run in runs]
+
+
+def _final(client: Client, run_id: str) -> bool:
+    try:
+        client.wait(run_id, timeout=0)
+    except RunTimeoutError:
+        return False
+    return True
 
 
 def run_child(

@@ -120,3 +120,10 @@ TERMINATE = """
 mutation OffloadCancel($runId: String!) {
   terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) { __typename ... on Error { message } }
 }"""
+# A run at a durable wait: its NOT_STARTED attempt is marked canceled, and never resumes.
+CANCEL_WAITING = """
+mutation OffloadCancelWaiting($runId: String!) {
+  terminateRun(runId: $runId, terminatePolicy: MARK_AS_CANCELED_IMMEDIATELY) {
+    __typename ... on Error { message }
+  }
+}"""

@@ -18,6 +18,8 @@ without a server):
 |   | START_TIMEOUT, RUN_EXCEPTION, or failed from outside the worker, e.g. by run monitoring) |
 | TIMED_OUT | FAILURE or CANCELED of a run tagged ``dagster/max_runtime`` that ran at least that long |
 | CANCELED | CANCELED |
+| WAITING | at a durable wait (offload/wait.py): FAILURE tagged ``offload/suspended`` (the attempt that |
+|   | ended at the wait), NOT_STARTED tagged ``offload/resumes`` (the attempt that resumes it) |
 
 A run retried by Dagster (``trigger(max_attempts=N)``) is one offload run: its id is the first attempt's,
 its status, output and error are the latest attempt's, and ``attempts`` counts them.
@@ -58,6 +60,7 @@ class Status(StrEnum):
     CANCELED = "CANCELED"
     CRASHED = "CRASHED"
     TIMED_OUT = "TIMED_OUT"
+    WAITING = "WAITING"  # at a durable wait: no worker, no slot (Run.waiting says until when / for what)
 
     @property
     def is_final(self) -> bool:
@@ -91,7 +94,20 @@ DAGSTER_STATUSES: dict[Status, list[str]] = {
     Status.CRASHED: ["FAILURE"],
     Status.TIMED_OUT: ["FAILURE", "CANCELED"],
     Status.CANCELED: ["CANCELED"],
+    Status.WAITING: ["FAILURE", "NOT_STARTED"],
 }
+SUSPENDED_TAG = "offload/suspended"  # offload/runtime/waits.py
+RESUMES_TAG = "offload/resumes"
+
+
+def waiting_for(record: Mapping[str, Any]) -> str | None:
+    """What a run at a durable wait waits for (``until 2026-...Z``, ``token tok_...``), else None."""
+    tags = tag_dict(record)
+    if record["status"] == "FAILURE" and tags.get(SUSPENDED_TAG):
+        return tags[SUSPENDED_TAG]
+    if record["status"] == "NOT_STARTED" and tags.get(RESUMES_TAG):
+        return tags[RESUMES_TAG]
+    return None
 
 
 def _timed_out(record: Mapping[str, Any], tags: Mapping[str, str]) -> bool:
@@ -122,6 +138,8 @@ def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
     """offload's status of one Dagster run record (``status``, ``tags``, ``startTime``, ``endTime``)."""
     dagster_status = record["status"]
     tags = tag_dict(record)
+    if waiting_for(record) is not None:
+        return Status.WAITING
     if dagster_status in _PLAIN:
         return _PLAIN[dagster_status]
     if dagster_status in ("FAILURE", "CANCELED") and _timed_out(record, tags):
@@ -170,6 +188,7 @@ class Run:
     tags: dict[str, str]
     payload: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)  # what the run published (offload.metadata)
+    waiting: str | None = None  # WAITING: until when (``until 2026-...Z``) or for what (``token tok_...``)
 
     @property
     def is_final(self) -> bool:

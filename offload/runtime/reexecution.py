@@ -46,6 +46,7 @@ from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
 from dagster._time import datetime_from_timestamp
 
 from offload.runtime import monitoring, run_status
+from offload.runtime import waits
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {
@@ -124,8 +125,16 @@ class OffloadInstance(dg.DagsterInstance):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         install()
         monitoring.install()
+        waits.install()  # durable waits: the resumer runs in the daemon (offload/runtime/waits.py)
         super().__init__(*args, **kwargs)
         self._status_storage = run_status.install(self._run_storage)
+
+    def _should_retry_run(self, run: dg.DagsterRun, run_failure_reason: Any) -> bool:
+        """An attempt that ended at a durable wait is resumed, not retried."""
+        decision = waits.should_retry(run)
+        if decision is not None:
+            return decision
+        return bool(super()._should_retry_run(run, run_failure_reason))
 
     def handle_new_event(
         self, event: EventLogEntry, *, batch_metadata: DagsterEventBatchMetadata | None = None

@@ -42,6 +42,7 @@ from offload.webhooks.inbox import Inbox, Incoming, now
 from offload.webhooks.launch import GatewayLauncher
 from offload.webhooks.providers import PROVIDERS, Rejected, load_libraries
 from offload.webhooks.settings import GatewaySettings
+from offload.webhooks.tokens import TokenEndpoint
 from offload.webhooks.writer import InboxWriter
 
 log = logging.getLogger("offload.webhooks")
@@ -188,4 +189,8 @@ def create_app(
     routes = [Route(f"/webhooks/{name}", receiver(name), methods=["POST"]) for name in PROVIDERS]
     routes.append(Route("/healthz", health, methods=["GET"]))
     routes += realtime.routes(lambda: state["realtime"])  # browsers watch runs (offload/webhooks/realtime.py)
+    # Wait tokens (offload/wait.py): the secret in the URL authorises the completion (tokens.py).
+    routes.append(
+        Route("/tokens/{token_id}/{secret}", TokenEndpoint(instance).handle, methods=["GET", "POST"])
+    )
     return Starlette(routes=routes, lifespan=lifespan)

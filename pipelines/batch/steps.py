@@ -1,9 +1,14 @@
 """``batch_processor``'s steps: split the input into batches (fan-out), process each batch, summarize
 (fan-in). Only one batch of items is in memory at a time: ``split`` streams the source and hands each batch
-to the IO manager as soon as it is full, and each ``process_batch`` writes its results to storage."""
+to the IO manager as soon as it is full, and each ``process_batch`` writes its results to storage.
+
+With ``delay_seconds``, batch N starts no sooner than ``(N - 1) * delay_seconds`` after the split, as the
+seed waits between batches: ``process_batch`` waits first (``offload.wait.until``, a durable wait), so the
+run holds no worker and no slot in between, and nothing of the batch runs twice on resume."""
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from offload import metadata, paths
+from offload import metadata, paths, wait
 from offload.log import StepLog
 from offload.result import job_result
 from pipelines.batch import contacts
@@ -31,6 +36,7 @@ class Batch:
     start: int
     items: list[Any]
     unreadable: dict[int, str] = field(default_factory=dict)
+    not_before: float = 0.0  # Unix time: with a delay between batches, the batch waits until then
 
 
 @dataclass(frozen=True)
@@ -77,17 +83,24 @@ def split(
     batches = max(1, -(-total // config.batch_size))
     log.info("splitting", {"items": total, "batch_size": config.batch_size, "batches": batches})
     number, start, items, unreadable = 1, 0, [], {}
+    split_at = time.time()
+
+    def due(number: int) -> float:
+        return split_at + (number - 1) * config.delay_seconds if config.delay_seconds else 0.0
+
     for index, (item, error) in enumerate(entries):
         if error is not None:
             unreadable[index] = error
         items.append(item)
         if len(items) == config.batch_size:
             yield dg.DynamicOutput(
-                Batch(number, batches, start, items, unreadable), mapping_key=f"b{number:05d}"
+                Batch(number, batches, start, items, unreadable, due(number)), mapping_key=f"b{number:05d}"
             )
             number, start, items, unreadable = number + 1, index + 1, [], {}
     if items or number == 1:
-        yield dg.DynamicOutput(Batch(number, batches, start, items, unreadable), mapping_key=f"b{number:05d}")
+        yield dg.DynamicOutput(
+            Batch(number, batches, start, items, unreadable, due(number)), mapping_key=f"b{number:05d}"
+        )
     if config.source is not None:
         source.unlink(missing_ok=True)  # every batch is with the IO manager now
 
@@ -95,6 +108,8 @@ def split(
 @dg.op
 def process_batch(context: dg.OpExecutionContext, batch: Batch, storage: Storage) -> dg.Output[BatchReport]:
     """Normalize each item; store the good ones as JSON Lines, report each bad one by index and reason."""
+    if batch.not_before:
+        wait.until(context, batch.not_before)  # first: the work below never runs before a wait
     log = StepLog(context)
     failures: list[dict[str, Any]] = []
     processed = 0
