@@ -28,10 +28,10 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 
+from benchmarks.support import dagster_deployment
+from benchmarks.support.waiting import wait_for
 from offload.client import Client
 from offload.runtime import waitstore
-from tests.support import dagster_services
-from tests.support.services import wait_for
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "tests" / "wait_workspace.yaml"
 MIB = 1024 * 1024
@@ -59,7 +59,7 @@ def workers(pid: int) -> list[psutil.Process]:
     for process in tree(pid)[1:]:
         try:
             parent = process.parent()
-            if parent is not None and "offload.forkserver" in " ".join(parent.cmdline()):
+            if parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline()):
                 found.append(process)
         except psutil.Error:
             continue
@@ -81,16 +81,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-waits-") as scratch:
         root = Path(scratch)
-        instance = dagster_services.instance_yaml(level_slots=50)
-        services = dagster_services.start(root, instance=instance, workspace=WORKSPACE, deadline=300)
+        instance = dagster_deployment.instance_yaml(level_slots=50)
+        services = dagster_deployment.start(root, instance=instance, workspace=WORKSPACE, deadline=300)
         client = Client(services.url, timeout=300)
         store = waitstore.WaitStore(f"sqlite:///{services.home / 'history' / 'offload_waits.db'}")
         table = waitstore.waits_table
         try:
             warm = trigger(client, "nap", {"until": time.time() + 8}, 1)  # fork server up, code imported
             client.wait(warm[0], timeout=300)
-            rss0, uss0 = memory(tree(services.process.pid))
-            procs0 = len(tree(services.process.pid))
+            rss0, uss0 = memory(tree(services.pid))
+            procs0 = len(tree(services.pid))
 
             later = time.time() + 86400
             started = time.time()
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
 
             rows = wait_for(waiting, 3600, "every run to wait", interval=1.0)
             to_wait = time.time() - started
-            wait_for(lambda: not workers(services.process.pid), 60, "the last workers to exit")
-            rss1, uss1 = memory(tree(services.process.pid))
-            procs1 = len(tree(services.process.pid))
+            wait_for(lambda: not workers(services.pid), 60, "the last workers to exit")
+            rss1, uss1 = memory(tree(services.pid))
+            procs1 = len(tree(services.pid))
 
             first = time.time() + 3
             with store.engine.begin() as connection:
@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> None:
             wait_for(
                 lambda: store.counts().get(waitstore.WAITING, 0) == 0, 600, "no waits left", interval=1.0
             )
-            wait_for(lambda: not workers(services.process.pid), 1800, "resumed runs to finish", interval=1.0)
+            wait_for(lambda: not workers(services.pid), 1800, "resumed runs to finish", interval=1.0)
 
             trigger(client, "sleepy", {"seconds": args.seconds}, args.stock)
             sleeping = wait_for(
-                lambda: (found := workers(services.process.pid)) and len(found) >= args.stock and found,
+                lambda: (found := workers(services.pid)) and len(found) >= args.stock and found,
                 600,
                 "every baseline run to sleep",
             )

@@ -126,7 +126,7 @@ def for_token(context: Any, token: Token | str, *, timeout: timedelta | float | 
 
 
 def for_runs(context: Any, run_ids: Sequence[str], is_final: Any) -> None:
-    """Suspend until every run in ``run_ids`` is final (offload/children.py); returns at once if they
+    """Suspend until every run in ``run_ids`` is final (offload/client/children.py); returns at once if they
     are. ``is_final(run_id) -> bool`` says whether one is, from the caller's view."""
     wait_id = waits.next_wait_id(context)
     done, _ = waits.passed(context, wait_id)

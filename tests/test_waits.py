@@ -27,13 +27,14 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.support import dagster_deployment, postgres, services
+from benchmarks.support.dagster_deployment import DagsterDeployment
+from benchmarks.support.services import gateway_ready
+from benchmarks.support.waiting import free_port, wait_for
 from offload import paths, wait
 from offload.client import Client, Status
-from offload.runs import status_of, waiting_for
+from offload.client.runs import status_of, waiting_for
 from offload.runtime import waitstore
-from tests.support import dagster_services, services
-from tests.support.dagster_services import DagsterServices
-from tests.support.services import gateway_ready, wait_for
 
 WORKSPACE = Path(__file__).parent / "wait_workspace.yaml"
 RUN_TIMEOUT = 120
@@ -41,7 +42,7 @@ RUN_TIMEOUT = 120
 
 @dataclass
 class Deployment:
-    services: DagsterServices
+    services: DagsterDeployment
     client: Client
     gateway_url: str
     root: Path
@@ -65,20 +66,20 @@ def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
     if request.param == "sqlite":
         yield from _deploy(
             root,
-            dagster_services.instance_yaml(),
+            dagster_deployment.instance_yaml(),
             f"sqlite:///{root / 'idempotency.sqlite3'}",
             f"sqlite:///{root / 'home' / 'history' / 'offload_waits.db'}",
         )
     else:
-        with dagster_services.postgres_database() as url:
-            instance = dagster_services.instance_yaml(dagster_services.postgres_storage(url))
+        with postgres.temporary_database() as url:
+            instance = dagster_deployment.instance_yaml(dagster_deployment.postgres_storage(url))
             yield from _deploy(root, instance, url, url)
 
 
 def _deploy(root: Path, instance: str, idempotency_db: str, waits_url: str) -> Iterator[Deployment]:
-    port = services.free_port()
+    port = free_port()
     gateway_url = f"http://127.0.0.1:{port}"
-    dagster = dagster_services.start(
+    dagster = dagster_deployment.start(
         root,
         instance=instance,
         workspace=WORKSPACE,
@@ -223,8 +224,8 @@ def test_a_parent_waiting_on_fifty_children_under_a_limit_of_two_finishes(deploy
     assert run.output == {"indexes": list(range(50))}
 
 
-def _daemon_process(services: DagsterServices) -> psutil.Process:
-    for child in psutil.Process(services.process.pid).children(recursive=True):
+def _daemon_process(services: DagsterDeployment) -> psutil.Process:
+    for child in psutil.Process(services.pid).children(recursive=True):
         if "dagster-daemon" in " ".join(child.cmdline()) or "_daemon" in " ".join(child.cmdline()):
             return child
     raise AssertionError("no daemon process under dagster dev")
@@ -233,10 +234,11 @@ def _daemon_process(services: DagsterServices) -> psutil.Process:
 def _restart(deployment: Deployment) -> None:
     """Kill -9 everything of ``dagster dev`` and start it again on the same instance."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(deployment.services.process.pid, signal.SIGKILL)
+        os.killpg(deployment.services.pid, signal.SIGKILL)
+    assert deployment.services.process is not None
     deployment.services.process.wait(timeout=30)
     deployment.client.close()
-    deployment.services = dagster_services.start(
+    deployment.services = dagster_deployment.start(
         deployment.root,
         instance=deployment.instance,
         workspace=WORKSPACE,
@@ -270,8 +272,8 @@ def test_a_wait_survives_the_daemon_and_then_everything_being_killed(deployment)
 def _link(outbox: Path, word: str) -> str:
     for path in outbox.glob("*.eml"):
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        body = message.get_body(("plain",))  # type: ignore[attr-defined]
-        for line in body.get_content().splitlines():
+        body = message.get_body(("plain",))
+        for line in (body.get_content() if body is not None else "").splitlines():
             if line.startswith(f"{word}: "):
                 return line.split(": ", 1)[1]
     return ""
@@ -329,13 +331,13 @@ def test_batch_processor_waits_between_batches(deployment):
 MANY = 200
 
 
-def run_workers(services: DagsterServices) -> list[psutil.Process]:
-    """This deployment's forked run workers: fork-server children (offload/forkserver.py) in its tree."""
+def run_workers(services: DagsterDeployment) -> list[psutil.Process]:
+    """This deployment's forked run workers: fork-server children (runtime/forkserver.py) in its tree."""
     workers = []
-    for process in psutil.Process(services.process.pid).children(recursive=True):
+    for process in psutil.Process(services.pid).children(recursive=True):
         try:
             parent = process.parent()
-            if parent is not None and "offload.forkserver" in " ".join(parent.cmdline()):
+            if parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline()):
                 workers.append(process)
         except psutil.Error:
             continue
@@ -422,7 +424,8 @@ def test_a_token_completes_once_and_keeps_its_first_data(tmp_path):
     late = store.create_token(1)
     store.expire_tokens(time.time() + 2)
     assert store.complete_token(late.id, {"n": 3}) is False
-    assert store.get_token(late.id).state == waitstore.TOKEN_TIMED_OUT  # type: ignore[union-attr]
+    token = store.get_token(late.id)
+    assert token is not None and token.state == waitstore.TOKEN_TIMED_OUT
 
 
 def test_bad_wait_arguments_are_refused_with_the_field_named():

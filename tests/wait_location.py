@@ -21,10 +21,10 @@ from typing import Any
 import dagster as dg
 
 from offload import paths, wait
-from offload.children import run_child, run_children
-from offload.concurrency import Queue
+from offload.client.children import run_child, run_children
 from offload.payload import payload_mapping
 from offload.result import job_result
+from offload.runtime.concurrency import Queue
 from pipelines.batch import batch_processor
 from pipelines.content import publish_article
 from pipelines.hello_world import hello_world

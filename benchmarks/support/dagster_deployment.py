@@ -139,6 +139,12 @@ class DagsterDeployment:
         self.ready_at = 0.0  # when the last start() found it ready (epoch seconds)
 
     @property
+    def pid(self) -> int:
+        """The ``dagster dev`` process's pid (the leader of its process group); the deployment is started."""
+        assert self.process is not None, "the deployment is not started"
+        return self.process.pid
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

@@ -33,6 +33,7 @@ import httpx
 
 from offload.client import idempotency, subscribe, tokens
 from offload.client.documents import (
+    CANCEL_WAITING,
     EVENTS_QUERY,
     JOBS_QUERY,
     LAUNCH,

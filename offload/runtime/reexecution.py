@@ -45,8 +45,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
 from dagster._time import datetime_from_timestamp
 
-from offload.runtime import monitoring, run_status
-from offload.runtime import waits
+from offload.runtime import monitoring, run_status, waits
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {

@@ -12,7 +12,8 @@ which hands it the daemon's workspace; it starts with the daemon and runs every 
 
 1. a suspended attempt that has ended gets its successor at once: Dagster's re-execution from failure
    (``create_reexecuted_run``, as run retries make it), created NOT_STARTED and tagged ``offload/resumes``.
-   Until the wait is over it is the run's latest attempt: the client shows it ``WAITING`` (offload/runs.py)
+   Until the wait is over it is the run's latest attempt: the client shows it ``WAITING``
+   (offload/client/runs.py)
    and cancels it by marking it canceled (then it never resumes);
 2. when the sleep is due, the token completed or timed out, or every child run is final, the wait's result
    is stored and the successor is submitted to the run coordinator: it queues under every concurrency
@@ -61,7 +62,9 @@ CHILDREN_SECONDS = 1.0  # how often waits for child runs look at their children 
 SWEEP_SECONDS = 5.0  # how often waits whose run was canceled are closed (and their child runs canceled)
 PARK_WORKERS = 4  # successors created at once (each asks the code server for an execution plan)
 START_AT_ONCE = 4  # resumed runs per pass that may start in the daemon's process; the rest are queued
-RETRY_DECISION_GRACE = 30.0  # as offload/runs.py: a failed child without will_retry is final after this
+RETRY_DECISION_GRACE = (
+    30.0  # as offload/client/runs.py: a failed child without will_retry is final after this
+)
 
 
 class Suspended(dg.Failure):

@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from offload import sql
+from offload import sql_engines
 
 _metadata = sa.MetaData()
 waits_table = sa.Table(
@@ -138,7 +138,7 @@ def for_instance(instance: dg.DagsterInstance) -> WaitStore:
 
 class WaitStore:
     def __init__(self, url: str):
-        self.engine = sql.create_engine(url, "waits storage")
+        self.engine = sql_engines.create_engine(url, "waits storage")
         for attempt in range(3):  # two processes creating the tables at once on Postgres: one loses, retries
             try:
                 _metadata.create_all(self.engine)

@@ -20,10 +20,10 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from offload import wait
-from offload.concurrency import Queue
 from offload.log import StepLog
 from offload.payload import check_email, payload_mapping
 from offload.result import job_result
+from offload.runtime.concurrency import Queue
 from resources.email import Email, EmailSender
 from resources.slack import SlackNotifier
 from resources.storage import Storage, key_problem
