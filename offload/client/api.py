@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from offload import trigger_options
 from offload.client import idempotency
 from offload.client.runs import (
     DAGSTER_STATUSES,
@@ -170,8 +171,8 @@ query OffloadEvents($runId: ID!, $cursor: String) {
 fragment OffloadError on PythonError { message className causes { message className } }"""
 
 TERMINATE = """
-mutation OffloadCancel($runId: String!) {
-  terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) { __typename ... on Error { message } }
+mutation OffloadCancel($runId: String!, $policy: TerminateRunPolicy!) {
+  terminateRun(runId: $runId, terminatePolicy: $policy) { __typename ... on Error { message } }
 }"""
 
 
@@ -266,17 +267,30 @@ class Client:
         max_attempts: int | None = None,
         concurrency_key: str | None = None,
         parent_run_id: str | None = None,
+        delay: trigger_options.Duration | datetime | None = None,
+        ttl: trigger_options.Duration | None = None,
+        priority: int | None = None,
+        max_duration: trigger_options.Duration | None = None,
     ) -> RunHandle:
-        """Create a run of ``job`` with ``payload`` and return its handle at once (the run is QUEUED).
+        """Create a run of ``job`` with ``payload`` and return its handle at once (the run is QUEUED, or
+        DELAYED with a ``delay``).
 
         ``idempotency_key``: the same key (per job) within ``idempotency_ttl`` returns the run it created,
         unless that run failed (FAILED, CRASHED, TIMED_OUT), which frees the key. ``max_attempts``: runs
         in all, counting the first (Dagster run retries). ``concurrency_key``: the key of the job's
         queue's per-key limit (else the payload's ``key_field``). ``parent_run_id``: the run is a child of
         that run (offload/client/children.py) and takes its slot on the next nesting level.
+
+        ``delay`` (``"30s"``, ``"2h"``, seconds, a ``timedelta`` or an aware ``datetime``): the run is DELAYED
+        until then. ``ttl``: a run not started within it of becoming due is EXPIRED and never runs.
+        ``priority``: among runs waiting for the same slots, higher starts first. ``max_duration``: the
+        run's max runtime, over the job's own (offload/trigger_options.py).
         """
         info = self._job(job)
-        params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, {})
+        options = trigger_options.option_tags(
+            delay=delay, ttl=ttl, priority=priority, max_duration=max_duration
+        )
+        params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, options)
         if idempotency_key is None:
             return RunHandle(self._launch(info, params), job)
         key = idempotency.check_key(idempotency_key)
@@ -476,7 +490,7 @@ class Client:
         current = _latest(run, attempts)
         status = status_of(current)
         output = error = None
-        if with_events and status.is_final and status is not Status.CANCELED:
+        if with_events and status.is_final and status not in (Status.CANCELED, Status.EXPIRED):
             events = self._events(current["runId"])
             output = result_of(events) if status is Status.COMPLETED else None
             error = error_of(events, tag_dict(current)) if status.is_failure else None
@@ -570,7 +584,11 @@ class Client:
         deadline = time.monotonic() + STARTING_GRACE
         current = self._current(run_id)
         while not status_of(current).is_final:
-            answer = self._graphql(TERMINATE, {"runId": current["runId"]})["terminateRun"]
+            # A DELAYED run was never submitted: Dagster cancels such a run only by marking it canceled
+            # (it cannot be running; the daemon's release after this is refused, offload/runtime/delays.py).
+            delayed = status_of(current) is Status.DELAYED
+            policy = "MARK_AS_CANCELED_IMMEDIATELY" if delayed else "SAFE_TERMINATE"
+            answer = self._graphql(TERMINATE, {"runId": current["runId"], "policy": policy})["terminateRun"]
             if answer["__typename"] == "TerminateRunSuccess":
                 return
             if answer["__typename"] == "RunNotFoundError":

@@ -29,6 +29,10 @@ set on the instance every run goes through the queue: only the daemon counts poo
 
 ``start_at_once: false`` turns the shortcut off (Dagster's queue exactly).
 
+**Delayed runs are held.** A run tagged ``offload/delay_until`` (``trigger(delay=...)``) is left
+``NOT_STARTED``; the daemon queues it when it is due (offload/runtime/delays.py, installed here so that it
+is in place in the daemon).
+
 **No secrets in a run.** Every run passes through here (UI, GraphQL, the client, sensors, the gateway),
 so here the client's secret rules (``offload.payload.run_secret_problems``) are applied to every run's
 config and tags, with this process's secrets known. A run that breaks them is deleted, config and all,
@@ -52,7 +56,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
-from offload.runtime import schema_scripts
+from offload.runtime import delays, schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -74,6 +78,7 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         super().__init__(**kwargs)
         self.start_at_once = start_at_once
         schema_scripts.install()  # each new run's event log file gets a schema check here: without rereading
+        delays.install()  # the daemon releases delayed runs and expires runs past their TTL
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -105,6 +110,9 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
             self._instance.delete_run(run.run_id)
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PayloadError([f"{problems[0]}{more}"])
+        if delays.is_delayed(run):
+            delays.hold(self._instance, run, self.__class__)
+            return self._reload(run)
         if self.start_at_once and run.status == DagsterRunStatus.NOT_STARTED:
             started = self._start_at_once(run, context.workspace)
             if started is not None:
