@@ -15,6 +15,8 @@ triggering process's clock.
 * ``priority``: an integer; among runs waiting for the same slots, higher starts first (Dagster's
   ``dagster/priority`` tag; Trigger.dev's priority is a time offset, offload's is an order).
 * ``max_duration``: seconds (or a duration string) the run may execute, over the job's own limit.
+* ``debounce``: ``(key, window)`` or ``{"key": ..., "delay": ...}``: the run is DELAYED by the window and
+  collects later triggers with the same key (``offload/runtime/debounce.py``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 DELAY_UNTIL_TAG = "offload/delay_until"  # epoch seconds the run may start at (held until then)
 EXPIRES_AT_TAG = "offload/expires_at"  # epoch seconds after which a run that has not started expires
+DEBOUNCE_KEY_TAG = "offload/debounce_key"  # triggers of a job with one key collapse (runtime/debounce.py)
 EXPIRED_TAG = "offload/expired"  # set (to the time) on a run the TTL canceled: offload's status EXPIRED
 PRIORITY_TAG = "dagster/priority"  # Dagster's run queue orders by it (higher first)
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # Dagster's run monitor (and offload's launcher) enforce it
 
+MAX_DEBOUNCE_KEY = 256
 PRIORITY_RANGE = 1_000_000  # |priority| at most this: a bound that keeps the tag a plain small integer
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -79,18 +84,41 @@ def check_priority(priority: int) -> int:
     return priority
 
 
+def debounce_tags(debounce: tuple[str, Duration] | Mapping[str, Any], now: float) -> dict[str, str]:
+    """The tags of a debounced trigger: its key, and its due time one window from ``now``."""
+    if isinstance(debounce, Mapping):
+        unknown = set(debounce) - {"key", "delay"}
+        if unknown or "key" not in debounce or "delay" not in debounce:
+            raise ValueError("debounce: must be (key, window) or {'key': ..., 'delay': ...}")
+        key, window = debounce["key"], debounce["delay"]
+    elif isinstance(debounce, tuple) and len(debounce) == 2:
+        key, window = debounce
+    else:
+        raise ValueError("debounce: must be (key, window) or {'key': ..., 'delay': ...}")
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_DEBOUNCE_KEY:
+        raise ValueError(f"debounce: key {key!r} must be a string of 1-{MAX_DEBOUNCE_KEY} characters")
+    seconds = duration_seconds("debounce", window)
+    return {DEBOUNCE_KEY_TAG: key, DELAY_UNTIL_TAG: _epoch(now + seconds)}
+
+
 def option_tags(
     *,
     delay: Duration | datetime | None = None,
     ttl: Duration | None = None,
     priority: int | None = None,
     max_duration: Duration | None = None,
+    debounce: tuple[str, Duration] | Mapping[str, Any] | None = None,
     now: float | None = None,
 ) -> dict[str, str]:
     """The tags that carry these options on a run (nothing for an option not given)."""
     now = time.time() if now is None else now
     tags: dict[str, str] = {}
     due = now
+    if debounce is not None:
+        if delay is not None:
+            raise ValueError("debounce: give either delay or debounce (the window is the delay)")
+        tags |= debounce_tags(debounce, now)
+        due = float(tags[DELAY_UNTIL_TAG])
     if delay is not None:
         due = due_time(delay, now)
         if due > now:

@@ -4,6 +4,7 @@
 The rules themselves (durations, tags, statuses) are tested as pure functions at the top.
 """
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 from offload.client import Client, Status
 from offload.client.runs import status_of
 from offload.trigger_options import (
+    DEBOUNCE_KEY_TAG,
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
     EXPIRES_AT_TAG,
@@ -50,6 +52,10 @@ def test_durations(value, seconds):
         ({"priority": 1.5}, "priority: 1.5 must be a whole number"),
         ({"priority": True}, "priority: True must be a whole number"),
         ({"max_duration": "forever"}, "max_duration: 'forever' must be a duration"),
+        ({"debounce": ("k",)}, "debounce: must be"),
+        ({"debounce": {"key": "k"}}, "debounce: must be"),
+        ({"debounce": ("", "5s")}, "debounce: key '' must be"),
+        ({"debounce": ("k", "5s"), "delay": "1s"}, "debounce: give either delay or debounce"),
     ],
 )
 def test_bad_options_are_refused_naming_the_field(options, message):
@@ -69,6 +75,14 @@ def test_option_tags():
     assert not is_expired(tags, 1070.0) and is_expired(tags, 1070.1)
     past = datetime.fromtimestamp(990.0, tz=UTC)
     assert option_tags(delay=past, ttl=5, now=1000.0) == {EXPIRES_AT_TAG: "1005.000"}  # due: no delay
+
+
+def test_debounce_tags():
+    tags = option_tags(debounce={"key": "user-1", "delay": "5s"}, ttl=10, now=1000.0)
+    assert tags == {DEBOUNCE_KEY_TAG: "user-1", DELAY_UNTIL_TAG: "1005.000", EXPIRES_AT_TAG: "1015.000"}
+    assert option_tags(debounce=("user-1", 5), now=1000.0) == {
+        k: tags[k] for k in (DEBOUNCE_KEY_TAG, DELAY_UNTIL_TAG)
+    }
 
 
 def test_statuses_of_delayed_and_expired_runs():
@@ -196,6 +210,45 @@ def test_max_duration_ends_a_run_over_it(deployment):
     assert run.status is Status.TIMED_OUT
     assert run.tags["dagster/max_runtime"] == "2"
     assert run.error == "exceeded max runtime of 2 s"
+
+
+def test_fifty_debounced_triggers_are_one_run_with_the_last_payload(deployment):
+    client = deployment.client
+    handles = [
+        client.trigger("free_nap", {"label": f"n{n}"}, debounce=("doc-7", "5s"), tags={"n": str(n)})
+        for n in range(50)
+    ]
+    assert {handle.id for handle in handles} == {handles[0].id}
+    assert client.retrieve(handles[0].id).status is Status.DELAYED
+    run = client.wait(handles[0].id, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output == {"label": "n49"}
+    assert run.tags["n"] == "49" and run.payload == {"label": "n49"}
+    collected = client.list(job="free_nap", tag=(DEBOUNCE_KEY_TAG, "doc-7"), limit=100)
+    assert [r.id for r in collected] == [run.id]
+    # The window has passed and the run started: the next trigger with the key is a new run.
+    again = client.trigger("free_nap", {"label": "again"}, debounce=("doc-7", "1s"))
+    assert again.id != run.id
+    assert client.wait(again.id, timeout=RUN_TIMEOUT).output == {"label": "again"}
+
+
+def test_concurrent_debounced_triggers_are_one_run(deployment):
+    client = deployment.client
+    ids: list[str] = []
+
+    def trigger(n: int) -> None:
+        for m in range(4):
+            payload = {"label": f"t{n}-{m}"}
+            ids.append(client.trigger("free_nap", payload, debounce=("burst", "6s")).id)
+
+    threads = [threading.Thread(target=trigger, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 32 and len(set(ids)) == 1
+    run = client.wait(ids[0], timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.output["label"].startswith("t")
+    assert [r.id for r in client.list(job="free_nap", tag=(DEBOUNCE_KEY_TAG, "burst"))] == [run.id]
 
 
 def test_a_delayed_run_starts_after_a_restart_of_the_daemon(deployment):

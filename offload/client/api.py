@@ -271,6 +271,7 @@ class Client:
         ttl: trigger_options.Duration | None = None,
         priority: int | None = None,
         max_duration: trigger_options.Duration | None = None,
+        debounce: tuple[str, trigger_options.Duration] | Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Create a run of ``job`` with ``payload`` and return its handle at once (the run is QUEUED, or
         DELAYED with a ``delay``).
@@ -284,11 +285,14 @@ class Client:
         ``delay`` (``"30s"``, ``"2h"``, seconds, a ``timedelta`` or an aware ``datetime``): the run is DELAYED
         until then. ``ttl``: a run not started within it of becoming due is EXPIRED and never runs.
         ``priority``: among runs waiting for the same slots, higher starts first. ``max_duration``: the
-        run's max runtime, over the job's own (offload/trigger_options.py).
+        run's max runtime, over the job's own. ``debounce=(key, window)``: triggers of this job with the
+        same key, each within ``window`` of the previous one, are one run (every trigger gets its id),
+        which starts ``window`` after the last trigger with the last trigger's payload and options
+        (offload/trigger_options.py, offload/runtime/debounce.py).
         """
         info = self._job(job)
         options = trigger_options.option_tags(
-            delay=delay, ttl=ttl, priority=priority, max_duration=max_duration
+            delay=delay, ttl=ttl, priority=priority, max_duration=max_duration, debounce=debounce
         )
         params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, options)
         if idempotency_key is None:

@@ -31,7 +31,8 @@ set on the instance every run goes through the queue: only the daemon counts poo
 
 **Delayed runs are held.** A run tagged ``offload/delay_until`` (``trigger(delay=...)``) is left
 ``NOT_STARTED``; the daemon queues it when it is due (offload/runtime/delays.py, installed here so that it
-is in place in the daemon).
+is in place in the daemon). A debounced run (``offload/debounce_key``) may instead be folded into the
+run already collecting its key, whose id the submit then returns (offload/runtime/debounce.py).
 
 **No secrets in a run.** Every run passes through here (UI, GraphQL, the client, sensors, the gateway),
 so here the client's secret rules (``offload.payload.run_secret_problems``) are applied to every run's
@@ -56,7 +57,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
-from offload.runtime import delays, schema_scripts
+from offload.runtime import debounce, delays, schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -110,6 +111,10 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
             self._instance.delete_run(run.run_id)
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PayloadError([f"{problems[0]}{more}"])
+        if debounce.key_of(run) is not None and run.status == DagsterRunStatus.NOT_STARTED:
+            collector = debounce.collapse(self._instance, run)
+            if collector.run_id != run.run_id:
+                return collector  # this trigger's run was folded into it (and deleted)
         if delays.is_delayed(run):
             delays.hold(self._instance, run, self.__class__)
             return self._reload(run)
