@@ -176,6 +176,14 @@ mutation OffloadCancel($runId: String!, $policy: TerminateRunPolicy!) {
 }"""
 
 
+SET_LIMIT = """
+mutation OffloadSetLimit($pool: String!, $limit: Int!) {
+  setConcurrencyLimit(concurrencyKey: $pool, limit: $limit)
+}"""
+CLEAR_LIMIT = """
+mutation OffloadClearLimit($pool: String!) { deleteConcurrencyLimit(concurrencyKey: $pool) }"""
+
+
 @dataclass(frozen=True)
 class _Job:
     name: str
@@ -605,6 +613,23 @@ class Client:
             if current["status"] != "STARTING" or time.monotonic() > deadline:
                 raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
             time.sleep(0.1)
+
+    # -- queue limits ----------------------------------------------------------------------------------
+
+    def set_queue_limit(self, queue: str, limit: int, *, per_key: bool = False) -> None:
+        """Let ``limit`` runs of ``queue`` execute at once (``per_key``: per concurrency key), over what
+        the queue declares, from the daemon's next look at the queue (about a second), without a deploy
+        (offload/runtime/queues.py). Runs already executing go on."""
+        pool = concurrency.pool_name(queue, per_key=per_key)
+        answer = self._graphql(SET_LIMIT, {"pool": pool, "limit": concurrency.check_limit(limit)})
+        if answer.get("setConcurrencyLimit") is not True:
+            raise GraphQLError(f"setting the limit of queue {queue!r}: {answer}")
+
+    def clear_queue_limit(self, queue: str, *, per_key: bool = False) -> None:
+        """Back to the limit ``queue`` declares in code."""
+        answer = self._graphql(CLEAR_LIMIT, {"pool": concurrency.pool_name(queue, per_key=per_key)})
+        if answer.get("deleteConcurrencyLimit") is not True:
+            raise GraphQLError(f"clearing the limit of queue {queue!r}: {answer}")
 
     def close(self) -> None:
         self._graphql.close()

@@ -19,8 +19,8 @@ and only then is its room counted, among the runs queued or in progress besides 
 the runs before the mark saw the run it was about to start as queued, and that run is counted here; one
 that read them after counts this run. If the count says no room (a race lost), the run goes to the queue
 (``RUN_ENQUEUED`` after ``RUN_STARTING`` in its log); two runs racing for one slot may both be queued,
-never both started. Limits are counted with Dagster's own ``TagConcurrencyLimitsCounter``, as the daemon
-counts them.
+never both started. Limits are counted with Dagster's own ``TagConcurrencyLimitsCounter`` with offload's
+run-time queue limits laid over it (offload/runtime/queues.py), as the daemon counts them.
 
 **The launcher must be ready.** A launcher that forks workers from a preloaded server (offload's) says
 whether its server is up: a cold one would hold the request for the seconds of its preload, so the run
@@ -53,11 +53,10 @@ from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES, DagsterRunStatus, RunsFilter
 from dagster._core.workspace.context import BaseWorkspaceRequestContext
 from dagster._serdes import ConfigurableClassData
-from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
-from offload.runtime import debounce, delays, schema_scripts
+from offload.runtime import debounce, delays, queues, schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -80,6 +79,7 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         self.start_at_once = start_at_once
         schema_scripts.install()  # each new run's event log file gets a schema check here: without rereading
         delays.install()  # the daemon releases delayed runs and expires runs past their TTL
+        queues.install()  # the daemon counts queue limits set at run time
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -163,7 +163,8 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         pools = self._instance.get_concurrency_config().pool_config
         if pools.default_pool_limit is not None:
             return True
-        return bool(self._instance.event_log_storage.get_concurrency_keys())
+        keys = self._instance.event_log_storage.get_concurrency_keys()
+        return any(not queues.is_queue_pool(key) for key in keys)  # offload's queue limits are not op pools
 
     def _has_room(self, run: dg.DagsterRun) -> bool:
         """No other run is queued, and ``run`` fits every limit among the other runs in progress."""
@@ -178,7 +179,8 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         ]
         if queue.max_concurrent_runs != -1 and len(in_progress) >= queue.max_concurrent_runs:
             return False
-        counter = TagConcurrencyLimitsCounter(list(queue.tag_concurrency_limits), in_progress)
+        limits = queues.read_limits(self._instance)  # set at run time (offload/runtime/queues.py)
+        counter = queues.QueueLimitsCounter(list(queue.tag_concurrency_limits), in_progress, limits)
         return not counter.is_blocked(run)
 
     def _enqueue(self, run: dg.DagsterRun, reason: str) -> None:

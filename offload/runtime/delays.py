@@ -36,6 +36,7 @@ from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
+from offload.runtime import queues
 from offload.trigger_options import (
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
@@ -102,6 +103,7 @@ def _run_iteration(
 ) -> Iterator[Any]:
     instance = workspace_process_context.instance
     self._offload_instance = instance  # type: ignore[attr-defined]  # for _priority_sort
+    queues.refresh(instance)  # the queue limits set at run time, for this iteration's counts
     try:
         released = release_due(instance, fixed_iteration_time or time.time())
         if released:
