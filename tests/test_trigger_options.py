@@ -4,6 +4,7 @@
 The rules themselves (durations, tags, statuses) are tested as pure functions at the top.
 """
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -249,6 +250,33 @@ def test_concurrent_debounced_triggers_are_one_run(deployment):
     run = client.wait(ids[0], timeout=RUN_TIMEOUT)
     assert run.status is Status.COMPLETED and run.output["label"].startswith("t")
     assert [r.id for r in client.list(job="free_nap", tag=(DEBOUNCE_KEY_TAG, "burst"))] == [run.id]
+
+
+def test_a_queue_limit_changed_while_runs_wait_applies_without_a_restart(deployment):
+    """``naps`` declares one run at once: five gated runs, one executes. Raised to 2 with the command, then
+    to 4 with the client, more start while the services run on; back to the declared limit after."""
+    client = deployment.client
+    gate = deployment.gate("limits")
+    handles = [client.trigger("nap_job", {"label": f"l{n}", "gate": str(gate)}) for n in range(5)]
+
+    def executing() -> int:
+        return sum(client.retrieve(h.id).status is Status.EXECUTING for h in handles)
+
+    try:
+        wait_for(lambda: executing() == 1, "the first run to start")
+        command = [str(dagster_services.BIN / "offload"), "queues", "set", "naps", "2"]
+        env = deployment.services.env
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: executing() == 2, "a second run to start under the limit set by the command")
+        client.set_queue_limit("naps", 4)
+        wait_for(lambda: executing() == 4, "four runs to execute under the limit set by the client")
+        assert sum(client.retrieve(h.id).status is Status.QUEUED for h in handles) == 1
+    finally:
+        client.clear_queue_limit("naps")
+        gate.touch()
+    runs = [client.wait(h.id, timeout=RUN_TIMEOUT) for h in handles]
+    assert all(run.status is Status.COMPLETED for run in runs)
 
 
 def test_a_delayed_run_starts_after_a_restart_of_the_daemon(deployment):
