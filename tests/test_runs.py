@@ -81,7 +81,14 @@ def test_runs_stopped_at_their_max_runtime_timed_out(dagster):
 
 
 def test_final_and_failure_sets():
-    assert {s for s in Status if s.is_final} == {"COMPLETED", "FAILED", "CANCELED", "CRASHED", "TIMED_OUT"}
+    assert {s for s in Status if s.is_final} == {
+        "COMPLETED",
+        "FAILED",
+        "CANCELED",
+        "CRASHED",
+        "TIMED_OUT",
+        "EXPIRED",
+    }
     assert {s for s in Status if s.is_failure} == {"FAILED", "CRASHED", "TIMED_OUT"}
 
 

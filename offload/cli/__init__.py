@@ -5,7 +5,8 @@ instance. ``offload <dagster args>`` defaults it to the project-local ``.dagster
 use), brings its ``dagster.yaml`` up to date (offload's launcher, run monitoring and retries, telemetry off:
 ``offload/runtime/instance.py``) and runs ``dagster <dagster args>``; ``offload dev`` is ``dagster dev`` with
 its UI
-behind offload's guard against other web pages (``offload/runtime/dev_server.py``).
+behind offload's guard against other web pages (``offload/runtime/dev_server.py``); ``offload queues``
+changes queue limits at run time (``offload/cli/queues.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def main() -> None:
 
         sys.exit(scaffold.main(sys.argv[1:]))
     ensure_instance()
+    if sys.argv[1:2] == ["queues"]:  # queue limits at run time (offload/cli/queues.py)
+        from offload.cli import queues
+
+        sys.exit(queues.main(sys.argv[2:]))
     if sys.argv[1:2] == ["dev"]:
         from offload.runtime import dev_server as dev
 

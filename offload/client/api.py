@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
+from offload import trigger_options
 from offload.client import idempotency, subscribe, tokens
 from offload.client.documents import (
-    CANCEL_WAITING,
     EVENTS_QUERY,
     JOBS_QUERY,
     LAUNCH,
@@ -83,6 +83,14 @@ MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
 BATCH_CHUNK = 50  # runs per launchMultipleRuns request: keeps each request well under the timeout
 JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
 STARTING_GRACE = 30.0  # seconds cancel waits for a STARTING run (worker being started) to be cancelable
+
+
+SET_LIMIT = """
+mutation OffloadSetLimit($pool: String!, $limit: Int!) {
+  setConcurrencyLimit(concurrencyKey: $pool, limit: $limit)
+}"""
+CLEAR_LIMIT = """
+mutation OffloadClearLimit($pool: String!) { deleteConcurrencyLimit(concurrencyKey: $pool) }"""
 
 
 @dataclass(frozen=True)
@@ -176,17 +184,34 @@ class Client:
         max_attempts: int | None = None,
         concurrency_key: str | None = None,
         parent_run_id: str | None = None,
+        delay: trigger_options.Duration | datetime | None = None,
+        ttl: trigger_options.Duration | None = None,
+        priority: int | None = None,
+        max_duration: trigger_options.Duration | None = None,
+        debounce: tuple[str, trigger_options.Duration] | Mapping[str, Any] | None = None,
     ) -> RunHandle:
-        """Create a run of ``job`` with ``payload`` and return its handle at once (the run is QUEUED).
+        """Create a run of ``job`` with ``payload`` and return its handle at once (the run is QUEUED, or
+        DELAYED with a ``delay``).
 
         ``idempotency_key``: the same key (per job) within ``idempotency_ttl`` returns the run it created,
         unless that run failed (FAILED, CRASHED, TIMED_OUT), which frees the key. ``max_attempts``: runs
         in all, counting the first (Dagster run retries). ``concurrency_key``: the key of the job's
         queue's per-key limit (else the payload's ``key_field``). ``parent_run_id``: the run is a child of
         that run (offload/client/children.py) and takes its slot on the next nesting level.
+
+        ``delay`` (``"30s"``, ``"2h"``, seconds, a ``timedelta`` or an aware ``datetime``): the run is DELAYED
+        until then. ``ttl``: a run not started within it of becoming due is EXPIRED and never runs.
+        ``priority``: among runs waiting for the same slots, higher starts first. ``max_duration``: the
+        run's max runtime, over the job's own. ``debounce=(key, window)``: triggers of this job with the
+        same key, each within ``window`` of the previous one, are one run (every trigger gets its id),
+        which starts ``window`` after the last trigger with the last trigger's payload and options
+        (offload/trigger_options.py, offload/runtime/debounce.py).
         """
         info = self._job(job)
-        params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, {})
+        options = trigger_options.option_tags(
+            delay=delay, ttl=ttl, priority=priority, max_duration=max_duration, debounce=debounce
+        )
+        params = self._params(info, payload, tags, max_attempts, concurrency_key, parent_run_id, options)
         if idempotency_key is None:
             return RunHandle(self._launch(info, params), job)
         key = idempotency.check_key(idempotency_key)
@@ -386,7 +411,7 @@ class Client:
         current = _latest(run, attempts)
         status = status_of(current)
         output = error = None
-        if with_events and status.is_final and status is not Status.CANCELED:
+        if with_events and status.is_final and status not in (Status.CANCELED, Status.EXPIRED):
             events = self._events(current["runId"])
             output = result_of(events) if status is Status.COMPLETED else None
             error = error_of(events, tag_dict(current)) if status.is_failure else None
@@ -490,8 +515,12 @@ class Client:
                 time.sleep(0.1)
                 current = self._current(run_id)
                 continue
-            query = CANCEL_WAITING if waiting else TERMINATE
-            answer = self._graphql(query, {"runId": current["runId"]})["terminateRun"]
+            # A DELAYED run was never submitted, nor was a WAITING run's resuming attempt: Dagster cancels
+            # such a run only by marking it canceled (the daemon's release after this is refused,
+            # offload/runtime/delays.py; the resumer skips it, offload/runtime/waits.py).
+            unstarted = waiting or status_of(current) is Status.DELAYED
+            policy = "MARK_AS_CANCELED_IMMEDIATELY" if unstarted else "SAFE_TERMINATE"
+            answer = self._graphql(TERMINATE, {"runId": current["runId"], "policy": policy})["terminateRun"]
             if answer["__typename"] == "TerminateRunSuccess":
                 return
             if answer["__typename"] == "RunNotFoundError":
@@ -554,6 +583,23 @@ class Client:
         from offload import wait
 
         return wait.complete_token(token, data)
+
+    # -- queue limits ----------------------------------------------------------------------------------
+
+    def set_queue_limit(self, queue: str, limit: int, *, per_key: bool = False) -> None:
+        """Let ``limit`` runs of ``queue`` execute at once (``per_key``: per concurrency key), over what
+        the queue declares, from the daemon's next look at the queue (about a second), without a deploy
+        (offload/runtime/queues.py). Runs already executing go on."""
+        pool = concurrency.pool_name(queue, per_key=per_key)
+        answer = self._graphql(SET_LIMIT, {"pool": pool, "limit": concurrency.check_limit(limit)})
+        if answer.get("setConcurrencyLimit") is not True:
+            raise GraphQLError(f"setting the limit of queue {queue!r}: {answer}")
+
+    def clear_queue_limit(self, queue: str, *, per_key: bool = False) -> None:
+        """Back to the limit ``queue`` declares in code."""
+        answer = self._graphql(CLEAR_LIMIT, {"pool": concurrency.pool_name(queue, per_key=per_key)})
+        if answer.get("deleteConcurrencyLimit") is not True:
+            raise GraphQLError(f"clearing the limit of queue {queue!r}: {answer}")
 
     def close(self) -> None:
         self._graphql.close()

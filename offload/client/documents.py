@@ -116,14 +116,9 @@ query OffloadEvents($runId: ID!, $cursor: String) {
 }
 fragment OffloadError on PythonError { message className causes { message className } }"""
 
+# SAFE_TERMINATE for a run that may be executing; MARK_AS_CANCELED_IMMEDIATELY for one that never started
+# and never will on its own (DELAYED, or the attempt of a WAITING run that would resume it).
 TERMINATE = """
-mutation OffloadCancel($runId: String!) {
-  terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) { __typename ... on Error { message } }
-}"""
-# A run at a durable wait: its NOT_STARTED attempt is marked canceled, and never resumes.
-CANCEL_WAITING = """
-mutation OffloadCancelWaiting($runId: String!) {
-  terminateRun(runId: $runId, terminatePolicy: MARK_AS_CANCELED_IMMEDIATELY) {
-    __typename ... on Error { message }
-  }
+mutation OffloadCancel($runId: String!, $policy: TerminateRunPolicy!) {
+  terminateRun(runId: $runId, terminatePolicy: $policy) { __typename ... on Error { message } }
 }"""

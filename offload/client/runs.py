@@ -5,6 +5,7 @@ without a server):
 
 | offload | Dagster |
 |---|---|
+| DELAYED | NOT_STARTED tagged ``offload/delay_until`` (``trigger(delay=)``: held until due, then QUEUED) |
 | QUEUED | QUEUED, NOT_STARTED, MANAGED; also FAILURE tagged ``dagster/will_retry`` (a retry is on its way), |
 |   | and FAILURE of a run allowed retries whose ``will_retry`` is not yet written (RETRY_DECISION_GRACE); |
 |   | never a run without a code location (``repositoryOrigin`` null: ``dagster job execute``), which |
@@ -17,6 +18,7 @@ without a server):
 | CRASHED | any other FAILURE: the run worker died or was lost (UNEXPECTED_TERMINATION, RUN_WORKER_RESTART, |
 |   | START_TIMEOUT, RUN_EXCEPTION, or failed from outside the worker, e.g. by run monitoring) |
 | TIMED_OUT | FAILURE or CANCELED of a run tagged ``dagster/max_runtime`` that ran at least that long |
+| EXPIRED | CANCELED tagged ``offload/expired``: not started within its ``ttl``, never ran |
 | CANCELED | CANCELED |
 | WAITING | at a durable wait (offload/wait.py): FAILURE tagged ``offload/suspended`` (the attempt that |
 |   | ended at the wait), NOT_STARTED tagged ``offload/resumes`` (the attempt that resumes it) |
@@ -38,6 +40,7 @@ from typing import Any
 from offload.client.metadata_rules import decode
 from offload.exceptions import CONFIGURATION_ERROR_TAG, ClientError
 from offload.redaction import redact
+from offload.trigger_options import DELAY_UNTIL_TAG, EXPIRED_TAG
 
 RESULT_LABEL = "result"  # offload.result.RESULT_LABEL (that module needs Dagster; a test keeps them equal)
 FAILURE_REASON_TAG = "dagster/failure_reason"
@@ -53,6 +56,7 @@ FAILED_REASONS = {"STEP_FAILURE", "JOB_INITIALIZATION_FAILURE"}
 
 
 class Status(StrEnum):
+    DELAYED = "DELAYED"
     QUEUED = "QUEUED"
     EXECUTING = "EXECUTING"
     COMPLETED = "COMPLETED"
@@ -61,6 +65,7 @@ class Status(StrEnum):
     CRASHED = "CRASHED"
     TIMED_OUT = "TIMED_OUT"
     WAITING = "WAITING"  # at a durable wait: no worker, no slot (Run.waiting says until when / for what)
+    EXPIRED = "EXPIRED"
 
     @property
     def is_final(self) -> bool:
@@ -72,7 +77,9 @@ class Status(StrEnum):
         return self in (Status.FAILED, Status.CRASHED, Status.TIMED_OUT)
 
 
-FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.CRASHED, Status.TIMED_OUT})
+FINAL = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.CRASHED, Status.TIMED_OUT, Status.EXPIRED}
+)
 
 _PLAIN = {
     "QUEUED": Status.QUEUED,
@@ -87,6 +94,7 @@ _PLAIN = {
 
 # Dagster statuses a list filter asks the server for; the mapping above then picks the exact ones.
 DAGSTER_STATUSES: dict[Status, list[str]] = {
+    Status.DELAYED: ["NOT_STARTED"],
     Status.QUEUED: ["QUEUED", "NOT_STARTED", "MANAGED", "FAILURE"],
     Status.EXECUTING: ["STARTING", "STARTED", "SUSPENDED", "CANCELING"],
     Status.COMPLETED: ["SUCCESS"],
@@ -95,6 +103,7 @@ DAGSTER_STATUSES: dict[Status, list[str]] = {
     Status.TIMED_OUT: ["FAILURE", "CANCELED"],
     Status.CANCELED: ["CANCELED"],
     Status.WAITING: ["FAILURE", "NOT_STARTED"],
+    Status.EXPIRED: ["CANCELED"],
 }
 SUSPENDED_TAG = "offload/suspended"  # offload/runtime/waits.py
 RESUMES_TAG = "offload/resumes"
@@ -140,6 +149,10 @@ def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
     tags = tag_dict(record)
     if waiting_for(record) is not None:
         return Status.WAITING
+    if dagster_status == "NOT_STARTED" and DELAY_UNTIL_TAG in tags:
+        return Status.DELAYED
+    if dagster_status == "CANCELED" and EXPIRED_TAG in tags:
+        return Status.EXPIRED
     if dagster_status in _PLAIN:
         return _PLAIN[dagster_status]
     if dagster_status in ("FAILURE", "CANCELED") and _timed_out(record, tags):

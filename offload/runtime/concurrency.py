@@ -31,6 +31,11 @@ KEY_LIMIT_TAG = "offload/key_limit"  # declaration: runs per key at once
 LIMIT_PREFIX = "offload/limit-"  # offload/limit-<N>: <queue>       (job tag)
 KEY_LIMIT_PREFIX = "offload/key-limit-"  # offload/key-limit-<N>: <queue>:<key>  (added by the client)
 
+# Run-time limits (offload/runtime/queues.py) live in Dagster concurrency pools with these names.
+QUEUE_POOL = "offload.queue."
+KEY_POOL = "offload.key."
+MAX_LIMIT = 10_000  # Dagster stores one row per slot of a pool
+
 LIMITS = (*range(1, 11), 12, 15, 20, 25, 30, 40, 50, 100)
 LEVEL_SLOTS = 10  # runs at once per nesting level; the embedded instance's only global cap
 
@@ -141,3 +146,20 @@ def tag_concurrency_limits(level_slots: int = LEVEL_SLOTS) -> list[dict[str, Any
     for prefix in (LIMIT_PREFIX, KEY_LIMIT_PREFIX):
         rules += [rule(f"{prefix}{n}", n) for n in LIMITS]
     return rules
+
+
+def pool_name(queue: str, *, per_key: bool = False) -> str:
+    """The pool that holds ``queue``'s run-time limit (its per-key limit with ``per_key``)."""
+    if not isinstance(queue, str) or not is_valid_id(queue):
+        raise ValueError(f"queue name: {queue!r} {ID_RULE}")
+    return f"{KEY_POOL if per_key else QUEUE_POOL}{queue}"
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit: {limit!r} must be a whole number from 1 to {MAX_LIMIT:,}")
+    return limit
+
+
+def is_queue_pool(name: str) -> bool:
+    return name.startswith((QUEUE_POOL, KEY_POOL))

@@ -19,8 +19,8 @@ and only then is its room counted, among the runs queued or in progress besides 
 the runs before the mark saw the run it was about to start as queued, and that run is counted here; one
 that read them after counts this run. If the count says no room (a race lost), the run goes to the queue
 (``RUN_ENQUEUED`` after ``RUN_STARTING`` in its log); two runs racing for one slot may both be queued,
-never both started. Limits are counted with Dagster's own ``TagConcurrencyLimitsCounter``, as the daemon
-counts them.
+never both started. Limits are counted with Dagster's own ``TagConcurrencyLimitsCounter`` with offload's
+run-time queue limits laid over it (offload/runtime/queues.py), as the daemon counts them.
 
 **The launcher must be ready.** A launcher that forks workers from a preloaded server (offload's) says
 whether its server is up: a cold one would hold the request for the seconds of its preload, so the run
@@ -28,6 +28,11 @@ is queued instead and the server starts in the background for the next one. With
 set on the instance every run goes through the queue: only the daemon counts pools.
 
 ``start_at_once: false`` turns the shortcut off (Dagster's queue exactly).
+
+**Delayed runs are held.** A run tagged ``offload/delay_until`` (``trigger(delay=...)``) is left
+``NOT_STARTED``; the daemon queues it when it is due (offload/runtime/delays.py, installed here so that it
+is in place in the daemon). A debounced run (``offload/debounce_key``) may instead be folded into the
+run already collecting its key, whose id the submit then returns (offload/runtime/debounce.py).
 
 **No secrets in a run.** Every run passes through here (UI, GraphQL, the client, sensors, the gateway),
 so here the client's secret rules (``offload.payload.run_secret_problems``) are applied to every run's
@@ -48,11 +53,10 @@ from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES, DagsterRunStatus, RunsFilter
 from dagster._core.workspace.context import BaseWorkspaceRequestContext
 from dagster._serdes import ConfigurableClassData
-from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
-from offload.runtime import schema_scripts
+from offload.runtime import debounce, delays, queues, schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -74,6 +78,8 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         super().__init__(**kwargs)
         self.start_at_once = start_at_once
         schema_scripts.install()  # each new run's event log file gets a schema check here: without rereading
+        delays.install()  # the daemon releases delayed runs and expires runs past their TTL
+        queues.install()  # the daemon counts queue limits set at run time
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -105,6 +111,13 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
             self._instance.delete_run(run.run_id)
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PayloadError([f"{problems[0]}{more}"])
+        if debounce.key_of(run) is not None and run.status == DagsterRunStatus.NOT_STARTED:
+            collector = debounce.collapse(self._instance, run)
+            if collector.run_id != run.run_id:
+                return collector  # this trigger's run was folded into it (and deleted)
+        if delays.is_delayed(run):
+            delays.hold(self._instance, run, self.__class__)
+            return self._reload(run)
         if self.start_at_once and run.status == DagsterRunStatus.NOT_STARTED:
             started = self._start_at_once(run, context.workspace)
             if started is not None:
@@ -150,7 +163,8 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         pools = self._instance.get_concurrency_config().pool_config
         if pools.default_pool_limit is not None:
             return True
-        return bool(self._instance.event_log_storage.get_concurrency_keys())
+        keys = self._instance.event_log_storage.get_concurrency_keys()
+        return any(not queues.is_queue_pool(key) for key in keys)  # offload's queue limits are not op pools
 
     def _has_room(self, run: dg.DagsterRun) -> bool:
         """No other run is queued, and ``run`` fits every limit among the other runs in progress."""
@@ -165,7 +179,8 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         ]
         if queue.max_concurrent_runs != -1 and len(in_progress) >= queue.max_concurrent_runs:
             return False
-        counter = TagConcurrencyLimitsCounter(list(queue.tag_concurrency_limits), in_progress)
+        limits = queues.read_limits(self._instance)  # set at run time (offload/runtime/queues.py)
+        counter = queues.QueueLimitsCounter(list(queue.tag_concurrency_limits), in_progress, limits)
         return not counter.is_blocked(run)
 
     def _enqueue(self, run: dg.DagsterRun, reason: str) -> None:
