@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.support import dagster_deployment
 from benchmarks.trigger_to_start import milestones
 from offload.client import Client
 from offload.trigger_options import DELAY_UNTIL_TAG
-from tests.support import dagster_services
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     delayed: list[dict[str, float]] = []
     reference: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        services = dagster_services.start(Path(tmp) / "offload")
+        services = dagster_deployment.start(Path(tmp) / "offload")
         client = Client(services.url)
         try:
             for n in range(args.rounds):

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.support import dagster_deployment, postgres
+from benchmarks.support.dagster_deployment import DagsterDeployment
+from benchmarks.support.waiting import wait_for
 from offload.client import Client, Status
 from offload.client.runs import status_of
 from offload.trigger_options import (
@@ -26,8 +29,6 @@ from offload.trigger_options import (
     is_held,
     option_tags,
 )
-from tests.support import dagster_services
-from tests.support.dagster_services import DagsterServices
 
 HERE = Path(__file__).parent
 RUN_TIMEOUT = 120
@@ -104,7 +105,7 @@ def test_statuses_of_delayed_and_expired_runs():
 class Deployment:
     root: Path
     instance: str
-    services: DagsterServices
+    services: DagsterDeployment
     client: Client
 
     def restart(self) -> None:
@@ -118,18 +119,20 @@ class Deployment:
         return self.root / f"gate-{name}"
 
 
-def start(root: Path, instance: str) -> DagsterServices:
-    return dagster_services.start(root, instance=instance, workspace=HERE / "options_workspace.yaml")
+def start(root: Path, instance: str) -> DagsterDeployment:
+    return dagster_deployment.start(root, instance=instance, workspace=HERE / "options_workspace.yaml")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp(f"options-{request.param}")
     if request.param == "sqlite":
-        yield from _deploy(root, dagster_services.instance_yaml())
+        yield from _deploy(root, dagster_deployment.instance_yaml())
     else:
-        with dagster_services.postgres_database() as url:
-            yield from _deploy(root, dagster_services.instance_yaml(dagster_services.postgres_storage(url)))
+        with postgres.temporary_database() as url:
+            yield from _deploy(
+                root, dagster_deployment.instance_yaml(dagster_deployment.postgres_storage(url))
+            )
 
 
 def _deploy(root: Path, instance: str) -> Iterator[Deployment]:
@@ -140,16 +143,6 @@ def _deploy(root: Path, instance: str) -> Iterator[Deployment]:
     finally:
         deployment.client.close()
         deployment.services.stop()
-
-
-def wait_for(condition, what: str, deadline: float = RUN_TIMEOUT):
-    give_up = time.monotonic() + deadline
-    while time.monotonic() < give_up:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_delayed_run_waits_then_starts_when_due(deployment):
@@ -168,7 +161,7 @@ def test_a_delayed_run_can_be_canceled_and_never_starts(deployment):
     client.cancel(handle.id)
     assert client.retrieve(handle.id).status is Status.CANCELED
     due = float(client.retrieve(handle.id).tags[DELAY_UNTIL_TAG])
-    wait_for(lambda: time.time() > due + 3, "the canceled run's due time to pass")
+    wait_for(lambda: time.time() > due + 3, RUN_TIMEOUT, "the canceled run's due time to pass")
     run = client.retrieve(handle.id)
     assert run.status is Status.CANCELED and run.started_at is None
 
@@ -177,10 +170,12 @@ def test_a_run_not_started_within_its_ttl_expires_and_never_runs(deployment):
     client = deployment.client
     gate = deployment.gate("ttl")
     holder = client.trigger("nap_job", {"label": "holder", "gate": str(gate)})
-    wait_for(lambda: client.retrieve(holder.id).status is Status.EXECUTING, "the holder to start")
+    wait_for(
+        lambda: client.retrieve(holder.id).status is Status.EXECUTING, RUN_TIMEOUT, "the holder to start"
+    )
     late = client.trigger("nap_job", {"label": "late"}, ttl="2s")
     expired = lambda: (r := client.retrieve(late.id)).status is Status.EXPIRED and r  # noqa: E731
-    run = wait_for(expired, "the TTL to expire")
+    run = wait_for(expired, RUN_TIMEOUT, "the TTL to expire")
     gate.touch()
     assert client.wait(holder.id, timeout=RUN_TIMEOUT).status is Status.COMPLETED
     assert run.started_at is None and client.retrieve(late.id).status is Status.EXPIRED
@@ -190,7 +185,9 @@ def test_higher_priority_starts_first_among_runs_waiting_for_one_slot(deployment
     client = deployment.client
     gate = deployment.gate("priority")
     holder = client.trigger("nap_job", {"label": "holder", "gate": str(gate)})
-    wait_for(lambda: client.retrieve(holder.id).status is Status.EXECUTING, "the holder to start")
+    wait_for(
+        lambda: client.retrieve(holder.id).status is Status.EXECUTING, RUN_TIMEOUT, "the holder to start"
+    )
     waiting = {
         priority: client.trigger("nap_job", {"label": f"p{priority}"}, priority=priority)
         for priority in (0, 5, -3, 10)  # triggered in this order: FIFO would start them in it
@@ -263,14 +260,18 @@ def test_a_queue_limit_changed_while_runs_wait_applies_without_a_restart(deploym
         return sum(client.retrieve(h.id).status is Status.EXECUTING for h in handles)
 
     try:
-        wait_for(lambda: executing() == 1, "the first run to start")
-        command = [str(dagster_services.BIN / "offload"), "queues", "set", "naps", "2"]
+        wait_for(lambda: executing() == 1, RUN_TIMEOUT, "the first run to start")
+        command = [str(dagster_deployment.BIN / "offload"), "queues", "set", "naps", "2"]
         env = deployment.services.env
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
-        wait_for(lambda: executing() == 2, "a second run to start under the limit set by the command")
+        wait_for(
+            lambda: executing() == 2, RUN_TIMEOUT, "a second run to start under the limit set by the command"
+        )
         client.set_queue_limit("naps", 4)
-        wait_for(lambda: executing() == 4, "four runs to execute under the limit set by the client")
+        wait_for(
+            lambda: executing() == 4, RUN_TIMEOUT, "four runs to execute under the limit set by the client"
+        )
         assert sum(client.retrieve(h.id).status is Status.QUEUED for h in handles) == 1
     finally:
         client.clear_queue_limit("naps")
@@ -285,7 +286,7 @@ def test_a_delayed_run_starts_after_a_restart_of_the_daemon(deployment):
     due = float(deployment.client.retrieve(handle.id).tags[DELAY_UNTIL_TAG])
     assert deployment.client.retrieve(handle.id).status is Status.DELAYED
     deployment.services.stop()
-    wait_for(lambda: time.time() > due + 1, "the due time to pass with every service down")
+    wait_for(lambda: time.time() > due + 1, RUN_TIMEOUT, "the due time to pass with every service down")
     deployment.restart()
     run = deployment.client.wait(handle.id, timeout=RUN_TIMEOUT)
     assert run.status is Status.COMPLETED and run.output == {"label": "survivor"}
