@@ -52,7 +52,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
-from offload.runtime import schema_scripts
+from offload.runtime import event_log_files, schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -74,6 +74,7 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         super().__init__(**kwargs)
         self.start_at_once = start_at_once
         schema_scripts.install()  # each new run's event log file gets a schema check here: without rereading
+        event_log_files.install()  # ... and is created here: copied from a template, not built anew
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
