@@ -72,6 +72,18 @@ def default_url() -> str:
     return os.environ.get("OFFLOAD_IDEMPOTENCY_DB") or f"sqlite:///{paths.data_dir() / 'idempotency.sqlite3'}"
 
 
+def make_engine(url: str) -> sa.Engine:
+    """An engine for the keys' database (the batch tables share it: offload/client/batches.py)."""
+    if url.startswith("sqlite:///"):
+        database = os.path.abspath(url.removeprefix("sqlite:///"))
+        os.makedirs(os.path.dirname(database), exist_ok=True)
+        # A writer waits for the lock instead of failing at once; WAL lets readers read meanwhile.
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_wal)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
 @dataclass(frozen=True)
 class Claim:
     """The outcome of ``claim``: either ours to launch (``run_id`` None) or somebody's run."""
@@ -87,14 +99,7 @@ class IdempotencyStore:
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
-        if self.url.startswith("sqlite:///"):
-            database = os.path.abspath(self.url.removeprefix("sqlite:///"))
-            os.makedirs(os.path.dirname(database), exist_ok=True)
-            # A writer waits for the lock instead of failing at once; WAL lets readers read meanwhile.
-            self.engine = sa.create_engine(self.url, connect_args={"timeout": 30})
-            sa.event.listen(self.engine, "connect", _sqlite_wal)
-        else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self.engine = make_engine(self.url)
         try:
             _metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.SQLAlchemyError:
