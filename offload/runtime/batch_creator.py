@@ -50,12 +50,27 @@ class BatchCreator:
         self.factory = RunFactory(instance, request_context)
         self.instance = instance
         self._request_context = request_context
-        self.store = batches.BatchStore(store_url)
-        self.keys = idempotency.IdempotencyStore(self.store.url)
+        self.store_url = store_url or idempotency.default_url()
+        self._store: batches.BatchStore | None = None
+        self._keys: idempotency.IdempotencyStore | None = None
         self.poll = poll
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batch-create")
         self._stop = threading.Event()
         self.token = uuid.uuid4().hex
+
+    @property
+    def store(self) -> batches.BatchStore:
+        """The batches' tables, opened on first use in the creator's thread: a database that is away when
+        the hosting process (the webserver) starts delays batches, never the process."""
+        if self._store is None:
+            self._store = batches.BatchStore(self.store_url)
+        return self._store
+
+    @property
+    def keys(self) -> idempotency.IdempotencyStore:
+        if self._keys is None:
+            self._keys = idempotency.IdempotencyStore(self.store_url)
+        return self._keys
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="batch-creator", daemon=True)
@@ -73,7 +88,8 @@ class BatchCreator:
                 done = self.run_once()
             except Exception as error:  # the database or the workspace is away: try again shortly
                 log.warning("batch creator: %s", one_line(error))
-                done = 0
+                self._stop.wait(5.0)
+                continue
             if not done:
                 self._stop.wait(self.poll)
 
@@ -83,6 +99,7 @@ class BatchCreator:
         if not items:
             return 0
         context = self._request_context()
+        _ = self.keys  # opened here, not by the pool's threads at once
         list(self._pool.map(lambda item: self._create(item, context), items))
         return len(items)
 
