@@ -18,6 +18,9 @@ every 0.1 s (psutil): a process's CPU after its last sample is not counted, so C
 bound (a forked run worker lives ~0.5 s; its last ~0.05 s are missed on average).
 
     .venv/bin/python -m benchmarks.run_throughput [--runs 30] [--modes one,batch] [--skip-stock]
+
+``--accept N`` measures only how long ``batch_trigger(wait=False)`` takes to accept N items (three calls),
+with no server: the job is put in the client's cache and the batch goes to a scratch SQLite database.
 """
 
 from __future__ import annotations
@@ -155,12 +158,34 @@ def measure(url: str, keys: str, side: str, mode: str, runs: int, pgid: int) -> 
     return figures
 
 
+def accept(items: int) -> None:
+    from offload.client.api import _Job
+
+    with tempfile.TemporaryDirectory(prefix="run-throughput-accept-") as tmp:
+        client = Client("http://127.0.0.1:9", idempotency_db=f"sqlite:///{tmp}/keys.sqlite3")
+        client._jobs = {"hello_world": _Job("hello_world", "location", "repository", {})}
+        client._jobs_loaded = time.monotonic() + 1e9  # never listed again: no server here
+        client._batch_store()
+        for call in range(3):
+            start = time.perf_counter()
+            payloads = [{"name": f"R{index}"} for index in range(items)]
+            result = client.batch_trigger(
+                "hello_world", payloads, wait=False, batch_idempotency_key=f"k{call}"
+            )
+            print(f"{len(result.runs):,} items accepted in {time.perf_counter() - start:.2f} s")
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="runs per measurement (max 1,000)")
     parser.add_argument("--modes", default="one,batch", help="one, batch or both (comma-separated)")
     parser.add_argument("--skip-stock", action="store_true", help="offload only")
+    parser.add_argument("--accept", type=int, metavar="N", help="only: batch_trigger accepting N items")
     args = parser.parse_args(argv)
+    if args.accept:
+        accept(min(args.accept, 1000))
+        return 0
     runs, modes = min(args.runs, 1000), [mode.strip() for mode in args.modes.split(",")]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     results: dict[tuple[str, str], dict[str, float]] = {}
