@@ -68,8 +68,9 @@ def deployment(request, tmp_path_factory) -> Iterator[Deployment]:
 
 
 def _deploy(root: Path, instance: str, idempotency_db: str) -> Iterator[Deployment]:
+    # offload dev: its webserver also creates the runs of batch_trigger (offload/runtime/batch_creator.py).
     services = dagster_deployment.start(
-        root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db}
+        root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": idempotency_db}, cli="offload"
     )
     client = Client(services.url, idempotency_db=idempotency_db)
     try:

@@ -4,12 +4,14 @@ Imports no Dagster: a web app installs only the client (clients/python, docs/cli
 
 from offload.client.api import IDEMPOTENCY_TAG, Client
 from offload.client.asyncio import AsyncClient
+from offload.client.batches import BatchItem
 from offload.client.runs import BatchResult, Run, RunHandle, Status
 from offload.client.tokens import InvalidTokenError, create_public_token, verify_public_token
 
 __all__ = [
     "IDEMPOTENCY_TAG",
     "AsyncClient",
+    "BatchItem",
     "BatchResult",
     "Client",
     "InvalidTokenError",

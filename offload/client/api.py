@@ -32,8 +32,11 @@ from typing import Any
 import httpx
 
 from offload import trigger_options
-from offload.client import idempotency, subscribe, tokens
+from offload.client import batches, idempotency, subscribe, tokens
+from offload.client.batches import BatchItem
 from offload.client.documents import (
+    CLEAR_LIMIT,
+    SET_LIMIT,
     EVENTS_QUERY,
     JOBS_QUERY,
     LAUNCH,
@@ -70,7 +73,7 @@ from offload.labels import label_tags
 from offload.payload_rules import config_error_line, payload_problems, tag_problem
 from offload.runtime import concurrency, max_runtime
 
-__all__ = ["BatchResult", "Client", "Run", "RunHandle", "Status"]
+__all__ = ["BatchItem", "BatchResult", "Client", "Run", "RunHandle", "Status"]
 
 IDEMPOTENCY_TAG = "offload/idempotency_key"
 CONCURRENCY_KEY_TAG = "offload/concurrency_key"
@@ -80,17 +83,10 @@ RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 ROOT_RUN_TAG = "dagster/root_run_id"
 RESERVED_TAG_PREFIXES = ("dagster/", ".dagster/", "offload/")
 MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
-BATCH_CHUNK = 50  # runs per launchMultipleRuns request: keeps each request well under the timeout
 JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
 STARTING_GRACE = 30.0  # seconds cancel waits for a STARTING run (worker being started) to be cancelable
 
 
-SET_LIMIT = """
-mutation OffloadSetLimit($pool: String!, $limit: Int!) {
-  setConcurrencyLimit(concurrencyKey: $pool, limit: $limit)
-}"""
-CLEAR_LIMIT = """
-mutation OffloadClearLimit($pool: String!) { deleteConcurrencyLimit(concurrencyKey: $pool) }"""
 
 
 @dataclass(frozen=True)
@@ -137,6 +133,7 @@ class Client:
         self.url = self._graphql.url
         self._idempotency_db = idempotency_db
         self._store: idempotency.IdempotencyStore | None = None
+        self._batches: batches.BatchStore | None = None
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._jobs_loaded = 0.0
@@ -240,40 +237,98 @@ class Client:
     def batch_trigger(
         self,
         job: str,
-        payloads: Iterable[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any] | BatchItem],
         *,
+        batch_idempotency_key: str | None = None,
         tags: Mapping[str, str] | None = None,
         max_attempts: int | None = None,
+        wait: bool = True,
+        timeout: float = 600.0,
     ) -> BatchResult:
-        """Create one run per payload (at most 1,000). A bad item gets its error in the result, in its
-        place; the others are created all the same."""
-        items = builtins.list(payloads)
-        if len(items) > MAX_BATCH:
-            raise ValueError(f"batch_trigger: at most {MAX_BATCH:,} payloads per call, got {len(items):,}")
+        """Create one run per item (at most 1,000): a payload, or a ``BatchItem`` with its own options
+        (idempotency key, tags, attempts, concurrency key). Returns a ``BatchResult`` in item order: a
+        handle, or that item's error (the others are created all the same); ``.id`` is the batch's.
+
+        The batch is written in one transaction and its runs are created server-side
+        (offload/client/batches.py): no request lasts longer than that write, and a call repeated with the
+        same ``batch_idempotency_key`` (after a timeout, a crash) returns the first call's batch, creating
+        nothing twice. ``wait``: return once every run is created or refused (at most ``timeout`` seconds;
+        items still pending are in ``.pending``, their handles already carry the runs' ids); ``False``
+        returns at once (then ``batch(id)`` reads the outcome).
+        """
+        listed = builtins.list(items)
+        if len(listed) > MAX_BATCH:
+            raise ValueError(f"batch_trigger: at most {MAX_BATCH:,} items per call, got {len(listed):,}")
+        key = None if batch_idempotency_key is None else idempotency.check_key(batch_idempotency_key)
+        common_tags = _user_tags(tags)
         info = self._job(job)
-        results: list[RunHandle | ClientError | None] = [None] * len(items)
-        to_launch: list[tuple[int, dict[str, Any]]] = []
-        for index, payload in enumerate(items):
-            try:
-                to_launch.append((index, self._params(info, payload, tags, max_attempts, None, None, {})))
-            except ClientError as error:
-                results[index] = error
-        chunks = [to_launch[i : i + BATCH_CHUNK] for i in range(0, len(to_launch), BATCH_CHUNK)]
+        store = self._batch_store()
+        batch_id = store.find(job, key) if key is not None else None
+        if batch_id is None:
+            new = [self._batch_item(info, item, common_tags, max_attempts) for item in listed]
+            batch_id, _ = store.submit(job, new, key)
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while wait and store.pending(batch_id) and time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 1.0)
+        return self.batch(batch_id)
 
-        def launch(chunk: list[tuple[int, dict[str, Any]]]) -> None:
-            data = self._graphql(LAUNCH_MANY, {"params": [params for _, params in chunk]})
-            answer = data["launchMultipleRuns"]
-            if answer["__typename"] != "LaunchMultipleRunsResult":
-                raise GraphQLError(f"batch_trigger {job}: {answer.get('message')}")
-            for (index, _), result in zip(chunk, answer["launchMultipleRunsResult"], strict=True):
-                try:
-                    results[index] = RunHandle(self._launch_result(info, result), job)
-                except ClientError as error:
-                    results[index] = error
+    def batch(self, batch_id: str) -> BatchResult:
+        """A batch's items now: each a handle (its run, created or about to be: see ``.pending``) or its
+        error."""
+        store = self._batch_store()
+        job = store.job_of(batch_id)
+        if job is None:
+            raise RunNotFoundError(f"no batch {batch_id!r} in {store.url.split('://')[0]} database")
+        results: list[RunHandle | ClientError] = []
+        pending = []
+        for row in store.items(batch_id):
+            if row.state == batches.FAILED:
+                error = row.error or {}
+                lines = error.get("lines") or ["failed"]
+                kind = error.get("kind")
+                results.append(
+                    InvalidPayloadError(job, lines) if kind == "payload"
+                    else UnknownJobError(lines[0]) if kind == "job" else ClientError(lines[0])
+                )  # fmt: skip
+                continue
+            if row.state == batches.PENDING:
+                pending.append(row.index)
+            own = batches.run_id_for(batch_id, row.index)  # else an idempotency key's earlier run
+            results.append(RunHandle(row.run_id, job, existing=row.run_id != own))
+        return BatchResult(results, id=batch_id, pending=tuple(pending))
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            builtins.list(pool.map(launch, chunks))
-        return BatchResult([item for item in results if item is not None])
+    def _batch_item(
+        self, info: _Job, item: Mapping[str, Any] | BatchItem, common_tags: Mapping[str, str],
+        max_attempts: int | None,
+    ) -> batches.NewItem:  # fmt: skip
+        """An item checked as ``trigger`` checks its arguments; a refused one carries its error lines."""
+        entry = item if isinstance(item, BatchItem) else BatchItem(item)
+        try:
+            params = self._params(
+                info, entry.payload, {**common_tags, **(entry.tags or {})},
+                entry.max_attempts if entry.max_attempts is not None else max_attempts,
+                entry.concurrency_key, None, {},
+            )  # fmt: skip
+            key = None if entry.idempotency_key is None else idempotency.check_key(entry.idempotency_key)
+            ttl = idempotency.ttl_seconds(entry.idempotency_ttl)
+        except InvalidPayloadError as error:
+            return batches.NewItem(error={"kind": "payload", "lines": error.lines})
+        except (ClientError, ValueError) as error:
+            return batches.NewItem(error={"kind": "error", "lines": [str(error)]})
+        run_tags = {tag["key"]: tag["value"] for tag in params["executionMetadata"]["tags"]}
+        if key is not None:
+            run_tags[IDEMPOTENCY_TAG] = key
+        return batches.NewItem(
+            config=params["runConfigData"], tags=run_tags, idempotency_key=key, idempotency_ttl=ttl
+        )
+
+    def _batch_store(self) -> batches.BatchStore:
+        with self._lock:
+            if self._batches is None:
+                self._batches = batches.BatchStore(self._idempotency_db)
+            return self._batches
 
     def trigger_and_wait(self, job: str, payload: Mapping[str, Any], *, timeout: float = 600.0,
                          **options: Any) -> Run:  # fmt: skip
@@ -605,6 +660,8 @@ class Client:
         self._graphql.close()
         if self._store is not None:
             self._store.close()
+        if self._batches is not None:
+            self._batches.close()
 
 
 def _latest(run: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -122,3 +122,11 @@ TERMINATE = """
 mutation OffloadCancel($runId: String!, $policy: TerminateRunPolicy!) {
   terminateRun(runId: $runId, terminatePolicy: $policy) { __typename ... on Error { message } }
 }"""
+
+# Queue limits changeable at run time are Dagster concurrency pools (offload/runtime/queues.py).
+SET_LIMIT = """
+mutation OffloadSetLimit($pool: String!, $limit: Int!) {
+  setConcurrencyLimit(concurrencyKey: $pool, limit: $limit)
+}"""
+CLEAR_LIMIT = """
+mutation OffloadClearLimit($pool: String!) { deleteConcurrencyLimit(concurrencyKey: $pool) }"""

@@ -67,10 +67,6 @@ class Claim:
     since: float = 0.0  # when the stale claim was made: a run tagged with the key after it is that claim's
 
 
-if TYPE_CHECKING:
-    pass
-
-
 def __getattr__(name: str) -> Any:
     """The store and its table load on first use (PEP 562): SQLAlchemy takes longer to import than the rest
     of the client, and an app that never passes an idempotency key never needs it."""

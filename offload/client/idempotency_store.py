@@ -24,19 +24,24 @@ keys_table = sa.Table(
 )
 
 
+def make_engine(url: str) -> sa.Engine:
+    """An engine for the keys' database (the batch tables share it: offload/client/batches.py)."""
+    if url.startswith("sqlite:///"):
+        database = os.path.abspath(url.removeprefix("sqlite:///"))
+        os.makedirs(os.path.dirname(database), exist_ok=True)
+        # A writer waits for the lock instead of failing at once; WAL lets readers read meanwhile.
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_wal)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
 class IdempotencyStore:
     """The ``(job, key) -> run id`` table. Safe to share between threads; one per process is enough."""
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
-        if self.url.startswith("sqlite:///"):
-            database = os.path.abspath(self.url.removeprefix("sqlite:///"))
-            os.makedirs(os.path.dirname(database), exist_ok=True)
-            # A writer waits for the lock instead of failing at once; WAL lets readers read meanwhile.
-            self.engine = sa.create_engine(self.url, connect_args={"timeout": 30})
-            sa.event.listen(self.engine, "connect", _sqlite_wal)
-        else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self.engine = make_engine(self.url)
         try:
             _metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.SQLAlchemyError:

@@ -210,9 +210,11 @@ class Run:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """``batch_trigger``'s answer, in the order of the payloads: a handle, or the error of that item."""
+    """``batch_trigger``'s answer, in the order of the items: a handle, or the error of that item."""
 
     items: list[RunHandle | ClientError]
+    id: str = ""  # the batch's id (Client.batch reads it again)
+    pending: tuple[int, ...] = ()  # indexes whose runs are still being created (their ids are known)
 
     @property
     def runs(self) -> list[RunHandle]:

@@ -56,7 +56,7 @@ from dagster._serdes import ConfigurableClassData
 
 from offload.errors import PayloadError
 from offload.payload import run_secret_problems
-from offload.runtime import debounce, delays, queues, schema_scripts
+from offload.runtime import debounce, delays, event_log_files, queues, schema_scripts
 
 log = logging.getLogger("offload.runtime.coordinator")
 
@@ -80,6 +80,7 @@ class OffloadRunCoordinator(QueuedRunCoordinator):
         schema_scripts.install()  # each new run's event log file gets a schema check here: without rereading
         delays.install()  # the daemon releases delayed runs and expires runs past their TTL
         queues.install()  # the daemon counts queue limits set at run time
+        event_log_files.install()  # ... and is created here: copied from a template, not built anew
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:

@@ -3,9 +3,8 @@
 ``dagster dev`` starts three things: code servers, the daemon, and ``python -m dagster_webserver <args>``.
 ``main`` runs Dagster's own dev command in this process with one change: that webserver command becomes
 ``python -m offload.runtime.dev_server <same args>``, which is dagster-webserver's own command line with the
-app it
-builds
-wrapped in the guard. Everything else (daemon, code servers, shutdown, options) is Dagster's code, unchanged.
+app it builds wrapped in the guard, and the batch creator (offload/runtime/batch_creator.py) started beside
+it. Everything else (daemon, code servers, shutdown, options) is Dagster's code, unchanged.
 
 Both hooks are checked: if a Dagster upgrade renames what they replace, or ``dagster dev`` starts its
 daemon without having started the webserver through the hook, ``offload dev`` stops with an error instead of
@@ -77,13 +76,19 @@ def serve_webserver() -> None:
     """dagster-webserver's command line (``sys.argv``), its app wrapped in ``UIGuard``."""
     import dagster_webserver.cli as webserver_cli
 
+    from offload.runtime import batch_creator
     from offload.runtime.ui_guard import UIGuard
 
     hosts = _hosts_or_exit()
     create_app = _hook(webserver_cli, "create_app_from_workspace_process_context")
 
     def create_guarded_app(*args: Any, **kwargs: Any) -> UIGuard:
-        return UIGuard(create_app(*args, **kwargs), hosts)
+        context = args[0] if args else kwargs["workspace_process_context"]
+        app = UIGuard(create_app(*args, **kwargs), hosts)
+        # The runs of ``Client.batch_trigger``'s batches are made here, beside the workspace the webserver
+        # holds (offload/runtime/batch_creator.py).
+        batch_creator.start(context.instance, context.create_request_context)
+        return app
 
     # The guard is an ASGI app like the Starlette app it wraps, which is all uvicorn.run asks of it.
     webserver_cli.create_app_from_workspace_process_context = create_guarded_app  # type: ignore[assignment]

@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import deserialize_value, serialize_value
 
-from offload.runtime import schema_scripts
+from offload.runtime import event_log_files, schema_scripts
 
 DEFAULT_PRELOAD = ("dagster", "definitions")
 READY = b"ready"  # the server's first line: its preload is done
@@ -218,6 +218,7 @@ def serve(reply_to: int, preload: Sequence[str]) -> None:
     sys.path.insert(0, os.getcwd())
     for module in preload:
         __import__(module)
+    event_log_files.install()  # a worker that writes its run's first event copies the template
     schema_scripts.warm()  # every worker checks the storage schema: inherit alembic's scripts read once
     # What the server imported is never freed: take it out of the garbage collector's sight, so a worker's
     # first full collection does not walk (and copy, page by page) the whole code location: 0.1-0.3 s.

@@ -8,13 +8,12 @@ failed after ``run_monitoring.start_timeout_seconds`` (180 s by default). A work
 minutes, where a STARTED run's crash is found within one monitor poll.
 
 offload's launcher knows the worker's pid from the moment it forks it (``offload/runtime/launcher.py``
-records it
-at once, before the worker runs anything; a worker started Dagster's way records it as it starts), so
-:func:`monitor_starting_run` asks the launcher's health check about STARTING runs too, on every poll
-(``run_monitoring.poll_interval_seconds``). A worker found gone fails the run with the same message as a
-STARTED run's dead worker, and the run retries re-execute it from failure as any other crash. Otherwise
-(worker alive, or its pid not recorded yet) Dagster's own start timeout applies, unchanged. Only
-offload's launcher is asked: another launcher's health check may not expect a run that is still starting.
+records it at once, before the worker runs anything; a worker started Dagster's way records it as it
+starts), so :func:`monitor_starting_run` asks the launcher's health check about STARTING runs too, on every
+poll (``run_monitoring.poll_interval_seconds``). A worker found gone fails the run with the same message as
+a STARTED run's dead worker, and the run retries re-execute it from failure as any other crash. Otherwise
+(worker alive, or its pid not recorded yet) Dagster's own start timeout applies, unchanged. Only offload's
+launcher is asked: another launcher's health check may not expect a run that is still starting.
 
 Dagster has no setting or hook for this, so :func:`install` (called by ``OffloadInstance``, so it is in
 place in the daemon) puts :func:`monitor_starting_run` in the monitor module's place of Dagster's, which
@@ -36,9 +35,8 @@ dagsters_monitor_starting_run = run_monitoring.monitor_starting_run
 
 def monitor_starting_run(instance: dg.DagsterInstance, run_record: RunRecord, logger: logging.Logger) -> None:
     """Fail a STARTING run whose worker offload's launcher finds gone; else Dagster's start timeout."""
-    from offload.runtime.launcher import (
-        OffloadRunLauncher,  # the launcher module needs the instance's imports
-    )
+    # The launcher module needs the instance's imports: imported here, not at the top.
+    from offload.runtime.launcher import OffloadRunLauncher
 
     run = run_record.dagster_run
     launcher = instance.run_launcher

@@ -44,11 +44,8 @@ import dagster as dg
 
 from offload import paths
 from offload.log import redact
-from offload.runtime.dagster_internals import (
-    DagsterRunAlreadyExists,
-    JobSubsetSelector,
-    workspace_process_context,
-)
+from offload.runtime.dagster_internals import DagsterRunAlreadyExists, workspace_process_context
+from offload.runtime.run_factory import JobNotFound, RunFactory
 from offload.webhooks.event import EVENT_TAG, PROVIDER_TAG, WebhookEvent, event_key, run_id_for, run_tags
 from offload.webhooks.inbox import Inbox, InboxRow, now
 
@@ -118,41 +115,17 @@ def create_run(
     tags: Mapping[str, str], run_id: str,
 ) -> str:  # fmt: skip
     """Create the run of ``job_name`` with ``run_id`` and submit it to the instance's run coordinator (the
-    queue, by default); returns the run id. Raises ``dg.DagsterRunAlreadyExistsError`` if ``run_id`` exists.
+    queue, by default); returns the run id. Raises ``DagsterRunAlreadyExists`` if ``run_id`` exists.
 
-    This is what ``dagster job launch`` does, through Dagster's instance API: measured a little faster
-    than the webserver's GraphQL ``launchRun`` (median 310 ms against 348 ms for create + submit under
-    load, benchmarks/webhook_ingest.py), needs no webserver, and takes the run id it is given.
+    The same run factory as the batches' (offload/runtime/run_factory.py: Dagster's instance API, as
+    ``dagster job launch``; where a creation's time goes is measured there): no webserver, and the run id
+    it is given.
     """
-    for location in request_context.code_locations:
-        for repository in location.get_repositories().values():
-            if not repository.has_job(job_name):
-                continue
-            selector = JobSubsetSelector(
-                location_name=location.name, repository_name=repository.name, job_name=job_name,
-                op_selection=None,
-            )  # fmt: skip
-            job = location.get_job(selector)
-            plan = location.get_execution_plan(
-                job, dict(config), step_keys_to_execute=None, known_state=None, instance=instance
-            )
-            run = instance.create_run(
-                job_name=job_name, run_id=run_id, run_config=dict(config), resolved_op_selection=None,
-                step_keys_to_execute=None, op_selection=None, status=None, root_run_id=None,
-                parent_run_id=None, tags={**job.tags, **tags}, job_snapshot=job.job_snapshot,
-                execution_plan_snapshot=plan.execution_plan_snapshot,
-                parent_job_snapshot=job.parent_job_snapshot, remote_job_origin=job.get_remote_origin(),
-                job_code_origin=job.get_python_origin(), asset_selection=None, asset_check_selection=None,
-                asset_graph=repository.asset_graph,
-            )  # fmt: skip
-            try:
-                instance.submit_run(run.run_id, request_context)
-            except Exception as error:
-                # Not left NOT_STARTED where nothing would ever pick it up: the event's run failed to start.
-                instance.report_run_failed(run, f"offload: could not submit the run: {_one_line(error)}")
-                raise
-            return run.run_id
-    raise LookupError(f"job {job_name!r} is not in any code location of the workspace")
+    factory = RunFactory(instance, lambda: request_context)
+    try:
+        return factory.create(job_name, config, tags, run_id, context=request_context)
+    except JobNotFound as error:
+        raise LookupError(str(error)) from None
 
 
 def _one_line(error: BaseException) -> str:
