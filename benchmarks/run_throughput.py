@@ -39,8 +39,8 @@ import httpx
 import psutil
 import yaml
 
+from benchmarks.support import dagster_deployment
 from offload.client import Client
-from tests.support import dagster_services
 
 STOCK_INSTANCE = yaml.safe_dump(
     {
@@ -195,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp) / side
             keys = f"sqlite:///{root / 'keys.sqlite3'}"
             root.mkdir()
-            deployment = dagster_services.start(
+            deployment = dagster_deployment.start(
                 root, deadline=300,
-                instance=STOCK_INSTANCE if side == "stock" else dagster_services.instance_yaml(),
+                instance=STOCK_INSTANCE if side == "stock" else dagster_deployment.instance_yaml(),
                 cli="dagster" if side == "stock" else "offload", env={"OFFLOAD_IDEMPOTENCY_DB": keys},
             )  # fmt: skip
             try:
                 for mode in modes:
-                    group = deployment.process.pid
+                    group = deployment.pid
                     results[(side, mode)] = measure(deployment.url, keys, side, mode, runs, group)
             finally:
                 deployment.stop()

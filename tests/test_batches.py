@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.support import dagster_deployment, postgres
 from offload.client import BatchItem, Client
 from offload.client.batches import BATCH_TAG, BatchStore
-from tests.support import dagster_services
 
 RUN_TIMEOUT = 180.0
 
@@ -27,15 +27,15 @@ def deployment(request, tmp_path_factory) -> Iterator[tuple[Client, str]]:
     root = tmp_path_factory.mktemp(f"batches-{request.param}")
     if request.param == "sqlite":
         keys_db = f"sqlite:///{root / 'idempotency.sqlite3'}"
-        yield from _deploy(root, dagster_services.instance_yaml(), keys_db)
+        yield from _deploy(root, dagster_deployment.instance_yaml(), keys_db)
     else:
-        with dagster_services.postgres_database() as url:
-            instance = dagster_services.instance_yaml(dagster_services.postgres_storage(url))
+        with postgres.temporary_database() as url:
+            instance = dagster_deployment.instance_yaml(dagster_deployment.postgres_storage(url))
             yield from _deploy(root, instance, url)
 
 
 def _deploy(root: Path, instance: str, keys_db: str) -> Iterator[tuple[Client, str]]:
-    services = dagster_services.start(
+    services = dagster_deployment.start(
         root, instance=instance, env={"OFFLOAD_IDEMPOTENCY_DB": keys_db}, cli="offload", deadline=300
     )
     client = Client(services.url, idempotency_db=keys_db)

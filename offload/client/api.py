@@ -36,13 +36,12 @@ from offload.client import batches, idempotency, subscribe, tokens
 from offload.client.batches import BatchItem
 from offload.client.documents import (
     CLEAR_LIMIT,
-    SET_LIMIT,
     EVENTS_QUERY,
     JOBS_QUERY,
     LAUNCH,
-    LAUNCH_MANY,
     RUN_QUERY,
     RUNS_QUERY,
+    SET_LIMIT,
     TERMINATE,
 )
 from offload.client.runs import (
@@ -85,8 +84,6 @@ RESERVED_TAG_PREFIXES = ("dagster/", ".dagster/", "offload/")
 MAX_BATCH = 1000  # Trigger.dev's limit per batch_trigger call
 JOBS_TTL = 60.0  # seconds the job list is trusted before the code location is asked again
 STARTING_GRACE = 30.0  # seconds cancel waits for a STARTING run (worker being started) to be cancelable
-
-
 
 
 @dataclass(frozen=True)
