@@ -27,7 +27,7 @@ ROOT = paths.PROJECT_ROOT
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 IMAGE_ROOT = "/opt/offload"  # the Dockerfile's WORKDIR: the repository's root inside the image
-OFFLOAD_SERVICES = {"code-server", "webserver", "daemon", "webhooks"}
+OFFLOAD_SERVICES = {"code-server", "webserver", "daemon", "webhooks", "batch-creator"}
 # Where each console script's click command lives, to check subcommands and options without running them.
 CLICK_COMMANDS = {"dagster": "dagster._cli", "dagster-webserver": "dagster_webserver.cli",
                   "dagster-daemon": "dagster._daemon.cli"}  # fmt: skip
