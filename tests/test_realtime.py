@@ -51,7 +51,9 @@ class System:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
     root = tmp_path_factory.mktemp("realtime")
-    services = dagster_deployment.start(root, env={"OFFLOAD_REALTIME_SECRET": SECRET}, deadline=300)
+    services = dagster_deployment.start(
+        root, env={"OFFLOAD_REALTIME_SECRET": SECRET}, deadline=300, cli="offload"
+    )
     port = free_port()
     env = services.env | {"OFFLOAD_WEBHOOK_LAUNCH": "sensor", "OFFLOAD_REALTIME_INTERVAL": "0.1"}
     service = gateway(env, port, root / "gateway.log").start()
