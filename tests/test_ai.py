@@ -300,7 +300,7 @@ def test_run_without_key_or_base_url_fails_before_its_first_step(data_dir, monke
     [init_failure] = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
     line = init_failure.event_specific_data.error.message.strip()
     assert line == (
-        "offload.errors.ConfigurationError: OPENAI_API_KEY is not set: set it to your OpenAI API key, "
+        "offload.exceptions.ConfigurationError: OPENAI_API_KEY is not set: set it to your OpenAI API key, "
         "or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key"
     )
 
