@@ -171,8 +171,9 @@ def test_missing_openai_settings_fail_before_the_first_step_with_one_line(tmp_pa
 # -- every job from its example payload, on the production instance ---------------------------------------
 
 # welcome_user's step triggers child runs through the webserver, which a CLI process has not got: it runs
-# in the deployment on the same instance file (tests/test_production_instance.py).
-NEEDS_WEBSERVER = {"welcome_user"}
+# in the deployment on the same instance file (tests/test_production_instance.py). publish_article waits
+# for an editor: its resume needs the daemon (tests/test_waits.py runs it).
+NEEDS_WEBSERVER = {"welcome_user", "publish_article"}
 PARTITION = json.dumps({"dagster/partition": "2026-02-28"})  # daily_report_job reports one day
 
 

@@ -26,6 +26,7 @@ from tests.support.runs import failure_text
 
 # The documented result of each job: the keys of its JSON object (for a list, of each item).
 SHAPES: dict[str, set[str]] = {
+    "publish_article": {"decision"},
     "hello_world": {"message", "completed_at"},
     "typed_task": {"user_id", "record", "fields"},
     "welcome_user": {"greeting", "record"},
@@ -54,9 +55,10 @@ SHAPES: dict[str, set[str]] = {
     "process_video": {"video_id", "outputs"},
     "daily_report_job": {"day", "report_key", "report_url", "runs", "failed", "failure_rate", "emailed_to"},
 }
-# Jobs whose result needs a deployment (child runs go through the webserver): tests/test_client.py and
-# tests/test_children.py check theirs.
-NEEDS_DEPLOYMENT = {"welcome_user"}
+# Jobs whose result needs a deployment (child runs go through the webserver; publish_article resumes after
+# an editor's decision through the daemon): tests/test_client.py, tests/test_children.py and
+# tests/test_waits.py check theirs.
+NEEDS_DEPLOYMENT = {"welcome_user", "publish_article"}
 PAGE = b"<html><body><h1>Front page</h1><p><a href='/a'>a link</a></p></body></html>"
 
 
