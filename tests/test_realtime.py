@@ -51,13 +51,17 @@ class System:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
     root = tmp_path_factory.mktemp("realtime")
+    keys = f"sqlite:///{root / 'idempotency.sqlite3'}"  # shared with offload dev's batch creator
     services = dagster_deployment.start(
-        root, env={"OFFLOAD_REALTIME_SECRET": SECRET}, deadline=300, cli="offload"
+        root,
+        env={"OFFLOAD_REALTIME_SECRET": SECRET, "OFFLOAD_IDEMPOTENCY_DB": keys},
+        deadline=300,
+        cli="offload",
     )
     port = free_port()
     env = services.env | {"OFFLOAD_WEBHOOK_LAUNCH": "sensor", "OFFLOAD_REALTIME_INTERVAL": "0.1"}
     service = gateway(env, port, root / "gateway.log").start()
-    client = Client(services.url, idempotency_db=f"sqlite:///{root / 'idempotency.sqlite3'}")
+    client = Client(services.url, idempotency_db=keys)
     try:
         wait_for(lambda: gateway_ready(port, "off"), 120, "the gateway to answer")
         yield System(services, service, f"http://127.0.0.1:{port}", client)
