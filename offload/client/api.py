@@ -580,9 +580,10 @@ class Client:
             current = self._current(run_id)
             if status_of(current).is_final:  # finished meanwhile: nothing left to cancel
                 return
-            # Dagster refuses a safe terminate while the run is STARTING (its worker is being started; it
-            # cannot be interrupted yet): this lasts well under a second, then the run can be canceled.
-            if current["status"] != "STARTING" or time.monotonic() > deadline:
+            # Dagster refuses a safe terminate while the run is being handed to its worker (NOT_STARTED,
+            # STARTING) and while that worker cannot yet be signalled; the status read above may already be
+            # the next one (STARTING became STARTED meanwhile). Each lasts well under a second: try again.
+            if time.monotonic() > deadline:
                 raise GraphQLError(f"canceling run {run_id}: {answer['__typename']}: {answer.get('message')}")
             time.sleep(0.1)
 

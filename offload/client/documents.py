@@ -120,7 +120,9 @@ fragment OffloadError on PythonError { message className causes { message classN
 # and never will on its own (DELAYED, or the attempt of a WAITING run that would resume it).
 TERMINATE = """
 mutation OffloadCancel($runId: String!, $policy: TerminateRunPolicy!) {
-  terminateRun(runId: $runId, terminatePolicy: $policy) { __typename ... on Error { message } }
+  terminateRun(runId: $runId, terminatePolicy: $policy) {
+    __typename ... on Error { message } ... on TerminateRunFailure { message }
+  }
 }"""
 
 # Queue limits changeable at run time are Dagster concurrency pools (offload/runtime/queues.py).
