@@ -4,7 +4,8 @@ import time.
 
 1. **Import time** of ``offload.client``: ``python -c "import offload.client"`` minus ``python -c pass``,
    median of ``--imports`` runs each, in this project's venv (full install) and in a venv that holds only
-   the thin client (``pip install ./clients/python``, made once under ``var/bench-thin-venv``).
+   the thin client (``pip install ./clients/python``, made once under ``var/bench-thin-venv``). There also
+   ``import httpx`` alone, and the import with the first ``Client()`` (which loads httpx).
 2. **metadata.set -> SSE event**: a gateway (``python -m offload.webhooks serve``, one process, storing
    only, on offload's embedded SQLite instance in a temporary DAGSTER_HOME) and ``--runs`` runs in its run
    storage marked STARTED. The writer publishes through ``offload.metadata.publish``, the code path of
@@ -41,13 +42,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-realtime-secret-0123456789abcdef"
 
 
-def _import_seconds(python: str, runs: int, module: str = "offload.client") -> float:
+CONSTRUCT = "import offload.client; offload.client.Client()"  # the first Client loads httpx
+
+
+def _import_seconds(python: str, runs: int, code: str = "import offload.client") -> float:
     def once(code: str) -> float:
         started = time.perf_counter()
         subprocess.run([python, "-c", code], check=True, cwd="/")
         return time.perf_counter() - started
 
-    samples = [once(f"import {module}") - once("pass") for _ in range(runs)]
+    samples = [once(code) - once("pass") for _ in range(runs)]
     return statistics.median(samples)
 
 
@@ -123,9 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         python = thin_venv()
         # Alternated, so that both see the same load: the client against httpx alone, its floor.
         thin = _import_seconds(python, args.imports)
-        floor = _import_seconds(python, args.imports, "httpx")
+        floor = _import_seconds(python, args.imports, "import httpx")
+        constructed = _import_seconds(python, args.imports, CONSTRUCT)
         print(f"import offload.client: {thin * 1000:.0f} ms in the thin-client venv; import httpx there: "
-              f"{floor * 1000:.0f} ms (ratio {thin / floor:.2f})", flush=True)  # fmt: skip
+              f"{floor * 1000:.0f} ms (ratio {thin / floor:.2f}); import + the first Client(): "
+              f"{constructed * 1000:.0f} ms", flush=True)  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="bench-realtime-") as tmp:
         asyncio.run(_realtime(Path(tmp), args))

@@ -17,7 +17,8 @@ import pytest
 
 from benchmarks.support import dagster_deployment, postgres
 from offload.client import BatchItem, Client
-from offload.client.batches import BATCH_TAG, BatchStore
+from offload.client.batch_store import BatchStore
+from offload.client.batches import BATCH_TAG
 
 RUN_TIMEOUT = 180.0
 

@@ -22,6 +22,22 @@ def test_import_offload_client_loads_no_dagster_nor_the_code_location():
     assert json.loads(out) == []
 
 
+LAZY = """
+import json, sys
+import offload.client
+from offload.client import Client, create_public_token
+print(json.dumps(sorted(m for m in ("httpx", "sqlalchemy", "asyncio", "itsdangerous") if m in sys.modules)))
+"""
+
+
+def test_import_defers_what_only_some_calls_need():
+    """What keeps ``import offload.client`` cheap (benchmarks/realtime.py measures it): httpx loads with the
+    first Client, SQLAlchemy with the first key or batch, itsdangerous with the first token, asyncio with
+    AsyncClient."""
+    out = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []
+
+
 def test_the_client_reads_results_under_the_label_steps_write():
     assert runs.RESULT_LABEL == result.RESULT_LABEL
 

@@ -27,9 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from offload import trigger_options
 from offload.client import batches, idempotency, subscribe, tokens
@@ -59,7 +57,6 @@ from offload.client.runs import (
     timestamp,
     waiting_for,
 )
-from offload.client.transport import GraphQL
 from offload.exceptions import (
     ClientError,
     GraphQLError,
@@ -71,6 +68,11 @@ from offload.exceptions import (
 from offload.labels import label_tags
 from offload.payload_rules import config_error_line, payload_problems, tag_problem
 from offload.runtime import concurrency, max_runtime
+
+if TYPE_CHECKING:
+    import httpx
+
+    from offload.client.batch_store import BatchStore
 
 __all__ = ["BatchItem", "BatchResult", "Client", "Run", "RunHandle", "Status"]
 
@@ -126,11 +128,13 @@ class Client:
         """``auth``: credentials for the proxy in front of the webserver; default from the environment
         (``OFFLOAD_API_TOKEN``, or ``OFFLOAD_API_USER`` and ``OFFLOAD_API_PASSWORD``;
         offload/client/transport.py)."""
+        from offload.client.transport import GraphQL  # httpx: loaded by the first Client, not the import
+
         self._graphql = GraphQL(url, timeout=timeout, auth=auth)
         self.url = self._graphql.url
         self._idempotency_db = idempotency_db
         self._store: idempotency.IdempotencyStore | None = None
-        self._batches: batches.BatchStore | None = None
+        self._batches: BatchStore | None = None
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._jobs_loaded = 0.0
@@ -321,10 +325,12 @@ class Client:
             config=params["runConfigData"], tags=run_tags, idempotency_key=key, idempotency_ttl=ttl
         )
 
-    def _batch_store(self) -> batches.BatchStore:
+    def _batch_store(self) -> BatchStore:
+        from offload.client.batch_store import BatchStore
+
         with self._lock:
             if self._batches is None:
-                self._batches = batches.BatchStore(self._idempotency_db)
+                self._batches = BatchStore(self._idempotency_db)
             return self._batches
 
     def trigger_and_wait(self, job: str, payload: Mapping[str, Any], *, timeout: float = 600.0,
@@ -629,6 +635,8 @@ class Client:
         """Complete a wait token with ``data`` (JSON), by its id (needs ``DAGSTER_HOME``) or its URL (a POST
         to the webhook gateway). True if this call completed it; completing it again is a no-op (False)."""
         if token.startswith(("http://", "https://")):
+            import httpx
+
             answer = httpx.post(token, json=data, timeout=30.0)
             if answer.status_code != 200:
                 raise ClientError(f"completing token: {answer.status_code} {answer.text[:200]}")

@@ -21,15 +21,16 @@ import asyncio
 import builtins
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from offload.client import idempotency
 from offload.client.api import Client
 from offload.client.runs import BatchResult, Run, RunHandle, Status
 from offload.client.subscribe import Subscription
 from offload.exceptions import RunTimeoutError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class AsyncClient:

@@ -17,11 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-
-import itsdangerous
+from typing import TYPE_CHECKING
 
 from offload.client.idempotency import ttl_seconds
 from offload.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    import itsdangerous
 
 SECRET_VARIABLE = "OFFLOAD_REALTIME_SECRET"
 MIN_SECRET_LENGTH = 32
@@ -58,6 +60,8 @@ def signing_secret(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _serializer(secret: str) -> itsdangerous.URLSafeSerializer:
+    import itsdangerous  # on first use: an app that mints no token never loads it
+
     return itsdangerous.URLSafeSerializer(secret, salt=_SALT)
 
 
@@ -94,9 +98,11 @@ def verify_public_token(token: str | None, *, secret: str | None = None, now: fl
     """The grant a token carries; ``InvalidTokenError`` if it is missing, tampered with or expired."""
     if not token:
         raise InvalidTokenError("token: missing")
+    from itsdangerous import BadData
+
     try:
         claims = _serializer(secret or signing_secret()).loads(token)
-    except itsdangerous.BadData:
+    except BadData:
         raise InvalidTokenError("token: bad signature") from None
     try:
         grant = Grant(

@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.errors import DagsterRunAlreadyExists
 
-from offload.client import batches, idempotency
+from offload.client import batch_store, batches, idempotency
 from offload.client.runs import status_of
 from offload.errors import PayloadError
 from offload.runtime import event_log_files
@@ -51,7 +51,7 @@ class BatchCreator:
         self.instance = instance
         self._request_context = request_context
         self.store_url = store_url or idempotency.default_url()
-        self._store: batches.BatchStore | None = None
+        self._store: batch_store.BatchStore | None = None
         self._keys: idempotency.IdempotencyStore | None = None
         self.poll = poll
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batch-create")
@@ -59,11 +59,11 @@ class BatchCreator:
         self.token = uuid.uuid4().hex
 
     @property
-    def store(self) -> batches.BatchStore:
+    def store(self) -> batch_store.BatchStore:
         """The batches' tables, opened on first use in the creator's thread: a database that is away when
         the hosting process (the webserver) starts delays batches, never the process."""
         if self._store is None:
-            self._store = batches.BatchStore(self.store_url)
+            self._store = batch_store.BatchStore(self.store_url)
         return self._store
 
     @property
