@@ -33,6 +33,7 @@ EXPIRES_AT_TAG = "offload/expires_at"  # epoch seconds after which a run that ha
 DEBOUNCE_KEY_TAG = "offload/debounce_key"  # triggers of a job with one key collapse (runtime/debounce.py)
 EXPIRED_TAG = "offload/expired"  # set (to the time) on a run the TTL canceled: offload's status EXPIRED
 PRIORITY_TAG = "dagster/priority"  # Dagster's run queue orders by it (higher first)
+PARENT_RUN_TAG = "dagster/parent_run_id"  # Dagster's, on every attempt after a run's first
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # Dagster's run monitor (and offload's launcher) enforce it
 
 MAX_DEBOUNCE_KEY = 256
@@ -147,13 +148,21 @@ def epoch_tag(tags: Mapping[str, str], key: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def first_attempt(tags: Mapping[str, str]) -> bool:
+    """Whether a run with ``tags`` is its family's first attempt. ``delay``, ``ttl`` and ``debounce`` are
+    about when a run first starts: a retry, a crash-resume or the run that resumes a wait carries the first
+    attempt's tags (with Dagster's parent run tag) and starts when its own turn comes, never delayed,
+    expired or debounced by them."""
+    return PARENT_RUN_TAG not in tags
+
+
 def is_held(tags: Mapping[str, str], now: float) -> bool:
     """Whether a run with ``tags`` is delayed past ``now``."""
-    due = epoch_tag(tags, DELAY_UNTIL_TAG)
+    due = epoch_tag(tags, DELAY_UNTIL_TAG) if first_attempt(tags) else None
     return due is not None and due > now
 
 
 def is_expired(tags: Mapping[str, str], now: float) -> bool:
     """Whether a run with ``tags`` that has not started by ``now`` has outlived its TTL."""
-    deadline = epoch_tag(tags, EXPIRES_AT_TAG)
+    deadline = epoch_tag(tags, EXPIRES_AT_TAG) if first_attempt(tags) else None
     return deadline is not None and now > deadline

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from benchmarks.support import dagster_deployment, postgres
@@ -19,11 +20,13 @@ from benchmarks.support.dagster_deployment import DagsterDeployment
 from benchmarks.support.waiting import wait_for
 from offload.client import Client, Status
 from offload.client.runs import status_of
+from offload.runtime import debounce, delays
 from offload.trigger_options import (
     DEBOUNCE_KEY_TAG,
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
     EXPIRES_AT_TAG,
+    PARENT_RUN_TAG,
     duration_seconds,
     is_expired,
     is_held,
@@ -96,6 +99,25 @@ def test_statuses_of_delayed_and_expired_runs():
     assert status_of(record("CANCELED", **{EXPIRED_TAG: "1.0"})) is Status.EXPIRED
     assert status_of(record("CANCELED")) is Status.CANCELED
     assert Status.EXPIRED.is_final and not Status.DELAYED.is_final
+
+
+def test_delay_ttl_and_debounce_apply_to_a_runs_first_attempt_only():
+    """A retry or the run that resumes a wait carries the first attempt's tags: none of them may hold it
+    (released before its wait was due), expire it (a started run outliving its TTL) or fold it away."""
+    options = {DELAY_UNTIL_TAG: "9999999999", EXPIRES_AT_TAG: "1.0", DEBOUNCE_KEY_TAG: "k"}
+    later = {**options, PARENT_RUN_TAG: "first-attempt-id"}
+    assert is_held(options, now=2.0) and is_expired(options, now=2.0)
+    assert not is_held(later, now=2.0) and not is_expired(later, now=2.0)
+    assert debounce.key_of(dg.DagsterRun(job_name="j", tags=options)) == "k"
+    assert debounce.key_of(dg.DagsterRun(job_name="j", tags=later)) is None
+    waiting = dg.DagsterRun(job_name="j", tags=later, status=dg.DagsterRunStatus.NOT_STARTED)
+    assert not delays.is_delayed(waiting)
+
+    def record(**tags: str) -> dict:
+        return {"status": "NOT_STARTED", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+
+    assert status_of(record(**options)) is Status.DELAYED
+    assert status_of(record(**later)) is Status.QUEUED
 
 
 # -- on a real deployment -----------------------------------------------------------------------------------

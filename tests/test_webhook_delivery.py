@@ -287,6 +287,30 @@ def test_a_run_created_but_never_submitted_is_submitted_by_the_running_gateways_
     assert stack.runs_per_event("github", [delivery]) == {event_key("github", delivery): 1}
 
 
+def test_the_sweep_submits_first_attempts_only(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run that resumes a webhook run's wait (or retries it) is NOT_STARTED with the webhook's tags until
+    its turn: the orphan sweep must leave it (it submitted such runs, resuming waits before they were due)."""
+    job = PROVIDERS["github"].job_name
+    first, later = (
+        dg.DagsterRun(job_name=job, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED,
+                      tags={PROVIDER_TAG: "github", **extra})
+        for extra in ({}, {"dagster/parent_run_id": str(uuid.uuid4())})
+    )  # fmt: skip
+    launcher = GatewayLauncher(stack.inbox, stack.instance, {"github": job}, claim_timeout=600)
+    submitted: list[str] = []
+    monkeypatch.setattr(launcher, "_submit_if_not_started", submitted.append)  # record, launch nothing
+    try:
+        stack.instance.add_run(first)
+        stack.instance.add_run(later)
+        found = launcher.resubmit_orphans(older_than=0)
+        assert first.run_id in found and first.run_id in submitted  # the query does find such runs
+        assert later.run_id not in found and later.run_id not in submitted
+    finally:
+        launcher.close()
+        for run in (first, later):
+            stack.instance.delete_run(run.run_id)
+
+
 class Sender:
     """A provider that retries each delivery until it gets a 2xx (as Stripe and Svix do)."""
 

@@ -40,7 +40,7 @@ from typing import Any
 from offload.client.metadata_rules import decode
 from offload.exceptions import CONFIGURATION_ERROR_TAG, ClientError
 from offload.redaction import redact
-from offload.trigger_options import DELAY_UNTIL_TAG, EXPIRED_TAG
+from offload.trigger_options import DELAY_UNTIL_TAG, EXPIRED_TAG, first_attempt
 
 RESULT_LABEL = "result"  # offload.result.RESULT_LABEL (that module needs Dagster; a test keeps them equal)
 FAILURE_REASON_TAG = "dagster/failure_reason"
@@ -149,7 +149,7 @@ def status_of(record: Mapping[str, Any], now: float | None = None) -> Status:
     tags = tag_dict(record)
     if waiting_for(record) is not None:
         return Status.WAITING
-    if dagster_status == "NOT_STARTED" and DELAY_UNTIL_TAG in tags:
+    if dagster_status == "NOT_STARTED" and DELAY_UNTIL_TAG in tags and first_attempt(tags):
         return Status.DELAYED
     if dagster_status == "CANCELED" and EXPIRED_TAG in tags:
         return Status.EXPIRED

@@ -34,7 +34,7 @@ from dagster._serdes import serialize_value
 from dagster_shared.record import copy
 
 from offload.runtime import run_status
-from offload.trigger_options import DEBOUNCE_KEY_TAG, DELAY_UNTIL_TAG, epoch_tag
+from offload.trigger_options import DEBOUNCE_KEY_TAG, DELAY_UNTIL_TAG, epoch_tag, first_attempt
 
 JOIN_MARGIN = 1.0  # seconds before its due time a collecting run stops taking new triggers
 MAX_WAIT = 600.0  # seconds after a key's first trigger its run stops being pushed back (Trigger.dev's 10 min)
@@ -53,7 +53,8 @@ _created: set[int] = set()
 
 
 def key_of(run: dg.DagsterRun) -> str | None:
-    return run.tags.get(DEBOUNCE_KEY_TAG)
+    """The run's debounce key; None for a later attempt (offload/trigger_options.py ``first_attempt``)."""
+    return run.tags.get(DEBOUNCE_KEY_TAG) if first_attempt(run.tags) else None
 
 
 def _storage(instance: dg.DagsterInstance) -> SqlRunStorage:

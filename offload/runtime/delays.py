@@ -41,6 +41,7 @@ from offload.trigger_options import (
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
     epoch_tag,
+    first_attempt,
     is_expired,
     is_held,
 )
@@ -53,7 +54,11 @@ _dagsters_priority_sort = QueuedRunCoordinatorDaemon._priority_sort
 
 def is_delayed(run: dg.DagsterRun) -> bool:
     """A run the coordinator leaves NOT_STARTED for the daemon to release (it carries a due time)."""
-    return run.status == DagsterRunStatus.NOT_STARTED and epoch_tag(run.tags, DELAY_UNTIL_TAG) is not None
+    return (
+        run.status == DagsterRunStatus.NOT_STARTED
+        and first_attempt(run.tags)
+        and epoch_tag(run.tags, DELAY_UNTIL_TAG) is not None
+    )
 
 
 def hold(instance: dg.DagsterInstance, run: dg.DagsterRun, cls: type) -> None:

@@ -46,6 +46,7 @@ from offload import paths
 from offload.log import redact
 from offload.runtime.dagster_internals import DagsterRunAlreadyExists, workspace_process_context
 from offload.runtime.run_factory import JobNotFound, RunFactory
+from offload.trigger_options import first_attempt
 from offload.webhooks.event import EVENT_TAG, PROVIDER_TAG, WebhookEvent, event_key, run_id_for, run_tags
 from offload.webhooks.inbox import Inbox, InboxRow, now
 
@@ -191,9 +192,12 @@ class GatewayLauncher:
                 created_before=now() - dt.timedelta(seconds=older_than),
             )
         )
-        for record in records:
-            self._submit_if_not_started(record.dagster_run.run_id)
-        return [record.dagster_run.run_id for record in records]
+        # Only first attempts: a later one (the run that resumes a wait, NOT_STARTED until the wait is
+        # over) carries the webhook's tags too, and is the resumer's to submit.
+        orphans = [record.dagster_run.run_id for record in records if first_attempt(record.dagster_run.tags)]
+        for run_id in orphans:
+            self._submit_if_not_started(run_id)
+        return orphans
 
     def sweep(self, stop: threading.Event, interval: float = SWEEP_SECONDS) -> None:
         """Until ``stop``: once the workspace has loaded, and then every ``interval`` seconds, submit the
