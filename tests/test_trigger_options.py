@@ -120,6 +120,17 @@ def test_delay_ttl_and_debounce_apply_to_a_runs_first_attempt_only():
     assert status_of(record(**later)) is Status.QUEUED
 
 
+def test_the_daemon_reads_only_delayed_runs_among_not_started_ones():
+    """Runs that resume waits are NOT_STARTED too; the daemon's every-second pass reads none of them."""
+    with dg.instance_for_test() as instance:
+        not_started = dg.DagsterRunStatus.NOT_STARTED
+        delayed = dg.DagsterRun(job_name="j", status=not_started, tags={DELAY_UNTIL_TAG: "1.0"})
+        instance.add_run(delayed)
+        for _ in range(3):
+            instance.add_run(dg.DagsterRun(job_name="j", status=not_started, tags={"offload/resumes": "x"}))
+        assert [run.run_id for run in delays._delayed_runs(instance)] == [delayed.run_id]
+
+
 # -- on a real deployment -----------------------------------------------------------------------------------
 
 

@@ -34,9 +34,11 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
+from dagster._core.storage.sqlalchemy_compat import db_select
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-from offload.runtime import queues
+from offload.runtime import queues, run_status
 from offload.trigger_options import (
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
@@ -74,10 +76,33 @@ def expire(instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None
     instance.report_run_canceled(run, message="Expired: not started within its TTL.")
 
 
+def _delayed_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """The NOT_STARTED runs that carry a due time. Read by their tag row first: the daemon asks every
+    second, and NOT_STARTED also holds every run that resumes a wait (a thousand waiting runs are a
+    thousand run bodies to read, for none of them delayed)."""
+    storage = run_status._sql_run_storage(instance.run_storage)
+    if storage is None:  # not a SQL run storage: every NOT_STARTED run, filtered by the caller
+        return list(instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.NOT_STARTED])))
+    query = (
+        db_select([RunsTable.c.run_id])
+        .select_from(RunsTable.join(RunTagsTable, RunsTable.c.run_id == RunTagsTable.c.run_id))
+        .where(
+            (RunsTable.c.status == DagsterRunStatus.NOT_STARTED.value)
+            & (RunTagsTable.c.key == DELAY_UNTIL_TAG)
+        )
+    )
+    with storage.connect() as connection:
+        ids = [row[0] for row in connection.execute(query)]
+    runs: list[dg.DagsterRun] = []
+    for start in range(0, len(ids), 500):
+        runs += instance.get_runs(RunsFilter(run_ids=ids[start : start + 500]))
+    return runs
+
+
 def release_due(instance: dg.DagsterInstance, now: float) -> int:
     """Queue every delayed run that is due (expire it instead when past its TTL); how many were queued."""
     released = 0
-    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.NOT_STARTED])):
+    for run in _delayed_runs(instance):
         if not is_delayed(run) or is_held(run.tags, now):
             continue
         if is_expired(run.tags, now):
