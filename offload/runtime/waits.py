@@ -7,8 +7,10 @@ waiting one and exits: the run holds no process and no concurrency slot. The att
 FAILURE that is neither alerted (sensors/failure_alerts.py skips it) nor retried (:func:`should_retry`,
 used by ``OffloadInstance``).
 
-**The resumer** is a thread of the Dagster daemon (:func:`install` wraps the run queue daemon's iteration,
-which hands it the daemon's workspace; it starts with the daemon and runs every ``POLL_SECONDS``):
+**The resumer** runs in the Dagster daemon (:func:`install` wraps the run queue daemon's iteration,
+which hands it the daemon's workspace; it starts with the daemon), as two threads that each pass every
+``POLL_SECONDS``: one creates successors (step 1, slow: an execution plan each), the other hands back the
+runs whose wait is over (step 2), so a burst of runs reaching their waits never delays a due one:
 
 1. a suspended attempt that has ended gets its successor at once: Dagster's re-execution from failure
    (``create_reexecuted_run``, as run retries make it), created NOT_STARTED and tagged ``offload/resumes``.
@@ -182,55 +184,87 @@ def is_final(instance: dg.DagsterInstance, run_id: str, now: float | None = None
 
 
 class Resumer:
-    """Moves waits on: suspended attempts get their successor, due waits are submitted (module docstring)."""
+    """Moves waits on: suspended attempts get their successor, due waits are submitted (module docstring).
+
+    Two loops, each in its own thread (:func:`start_resumer`): :meth:`hand_back` submits the runs whose
+    wait is over, every ``POLL_SECONDS``; :meth:`upkeep` does the slow work, creating successors (an
+    execution plan from the code server each) and closing canceled waits, so that a burst of runs
+    reaching their waits never delays a wait that is due.
+    """
 
     def __init__(self, context: IWorkspaceProcessContext):
         self.context = context
         self.instance = context.instance
         self.store = waitstore.for_instance(self.instance)
-        self.pool = ThreadPoolExecutor(max_workers=PARK_WORKERS, thread_name_prefix="offload-waits")
+        self.park_pool = ThreadPoolExecutor(max_workers=PARK_WORKERS, thread_name_prefix="offload-park")
+        self.submit_pool = ThreadPoolExecutor(max_workers=START_AT_ONCE, thread_name_prefix="offload-resume")
         self.swept = 0.0
         self.children_checked = 0.0
 
-    def run_forever(self, stop: threading.Event) -> None:
+    def run_forever(self, stop: threading.Event, step: Callable[[float], None]) -> None:
         while not stop.is_set():
             try:
-                self.tick()
+                step(time.time())
             except Exception as error:  # a database hiccup: the next pass tries again
                 log.warning("waits: %s", redact(str(error)))
             stop.wait(POLL_SECONDS)
 
     def tick(self, now: float | None = None) -> None:
+        """Both loops' work once, one after the other."""
         now = time.time() if now is None else now
-        self.store.expire_tokens(now)
+        self.upkeep(now)
+        self.hand_back(now)
+
+    def upkeep(self, now: float) -> None:
+        """Give each ended suspended attempt its successor; close the waits of canceled runs."""
         by_run: dict[str, list[WaitRow]] = {}
         for row in self.store.waits_in(SUSPENDING):
             by_run.setdefault(row.run_id, []).append(row)  # steps of one run waiting at once: one successor
         if by_run:
-            list(self.pool.map(self._park, by_run.values()))
-        due = self.store.due_waits(now)
-        if due:
-            timeout = {"ok": False, "timed_out": True}
-            list(self.pool.map(lambda row: self._resume(row, timeout if row.kind == "token" else None), due))
+            list(self.park_pool.map(self._park, by_run.values()))
+        if now - self.swept >= SWEEP_SECONDS:
+            self.swept = now
+            self._sweep()
+
+    def hand_back(self, now: float) -> None:
+        """Store the result of every wait that is over and submit the runs that resume them."""
+        self.store.expire_tokens(now)
+        over: list[tuple[WaitRow, Any]] = []
+        timeout = {"ok": False, "timed_out": True}
+        over += [(row, timeout if row.kind == "token" else None) for row in self.store.due_waits(now)]
         for row, token in self.store.resolved_token_waits():
             completed = token.state == waitstore.TOKEN_COMPLETED
-            self._resume(row, {"ok": completed, "timed_out": not completed, "data": token.data})
+            over.append((row, {"ok": completed, "timed_out": not completed, "data": token.data}))
         if now - self.children_checked >= CHILDREN_SECONDS:
             self.children_checked = now
             for row in self.store.waits_in(WAITING, kind="runs"):
                 if all(is_final(self.instance, child, now) for child in row.child_runs):
-                    self._resume(row, None)
+                    over.append((row, None))
+        if over:
+            successors = self._successors([row for row, _ in over])
+            for row, result in over:
+                self._resume(row, result, successors.get(row.successor_id or ""))
         resuming = self.store.waits_in(RESUMING)
         if resuming:
             # The first few start at once where there is room (the coordinator's shortcut, a fork each);
             # the rest go straight to the run queue (one event each), which the daemon starts within 1 s.
             request = self.context.create_request_context()
-            at_once, queued = resuming[:START_AT_ONCE], resuming[START_AT_ONCE:]
-            list(self.pool.map(lambda row: self._submit(row, request, queue_only=False), at_once))
-            list(self.pool.map(lambda row: self._submit(row, request, queue_only=True), queued))
-        if now - self.swept >= SWEEP_SECONDS:
-            self.swept = now
-            self._sweep()
+            successors = self._successors(resuming)
+
+            def submit(index: int, row: WaitRow) -> None:
+                queue_only = index >= START_AT_ONCE
+                self._submit(row, successors.get(row.successor_id or ""), request, queue_only)
+
+            list(self.submit_pool.map(submit, range(len(resuming)), resuming))
+
+    def _successors(self, rows: Sequence[WaitRow]) -> dict[str, dg.DagsterRun]:
+        """The runs that resume ``rows``, read a few hundred at a time (not one query per wait)."""
+        ids = sorted({row.successor_id for row in rows if row.successor_id})
+        found: dict[str, dg.DagsterRun] = {}
+        for start in range(0, len(ids), 200):
+            for run in self.instance.get_runs(RunsFilter(run_ids=ids[start : start + 200])):
+                found[run.run_id] = run
+        return found
 
     def _sweep(self) -> None:
         """Close the waits of canceled runs; a canceled parent's unfinished children are canceled too."""
@@ -323,9 +357,8 @@ class Resumer:
             use_parent_run_tags=True,
         )
 
-    def _resume(self, row: WaitRow, result: Any) -> None:
-        """The wait is over: store its result for the step; ``tick`` submits the run."""
-        successor = self.instance.get_run_by_id(row.successor_id or "")
+    def _resume(self, row: WaitRow, result: Any, successor: dg.DagsterRun | None) -> None:
+        """The wait is over: store its result for the step; :meth:`hand_back` submits the run."""
         if successor is None or successor.status != DagsterRunStatus.NOT_STARTED:
             state = (
                 CANCELED if successor is None or successor.status == DagsterRunStatus.CANCELED else RESUMED
@@ -334,9 +367,14 @@ class Resumer:
             return
         self.store.move(row.id, WAITING, RESUMING, result=result)
 
-    def _submit(self, row: WaitRow, request: BaseWorkspaceRequestContext, queue_only: bool) -> None:
+    def _submit(
+        self,
+        row: WaitRow,
+        successor: dg.DagsterRun | None,
+        request: BaseWorkspaceRequestContext,
+        queue_only: bool,
+    ) -> None:
         """Hand the run that resumes ``row`` to the run coordinator (concurrency limits apply)."""
-        successor = self.instance.get_run_by_id(row.successor_id or "")
         if successor is not None and successor.status == DagsterRunStatus.NOT_STARTED:
             coordinator = self.instance.run_coordinator
             if queue_only and isinstance(coordinator, QueuedRunCoordinator):
@@ -354,18 +392,25 @@ _resumer_lock = threading.Lock()
 
 
 def start_resumer(context: IWorkspaceProcessContext) -> None:
-    """Start this process's resumer thread, once (again if it died)."""
+    """Start this process's resumer threads (:class:`Resumer`), once (again if one died)."""
     with _resumer_lock:
-        thread = _resumer.get("thread")
-        if thread is not None and thread.is_alive():
+        threads = _resumer.get("threads") or []
+        if threads and all(thread.is_alive() for thread in threads):
             return
+        if "stop" in _resumer:
+            _resumer["stop"].set()  # the survivor of a pair ends; a new pair starts
         stop = threading.Event()
         resumer = Resumer(context)
-        thread = threading.Thread(
-            target=resumer.run_forever, args=(stop,), name="offload-resumer", daemon=True
-        )
-        _resumer.update(thread=thread, stop=stop)
-        thread.start()
+        threads = [
+            threading.Thread(target=resumer.run_forever, args=(stop, step), name=name, daemon=True)
+            for name, step in (
+                ("offload-resumer", resumer.hand_back),
+                ("offload-waits-upkeep", resumer.upkeep),
+            )
+        ]
+        _resumer.update(threads=threads, stop=stop)
+        for thread in threads:
+            thread.start()
 
 
 _installed: list[Callable[..., Iterator[Any]]] = []
