@@ -4,6 +4,7 @@ run of a code location in a temporary directory, runs the code on disk after an 
 replaced, not serving the module it preloaded), and keeps running when the server stops, which it does at
 once; a server whose preload raises makes the fork fail at once."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -146,3 +147,75 @@ def test_one_server_per_process_for_one_code_location(location, tmp_path):
     first = shared(str(location), ["dagster", "versioned_location"])
     assert shared(str(location) + "/", ["dagster", "versioned_location"]) is first
     assert shared(str(tmp_path), ["dagster"]) is not first
+
+
+# A step that prints, on both streams and from a subprocess, and records its worker's own child processes.
+PRINTING = """
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import psutil
+
+
+@dg.op(config_schema={"out": str})
+def chatty(context):
+    print("to stdout from the step", flush=True)
+    print("to stderr from the step", file=sys.stderr, flush=True)
+    subprocess.run(["sh", "-c", "echo to stderr from a subprocess >&2"], check=True)
+    worker = psutil.Process()
+    names = [child.name() for child in worker.children()]
+    Path(context.op_config["out"]).write_text(json.dumps(names))
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def printing():
+    chatty()
+"""
+
+
+def test_a_forked_workers_step_output_reaches_its_compute_logs_without_echo_processes(tmp_path):
+    """offload/runtime/compute_logs.py: what a step prints (and its subprocesses) is in the files the UI
+    shows, and the worker starts none of the tail and watcher processes Dagster's manager adds per step."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "printing_location.py").write_text(PRINTING)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\ncompute_logs:\n  module: offload.runtime.compute_logs\n"
+        "  class: OffloadComputeLogManager\n"
+    )
+    server = ForkServer(str(code), ["dagster", "printing_location"])
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            recon = ReconstructableJob.for_file(str(code / "printing_location.py"), "printing")
+            out = tmp_path / "children.json"
+            run = instance.create_run_for_job(
+                recon.get_definition(),
+                run_config={"ops": {"chatty": {"config": {"out": str(out)}}}},
+                job_code_origin=recon.get_python_origin(),
+            )
+            server.start_worker(ExecuteRunArgs(job_origin=recon.get_python_origin(), run_id=run.run_id,
+                                               instance_ref=instance.get_ref()))  # fmt: skip
+            done = wait_for(lambda: finished(instance, run.run_id), 120, "the forked run to finish")
+            assert done.status == dg.DagsterRunStatus.SUCCESS
+            assert json.loads(out.read_text()) == []  # no tail, no watcher: only the step's own (ended) sh
+            captured = [
+                entry.dagster_event.logs_captured_data
+                for entry in instance.all_logs(run.run_id)
+                if entry.dagster_event is not None and entry.dagster_event.event_type_value == "LOGS_CAPTURED"
+            ]
+            assert len(captured) == 1
+            manager = instance.compute_log_manager
+            key = [run.run_id, "compute_logs", captured[0].file_key]
+            stdout = manager.get_log_data(key).stdout or b""
+            stderr = manager.get_log_data(key).stderr or b""
+            assert b"to stdout from the step" in stdout
+            assert b"to stderr from the step" in stderr and b"to stderr from a subprocess" in stderr
+            assert manager.is_capture_complete(key)
+            assert str(home / "storage") in str(manager.get_captured_local_path(key, "out"))
+    finally:
+        server.stop()

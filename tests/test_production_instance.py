@@ -13,7 +13,6 @@ import pytest
 import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.scheduler.instigation import InstigatorState
-from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from benchmarks.support import dagster_deployment
@@ -22,6 +21,7 @@ from benchmarks.support.waiting import wait_for
 from offload import paths
 from offload.client import Client, Status
 from offload.runtime import concurrency, instance
+from offload.runtime.compute_logs import OffloadComputeLogManager
 from offload.runtime.launcher import OffloadRunLauncher
 from offload.runtime.reexecution import OffloadInstance
 
@@ -43,7 +43,7 @@ def test_committed_file_is_what_the_generator_writes(capsys):
 def test_production_file_is_the_common_settings_with_postgres_from_the_environment():
     config = yaml.safe_load(instance.PRODUCTION_FILE.read_text())
     for key, value in instance.common_settings().items():
-        assert config[key] == value
+        assert config[key] == instance.merge(value, instance.PRODUCTION_ONLY.get(key, {}))
     assert config["run_coordinator"] == concurrency.run_coordinator_config()
     database = config["storage"]["postgres"]["postgres_db"]
     assert {value["env"] for value in database.values() if isinstance(value, dict)} == set(PG_VARIABLES)
@@ -75,7 +75,7 @@ def test_dagster_loads_it_with_postgres_storage_and_offloads_settings(production
             concurrency.tag_concurrency_limits()
         )
         assert loaded.run_monitoring_enabled and loaded.run_retries_max_retries == 2
-        assert isinstance(loaded.compute_log_manager, LocalComputeLogManager)
+        assert isinstance(loaded.compute_log_manager, OffloadComputeLogManager)
         assert loaded.compute_log_manager._base_dir == str(home.parent / "compute_logs")  # no public accessor
 
         result = dg.execute_job(dg.reconstructable(_one_op_job), instance=loaded)

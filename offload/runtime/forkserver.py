@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import deserialize_value, serialize_value
 
-from offload.runtime import event_log_files, schema_scripts
+from offload.runtime import compute_logs, event_log_files, instance_settings, schema_scripts
 
 DEFAULT_PRELOAD = ("dagster", "definitions")
 READY = b"ready"  # the server's first line: its preload is done
@@ -226,7 +226,13 @@ def serve(reply_to: int, preload: Sequence[str]) -> None:
     os.write(reply_to, READY + b"\n")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel, never zombies here
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the group is for the workers; EOF stops us
+    instance_settings.install()
+    warmed = False
     for line in sys.stdin.buffer:
+        if not warmed:  # the first request's instance: parsed here once, for every worker after it
+            warmed = True
+            with contextlib.suppress(Exception):  # a worker parses for itself, as before
+                instance_settings.warm(deserialize_value(line.decode(), ExecuteRunArgs).instance_ref)
         pid = os.fork()
         if pid == 0:
             _worker(line.decode(), reply_to)
@@ -243,6 +249,7 @@ def _worker(serialized_args: str, reply_to: int) -> None:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
+        compute_logs.stop_mirroring()  # steps' output to their log files only (runtime/compute_logs.py)
         code = execute_run(serialized_args)
     except BaseException:
         traceback.print_exc()

@@ -64,13 +64,7 @@ POSTGRES_STORAGE = {
 }
 # Step stdout/stderr, written by run workers on the code server's machine and read by the webserver: a
 # directory both mount (compose: the `compute-logs` volume).
-PRODUCTION_ONLY = {
-    "compute_logs": {
-        "module": "dagster._core.storage.local_compute_log_manager",
-        "class": "LocalComputeLogManager",
-        "config": {"base_dir": env("DAGSTER_COMPUTE_LOG_DIR")},
-    }
-}
+PRODUCTION_ONLY = {"compute_logs": {"config": {"base_dir": env("DAGSTER_COMPUTE_LOG_DIR")}}}
 
 # What earlier versions of offload wrote, before the marker existed: still ours to upgrade.
 LEGACY_FILES = (

@@ -45,7 +45,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
 from dagster._time import datetime_from_timestamp
 
-from offload.runtime import monitoring, run_status, waits
+from offload.runtime import monitoring, run_status, sqlite_engines, waits
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {
@@ -125,6 +125,7 @@ class OffloadInstance(dg.DagsterInstance):
         install()
         monitoring.install()
         waits.install()  # durable waits: the resumer runs in the daemon (offload/runtime/waits.py)
+        sqlite_engines.install()  # SQLite storages keep their engines (offload/runtime/sqlite_engines.py)
         super().__init__(*args, **kwargs)
         self._status_storage = run_status.install(self._run_storage)
 
