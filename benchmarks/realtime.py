@@ -15,6 +15,11 @@ import time.
    subscriber, one set at a time (the next once the event arrived). Phase b: ``--subscribers`` (500)
    connections spread over the runs, while the writer sets ``--rate`` updates/s for ``--seconds``; every
    subscriber of the updated run must receive it. The gateway's RSS (psutil) idle, and at the end of b.
+3. **Ingest beside the subscribers**: verified Stripe webhooks per second on the same gateway (the ingest
+   benchmark's closed loop, ``--connections``) while the runs go on setting metadata at ``--rate``, with
+   the ``--subscribers`` connected and then with none, alternated ``--ingest-rounds`` times. The load
+   generator and the subscribers share this process: their CPU competes with the gateway's in the "with"
+   rounds, so the ratio errs against the gateway.
 
 Everything is on 127.0.0.1 and bounded. Run:
 ``.venv/bin/python -m benchmarks.realtime [--subscribers 500] [--runs 50] [--rate 20] [--seconds 20]``.
@@ -33,10 +38,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psutil
+
+from benchmarks.support.webhooks import SECRETS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-realtime-secret-0123456789abcdef"
@@ -116,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sequential", type=int, default=50, help="sets in phase a")
     parser.add_argument("--imports", type=int, default=5)
     parser.add_argument("--skip-thin", action="store_true", help="no thin-client venv (import time)")
+    parser.add_argument("--connections", type=int, default=128, help="webhook connections in phase c")
+    parser.add_argument("--ingest-seconds", type=float, default=4.0, help="each ingest round of phase c")
+    parser.add_argument("--ingest-rounds", type=int, default=2, help="with/without alternations in c")
     args = parser.parse_args(argv)
     if not 1 <= args.subscribers <= 2000 or not 1 <= args.runs <= 500 or not 0 < args.seconds <= 120:
         sys.exit("bounds: 1-2000 subscribers, 1-500 runs, at most 120 s")
@@ -145,7 +156,8 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
     env |= {
         "DAGSTER_HOME": str(home), "OFFLOAD_DATA_DIR": str(data), "OFFLOAD_REALTIME_SECRET": SECRET,
         "OFFLOAD_WEBHOOK_LAUNCH": "sensor", "OFFLOAD_WEBHOOK_RATE_LIMIT": "off",
-        "OFFLOAD_WEBHOOK_MAX_CONNECTIONS": str(args.subscribers + 100),
+        "OFFLOAD_WEBHOOK_MAX_CONNECTIONS": str(args.subscribers + args.connections + 100),
+        **SECRETS_ENV,
     }  # fmt: skip
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "OFFLOAD_DATA_DIR", "OFFLOAD_REALTIME_SECRET")})
 
@@ -209,16 +221,7 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
               f"p99 {percentile(lat, 0.99) * 1000:.0f} ms ({len(lat)} sets)", flush=True)  # fmt: skip
 
         # b. many subscribers while the runs progress
-        subscribers = [
-            Subscriber(port, run_ids[i % len(run_ids)], tokens[run_ids[i % len(run_ids)]])
-            for i in range(args.subscribers)
-        ]
-        tasks = [asyncio.create_task(s.run()) for s in subscribers]
-        for run_id in run_ids:  # every stream's first snapshot
-            await asyncio.to_thread(publish, run_id)
-        connected_by = time.monotonic() + 120
-        while not all(s.ready.is_set() for s in subscribers) and time.monotonic() < connected_by:
-            await asyncio.sleep(0.1)
+        subscribers, tasks = await _connect(port, run_ids, tokens, args.subscribers, publish)
         connected = sum(s.ready.is_set() for s in subscribers)
         for s in subscribers:
             s.latencies.clear()
@@ -246,9 +249,20 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
               flush=True)  # fmt: skip
         print(f"gateway RSS: {idle_rss / 2**20:.0f} MiB idle, {busy_rss / 2**20:.0f} MiB with "
               f"{connected} subscribers", flush=True)  # fmt: skip
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # c. webhook ingest beside the subscribers, against the same gateway without them
+        rates: dict[str, list[float]] = {"with": [], "without": []}
+        for round_ in range(args.ingest_rounds):
+            if round_ > 0:
+                subscribers, tasks = await _connect(port, run_ids, tokens, args.subscribers, publish)
+            rates["with"].append(await _ingest(port, args, run_ids, publish))
+            await _disconnect(tasks, process, port, run_ids, publish)
+            rates["without"].append(await _ingest(port, args, run_ids, publish))
+        ratio = statistics.median(w / wo for w, wo in zip(rates["with"], rates["without"], strict=True))
+        print(f"c. webhook ingest ({args.connections} connections, {args.ingest_seconds:g} s a round, "
+              f"{args.rate:g} sets/s throughout): with {args.subscribers} subscribers "
+              f"{', '.join(f'{r:,.0f}' for r in rates['with'])} req/s, without "
+              f"{', '.join(f'{r:,.0f}' for r in rates['without'])} req/s; median ratio {ratio:.2f} "
+              f"(goal >= 0.90)", flush=True)  # fmt: skip
     finally:
         gateway.terminate()
         try:
@@ -258,6 +272,72 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
             gateway.wait(timeout=10)
         log.close()
         instance.dispose()
+
+
+async def _connect(
+    port: int, run_ids: list[str], tokens: dict[str, str], count: int, publish: Callable[[str], None]
+) -> tuple[list[Subscriber], list[asyncio.Task[None]]]:
+    """``count`` subscribers spread over the runs, each with its first snapshot."""
+    subscribers = [
+        Subscriber(port, run_ids[i % len(run_ids)], tokens[run_ids[i % len(run_ids)]]) for i in range(count)
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in subscribers]
+    for run_id in run_ids:
+        await asyncio.to_thread(publish, run_id)
+    connected_by = time.monotonic() + 120
+    while not all(s.ready.is_set() for s in subscribers) and time.monotonic() < connected_by:
+        await asyncio.sleep(0.1)
+    return subscribers, tasks
+
+
+async def _disconnect(
+    tasks: list[asyncio.Task[None]],
+    process: psutil.Process,
+    port: int,
+    run_ids: list[str],
+    publish: Callable[[str], None],
+) -> None:
+    """Close every subscriber and wait until the gateway holds none of their connections (a closed stream
+    is noticed at its next write: one more set per run)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for run_id in run_ids:
+        await asyncio.to_thread(publish, run_id)
+    give_up = time.monotonic() + 60
+    while time.monotonic() < give_up:
+        held = [c for c in process.net_connections("tcp") if c.laddr and c.laddr.port == port and c.raddr]
+        if len(held) < 10:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the gateway still holds the closed subscribers' connections")
+
+
+async def _ingest(
+    port: int, args: argparse.Namespace, run_ids: list[str], publish: Callable[[str], None]
+) -> float:
+    """Verified Stripe webhooks per second (closed loop), while the runs go on setting metadata."""
+    from benchmarks.webhook_ingest import Load, closed_loop, stripe_requests
+
+    load = Load(stripe_requests(int(4000 * args.ingest_seconds)))
+    done = asyncio.Event()
+
+    async def progress() -> None:
+        index = 0
+        while not done.is_set():
+            await asyncio.to_thread(publish, run_ids[index % len(run_ids)])
+            index += 1
+            await asyncio.sleep(1.0 / args.rate)
+
+    publisher = asyncio.create_task(progress())
+    try:
+        rate, _ok, bad = await closed_loop(port, load, args.connections, args.ingest_seconds)
+    finally:
+        done.set()
+        await publisher
+    if bad:
+        raise RuntimeError(f"{bad} webhooks not answered 200")
+    return rate
 
 
 def free_port() -> int:
