@@ -55,8 +55,8 @@ from offload.runtime import compute_logs, event_log_files, instance_settings, sc
 
 DEFAULT_PRELOAD = ("dagster", "definitions")
 READY = b"ready"  # the server's first line: its preload is done
-# What every worker imports on its way to the first step, imported once here instead (about 35 modules,
-# ~40 ms of each worker's CPU: Dagster's CLI module builds its click commands at import).
+# What every worker imports on its way to the first step, imported once here instead (Dagster's CLI module
+# builds its click commands at import: ~40 ms of each worker's CPU).
 WORKER_MODULES = (
     "dagster._cli.api",
     "dagster._cli.utils",
@@ -65,6 +65,20 @@ WORKER_MODULES = (
     "dagster._core.execution.run_metrics_thread",
     "dagster._core.executor.in_process",
     "offload.runtime.coordinator",
+    "offload.runtime.reexecution",
+    "dagster._core.instance.factory",
+    "dagster._core.storage.root",
+    "dagster._core.storage.sqlite_storage",
+    "dagster._core.definitions.repository_definition.repository_data_builder",
+    "dagster._core.system_config.composite_descent",
+    "dagster._core.utility_ops",
+    "dagster._core.workspace.autodiscovery",
+    "dagster._utils.temp_file",
+    "dagster._utils.test.definitions",
+    # The instance's definitions-state storage, made in every worker: universal_pathlib, ~150 ms.
+    "dagster._core.storage.defs_state.blob_storage_state_storage",
+    "upath.core",
+    "upath.implementations.local",
 )
 
 log = logging.getLogger("offload.runtime.forkserver")
