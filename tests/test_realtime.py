@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,3 +225,57 @@ def test_the_upload_page_shows_live_progress_and_the_result_links(system, monkey
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_a_change_wakes_only_the_streams_that_watch_it():
+    """Each stream has its own wake-up: a change of run a (or of a tag's runs) wakes the streams watching
+    it and no other (one shared event woke all 500 streams at every change)."""
+    from offload.webhooks.realtime import Hub
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        hub = Hub(lambda: None, interval=0.01)  # type: ignore[arg-type,return-value]
+        changes: list[set[Hashable]] = [{"a"}, {("tag", "user", "u1")}]
+
+        def poll(runs: list[str], tags: list[tuple[str, str]]) -> set[Hashable]:
+            return changes.pop(0) if changes else set()
+
+        hub.poll = poll  # type: ignore[method-assign]
+        with (
+            hub.watching(["a"], []) as wake_a,
+            hub.watching(["b"], []) as wake_b,
+            hub.watching([], [("user", "u1")]) as wake_tag,
+        ):
+            hub.start()
+            woke_a = await hub.changed(wake_a, 10)
+            woke_tag = await hub.changed(wake_tag, 10)
+            await hub.stop()
+            return woke_a, woke_tag, wake_b.is_set()
+
+    assert asyncio.run(scenario()) == (True, True, False)
+
+
+def test_a_family_version_changes_with_its_tags_status_and_new_attempts():
+    """What lets the realtime poll skip unchanged runs (offload/runtime/run_changes.py)."""
+    import dagster as dg
+
+    from offload.runtime.run_changes import family_versions
+
+    with dg.instance_for_test() as instance:
+        first = dg.DagsterRun(job_name="j", status=dg.DagsterRunStatus.STARTED)
+        other = dg.DagsterRun(job_name="j", status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(first)
+        instance.add_run(other)
+        before = family_versions(instance, [first.run_id, other.run_id])
+        assert before is not None and set(before) == {first.run_id, other.run_id}
+        assert family_versions(instance, [first.run_id, other.run_id]) == before  # nothing changed
+        instance.add_run_tags(first.run_id, {"offload/metadata": '{"progress":1}'})
+        tagged = family_versions(instance, [first.run_id, other.run_id])
+        assert tagged is not None and tagged[first.run_id] != before[first.run_id]
+        assert tagged[other.run_id] == before[other.run_id]
+        retry = dg.DagsterRun(
+            job_name="j", root_run_id=first.run_id, parent_run_id=first.run_id,
+            tags={"dagster/root_run_id": first.run_id, "dagster/parent_run_id": first.run_id},
+        )  # fmt: skip
+        instance.add_run(retry)
+        retried = family_versions(instance, [first.run_id])
+        assert retried is not None and len(retried[first.run_id]) == 2

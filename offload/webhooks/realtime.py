@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -43,11 +43,13 @@ from offload.client.runs import RESULT_LABEL, cause_line, metadata_of, status_of
 from offload.client.tokens import Grant, InvalidTokenError, signing_secret, verify_public_token
 from offload.errors import CONFIGURATION_ERROR_TAG, ConfigurationError
 from offload.redaction import redact
+from offload.runtime import run_changes
 
 log = logging.getLogger("offload.webhooks.realtime")
 
 ROOT_RUN_TAG = "dagster/root_run_id"
 DEFAULT_INTERVAL = 0.1
+FULL_EVERY = 10  # polls: every tenth reads every watched run's record (offload/runtime/run_changes.py)
 KEEPALIVE = 15.0  # seconds between comments on a quiet stream (proxies close idle connections)
 TAG_RUNS_LIMIT = 50  # newest runs per tag a tag stream shows
 CORS = {"Access-Control-Allow-Origin": "*"}  # a bearer token in the URL, no cookies: any page may read
@@ -70,7 +72,10 @@ def _record(record: dg.RunRecord) -> dict[str, Any]:
 
 
 class Hub:
-    """The snapshots of every watched run, refreshed by one poll loop; subscribers wait on ``changed``."""
+    """The snapshots of every watched run, refreshed by one poll loop. Each stream has its own wake-up,
+    set only when one of the runs (or tags) it watches changed: with one shared event, every change woke
+    all streams (500 streams, 10 polls with a change a second: 5,000 wake-ups a second, which took a
+    quarter of the gateway's webhook throughput; ``benchmarks/realtime.py`` phase c)."""
 
     def __init__(self, instance: Callable[[], dg.DagsterInstance], interval: float | None = None):
         self._instance_of = instance
@@ -82,7 +87,9 @@ class Hub:
         self.tag_runs: dict[tuple[str, str], list[str]] = {}
         self.tag_of: dict[str, dict[str, str]] = {}  # run id -> its first attempt's tags
         self._finals: dict[str, str] = {}
-        self._changed = asyncio.Event()
+        self._versions: dict[str, tuple[Any, ...]] = {}
+        self._polls = 0  # root run id -> its attempts' update times
+        self._waiters: dict[Hashable, set[asyncio.Event]] = {}  # run id or ("tag", key, value) -> wake-ups
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -101,22 +108,34 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def changed(self, timeout: float) -> bool:
-        event = self._changed
+    @staticmethod
+    async def changed(wake: asyncio.Event, timeout: float) -> bool:
+        """Wait for ``wake`` (from :meth:`watching`) at most ``timeout`` seconds; whether it was set."""
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(wake.wait(), timeout)
             return True
         except TimeoutError:
             return False
 
     @contextlib.contextmanager
-    def watching(self, runs: Iterable[str], tags: Iterable[tuple[str, str]]) -> Any:
+    def watching(self, runs: Iterable[str], tags: Iterable[tuple[str, str]]) -> Iterator[asyncio.Event]:
+        """Watch ``runs`` and ``tags``; the event is set when any of them changes (clear it, then read)."""
         runs, tags = list(runs), list(tags)
+        keys: list[Hashable] = [*runs, *(("tag", *pair) for pair in tags)]
+        wake = asyncio.Event()
         self.runs.update(runs)
         self.tags.update(tags)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(wake)
         try:
-            yield
+            yield wake
         finally:
+            for key in keys:
+                waiting = self._waiters.get(key)
+                if waiting is not None:
+                    waiting.discard(wake)
+                    if not waiting:
+                        del self._waiters[key]
             self.runs.subtract(runs)
             self.tags.subtract(tags)
             for name in [r for r, n in self.runs.items() if n <= 0]:
@@ -137,15 +156,16 @@ class Hub:
                     log.warning(
                         "realtime poll failed: %s", redact(str(error).splitlines()[0] if str(error) else "")
                     )
-                    updated = False
-                if updated:
-                    event, self._changed = self._changed, asyncio.Event()
-                    event.set()
+                    updated = set()
+                for key in updated:
+                    for wake in self._waiters.get(key, ()):
+                        wake.set()
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
-    def poll(self, runs: list[str], tags: list[tuple[str, str]]) -> bool:
-        """One read of the run storage for every watched run (blocking: runs in a worker thread)."""
-        changed = False
+    def poll(self, runs: list[str], tags: list[tuple[str, str]]) -> set[Hashable]:
+        """One read of the run storage for every watched run (blocking: runs in a worker thread); the keys
+        that changed: run ids, and ``("tag", key, value)`` for a tag whose runs or any of them changed."""
+        changed: set[Hashable] = set()
         tag_runs: dict[tuple[str, str], list[str]] = {}
         for key, value in tags:
             records = self.instance.get_run_records(
@@ -155,6 +175,14 @@ class Hub:
             tag_runs[(key, value)] = list(dict.fromkeys(roots))[:TAG_RUNS_LIMIT]
         ids = set(runs) | {run_id for found in tag_runs.values() for run_id in found}
         pending = [run_id for run_id in ids if run_id not in self._finals]
+        self._polls += 1
+        versions = run_changes.family_versions(self.instance, pending) if pending else {}
+        if versions is not None and self._polls % FULL_EVERY:
+            # Full records only for the families that changed since the last poll; every FULL_EVERY-th
+            # poll reads them all, for what changes with time alone (a failure's retry decision grace).
+            old = self._versions
+            pending = [r for r in pending if r not in self.snapshots or versions.get(r) != old.get(r)]
+        self._versions = versions or {}
         groups: dict[str, list[dict[str, Any]]] = {}
         if pending:
             firsts = self.instance.get_run_records(dg.RunsFilter(run_ids=pending))
@@ -170,13 +198,14 @@ class Hub:
                 if final:
                     self._finals[run_id] = text
             else:
-                continue  # not (yet) in the storage
+                continue  # unchanged since the last poll, or not (yet) in the storage
             if self.snapshots.get(run_id) != text:
                 self.snapshots[run_id] = text
-                changed = True
-        if tag_runs != self.tag_runs:
-            self.tag_runs = tag_runs
-            changed = True
+                changed.add(run_id)
+        for pair, found in tag_runs.items():
+            if found != self.tag_runs.get(pair) or not changed.isdisjoint(found):
+                changed.add(("tag", *pair))
+        self.tag_runs = tag_runs
         return changed
 
     def _snapshot(self, run_id: str, group: list[dict[str, Any]]) -> tuple[str, bool]:
@@ -311,10 +340,11 @@ class Realtime:
         hub = self.hub
 
         async def events() -> AsyncIterator[str]:
-            with hub.watching(watch_runs, watch_tags):
+            with hub.watching(watch_runs, watch_tags) as wake:
                 sent: dict[str, str] = {}
                 yield "retry: 2000\n\n"
                 while True:
+                    wake.clear()  # before reading: a change from now on wakes the wait below
                     for run_id in runs():
                         text = hub.snapshots.get(run_id)
                         if text is not None and sent.get(run_id) != text:
@@ -327,7 +357,7 @@ class Realtime:
                     if left <= 0:
                         yield 'event: end\ndata: {"reason":"token expired"}\n\n'
                         return
-                    if not await hub.changed(min(KEEPALIVE, left)):
+                    if not await hub.changed(wake, min(KEEPALIVE, left)):
                         yield ": keepalive\n\n"
 
         headers = {**CORS, "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
