@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-waits-") as scratch:
         root = Path(scratch)
         instance = dagster_deployment.instance_yaml(level_slots=50)
-        services = dagster_deployment.start(root, instance=instance, workspace=WORKSPACE, deadline=300)
-        client = Client(services.url, timeout=300)
+        # batch_trigger writes to this keys database; offload dev's batch creator reads it.
+        keys = f"sqlite:///{root / 'keys.sqlite3'}"
+        services = dagster_deployment.start(
+            root, instance=instance, workspace=WORKSPACE, deadline=300, cli="offload",
+            env={"OFFLOAD_IDEMPOTENCY_DB": keys},
+        )  # fmt: skip
+        client = Client(services.url, timeout=300, idempotency_db=keys)
         store = waitstore.WaitStore(f"sqlite:///{services.home / 'history' / 'offload_waits.db'}")
         table = waitstore.waits_table
         try:
