@@ -11,7 +11,8 @@ A user launches ``video_pipeline`` from its Launchpad with a payload typed into 
 the allowed samples directory) and watches the run page turn to Success; the run and its output are
 checked through GraphQL and storage too, and a screenshot of the finished run is kept in the test's
 temporary directory (its path is printed). Then a stopped schedule is switched on with its toggle on the
-Automation page, and is listed as running there and in GraphQL.
+Automation page, and is listed as running there and in GraphQL. Last, the runs list of a fresh browser
+shows a run's own tag and none of offload's ``offload/*`` tags, which are one click away.
 
 Needs /usr/bin/chromium (``scripts/test.sh`` installs it where apt-get can); skipped without it.
 """
@@ -224,4 +225,32 @@ def test_start_a_schedule_from_the_automation_page(ui, tmp_path):
     expect(toggle).to_be_checked()
     page.screenshot(path=str(tmp_path / "automation.png"))
     print(f"screenshot of the Automation page: {tmp_path / 'automation.png'}")
+    page.close()
+
+
+LAUNCH_TAGGED = """mutation { launchRun(executionParams: {selector: {repositoryLocationName: "offload",
+  repositoryName: "__repository__", jobName: "hello_world"}, runConfigData: {name: "Ada"},
+  executionMetadata: {tags: [{key: "report_id", value: "r42"}]}}) {
+  __typename ... on LaunchRunSuccess { run { runId tags { key } } } } }"""
+
+
+def test_the_runs_list_shows_a_runs_own_tags_not_offloads(ui, tmp_path):
+    launched = ui.graphql(LAUNCH_TAGGED)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = launched["run"]
+    internal = [tag["key"] for tag in run["tags"] if tag["key"].startswith("offload/")]
+    assert internal, run  # what the list would show without offload/runtime/ui_tag_pins.py
+
+    page = ui.page()  # a fresh browser profile: nothing unpinned by hand
+    page.goto(f"{ui.services.url}/runs")
+    # The list is a virtualized grid of divs, each row with its index.
+    row = page.locator("div[data-index]").filter(has=page.locator(f'a[href$="/runs/{run["runId"]}"]')).last
+    expect(row).to_contain_text("report_id: r42")
+    expect(row.get_by_text("View all tags")).to_be_visible()
+    expect(row).not_to_contain_text("offload/")
+    page.screenshot(path=str(tmp_path / "runs.png"))
+    print(f"screenshot of the runs list: {tmp_path / 'runs.png'}")
+
+    row.get_by_text("View all tags").click()  # offload's tags are one click away
+    expect(page.get_by_role("dialog")).to_contain_text(f"{internal[0]}: ")
     page.close()

@@ -73,21 +73,24 @@ def main(argv: Sequence[str]) -> None:
 
 
 def serve_webserver() -> None:
-    """dagster-webserver's command line (``sys.argv``), its app wrapped in ``UIGuard``."""
+    """dagster-webserver's command line (``sys.argv``), its app wrapped in ``UIGuard`` and ``UITagPins``
+    (offload/runtime/ui_tag_pins.py: the runs list shows a run's own tags, not offload's)."""
     import dagster_webserver.cli as webserver_cli
 
     from offload.runtime import batch_creator
     from offload.runtime.ui_guard import UIGuard
+    from offload.runtime.ui_tag_pins import TagKeys, UITagPins
 
     hosts = _hosts_or_exit()
     create_app = _hook(webserver_cli, "create_app_from_workspace_process_context")
 
     def create_guarded_app(*args: Any, **kwargs: Any) -> UIGuard:
         context = args[0] if args else kwargs["workspace_process_context"]
-        app = UIGuard(create_app(*args, **kwargs), hosts)
+        instance = context.instance
+        app = UIGuard(UITagPins(create_app(*args, **kwargs), TagKeys(instance.get_run_tag_keys)), hosts)
         # The runs of ``Client.batch_trigger``'s batches are made here, beside the workspace the webserver
         # holds (offload/runtime/batch_creator.py).
-        batch_creator.start(context.instance, context.create_request_context)
+        batch_creator.start(instance, context.create_request_context)
         return app
 
     # The guard is an ASGI app like the Starlette app it wraps, which is all uvicorn.run asks of it.
