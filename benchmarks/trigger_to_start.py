@@ -16,7 +16,11 @@ median of each phase: the trigger call (how long the client waited), from the tr
 wait during the trigger call itself), the run worker's start (to its ``RUN_START``), and from there to the
 first step.
 
-    .venv/bin/python -m benchmarks.trigger_to_start [--rounds 10]
+The reference line is the same trivial task through bare Celery in the same rounds (Redis broker on this
+machine, one prefork worker: benchmarks/support/celery_reference.py), send -> the task begins. Celery stores
+no run, shows none in a UI and resumes none after a crash: it is the floor, not a peer of equal guarantees.
+
+    .venv/bin/python -m benchmarks.trigger_to_start [--rounds 10] [--no-celery]
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 from dagster_graphql import DagsterGraphQLClient
 
-from benchmarks.support import dagster_deployment
+from benchmarks.support import celery_reference, dagster_deployment
 from benchmarks.support.waiting import wait_for
 from offload.client import Client
 from offload.paths import PROJECT_ROOT
@@ -98,9 +103,12 @@ def summary(samples: list[dict[str, float]], key: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--no-celery", dest="celery", action="store_false", help="no Celery reference line")
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, float]]] = {"stock": [], "offload": []}
-    with tempfile.TemporaryDirectory(prefix="offload-bench-") as scratch:
+    celery: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="offload-bench-") as scratch, ExitStack() as stack:
+        queue = stack.enter_context(celery_reference.worker()) if args.celery else None
         root = Path(scratch)
         stock = dagster_deployment.start(root / "stock", instance=STOCK_INSTANCE)
         offload = dagster_deployment.start(root / "offload")
@@ -121,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in range(args.rounds):
                 results["stock"].append(measure(stock.url, stock_trigger, f"round {n}"))
                 results["offload"].append(measure(offload.url, offload_trigger, f"round {n}"))
+                if queue is not None:
+                    celery.append(celery_reference.send_to_start(queue, f"round {n}"))
                 print(f"round {n + 1}/{args.rounds}: stock {results['stock'][-1]['to_first_step']:.2f} s, "
                       f"offload {results['offload'][-1]['to_first_step']:.2f} s", flush=True)  # fmt: skip
         finally:
@@ -134,11 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         first = report[side]["to_first_step"]
         phases = "".join(f"{report[side][phase]['median']:{len(phase) + 2}.2f}" for phase in PHASES)
         print(f"{side:9}{first['median']:8.2f}{first['min']:8.2f}{first['max']:8.2f}  |{' ' * 7}{phases}")
+    if celery:
+        line = summary([{"s": value} for value in celery], "s")
+        figures = f"{line['median']:8.3f}{line['min']:8.3f}{line['max']:8.3f}"
+        print(f"{'celery':9}{figures}  | the reference: send -> the task began")
     print(f"offload / stock (median): {ratio:.2f}x")
     out = PROJECT_ROOT / "benchmarks" / "results" / "trigger_to_start.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"rounds": args.rounds, "report": report, "ratio": ratio, "samples": results}, indent=2)
+        json.dumps(
+            {"rounds": args.rounds, "report": report, "ratio": ratio, "samples": results, "celery": celery},
+            indent=2,
+        )
     )
     print(f"samples: {out}")
     return 0
