@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from offload.client.batches import CREATED, FAILED, PENDING, STALE_CLAIM_SECONDS, ItemRow, NewItem, run_id_for
 from offload.client.idempotency import MAX_KEY_LENGTH, default_url
-from offload.client.idempotency_store import make_engine
+from offload.client.idempotency_store import create_tables, make_engine
 
 _metadata = sa.MetaData()
 batches_table = sa.Table(
@@ -75,12 +75,7 @@ class BatchStore:
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
         self.engine = make_engine(self.url)
-        try:
-            _metadata.create_all(self.engine, checkfirst=True)
-        except sa.exc.SQLAlchemyError:
-            # Another process created the tables between our check and our CREATE: fine if they are there.
-            if not sa.inspect(self.engine).has_table(items_table.name):
-                raise
+        create_tables(self.engine, _metadata, items_table)
 
     def submit(self, job: str, items: Sequence[NewItem], batch_key: str | None) -> tuple[str, bool]:
         """Write the batch and its items in one transaction; ``(batch id, created)``. With a batch key

@@ -36,18 +36,23 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def create_tables(engine: sa.Engine, metadata: sa.MetaData, probe: sa.Table) -> None:
+    """``metadata``'s tables, unless they exist. Another process may create them between our check and our
+    CREATE: that is fine if ``probe`` is there afterwards."""
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.SQLAlchemyError:
+        if not sa.inspect(engine).has_table(probe.name):
+            raise
+
+
 class IdempotencyStore:
     """The ``(job, key) -> run id`` table. Safe to share between threads; one per process is enough."""
 
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
         self.engine = make_engine(self.url)
-        try:
-            _metadata.create_all(self.engine, checkfirst=True)
-        except sa.exc.SQLAlchemyError:
-            # Another process created the table between our check and our CREATE: fine if it is there now.
-            if not sa.inspect(self.engine).has_table(keys_table.name):
-                raise
+        create_tables(self.engine, _metadata, keys_table)
 
     def claim(
         self, job: str, key: str, ttl: float, *, wait: float = 60.0, stale_after: float = STALE_CLAIM_SECONDS
