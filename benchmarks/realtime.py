@@ -254,9 +254,9 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
         for round_ in range(args.ingest_rounds):
             if round_ > 0:
                 subscribers, tasks = await _connect(port, run_ids, tokens, args.subscribers, publish)
-            rates["with"].append(await _ingest(port, args, run_ids, publish))
+            rates["with"].append(await _ingest(port, args, run_ids, publish, gateway.pid))
             await _disconnect(tasks, process, port, run_ids, publish)
-            rates["without"].append(await _ingest(port, args, run_ids, publish))
+            rates["without"].append(await _ingest(port, args, run_ids, publish, gateway.pid))
         ratio = statistics.median(w / wo for w, wo in zip(rates["with"], rates["without"], strict=True))
         print(f"c. webhook ingest ({args.connections} connections, {args.ingest_seconds:g} s a round, "
               f"{args.rate:g} sets/s throughout): with {args.subscribers} subscribers "
@@ -327,7 +327,11 @@ print(json.dumps({"rate": rate, "bad": bad}))
 
 
 async def _ingest(
-    port: int, args: argparse.Namespace, run_ids: list[str], publish: Callable[[str], None]
+    port: int,
+    args: argparse.Namespace,
+    run_ids: list[str],
+    publish: Callable[[str], None],
+    gateway_pid: int,
 ) -> float:
     """Verified Stripe webhooks per second (the ingest benchmark's closed loop, in a process of its own so
     that it does not share an event loop with the subscribers), while the runs go on setting metadata."""
@@ -341,6 +345,9 @@ async def _ingest(
             await asyncio.sleep(1.0 / args.rate)
 
     publisher = asyncio.create_task(progress())
+    gateway, here = psutil.Process(gateway_pid), psutil.Process()
+    cpu_before = [sum(p.cpu_times()[:2]) for p in (gateway, here)]
+    started = time.monotonic()
     try:
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", INGEST, str(port), str(args.connections), str(args.ingest_seconds),
@@ -350,6 +357,10 @@ async def _ingest(
     finally:
         done.set()
         await publisher
+    elapsed = time.monotonic() - started
+    pairs = zip((gateway, here), cpu_before, strict=True)
+    cpu = [(sum(process.cpu_times()[:2]) - before) / elapsed for process, before in pairs]
+    print(f"   ingest round: gateway {cpu[0]:.0%} of a core, subscribers and writer {cpu[1]:.0%}", flush=True)
     if child.returncode != 0:
         raise RuntimeError("the ingest load process failed")
     result = json.loads(out.decode().strip().splitlines()[-1])

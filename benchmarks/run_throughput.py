@@ -71,35 +71,71 @@ class GroupSampler:
     def __init__(self, pgid: int):
         self.pgid = pgid
         self.cpu: dict[tuple[int, float], float] = {}
+        self.roles: dict[tuple[int, float], str] = {}
         self.peak_rss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = 0
-            for process in psutil.process_iter(["pid"]):
-                try:
-                    if os.getpgid(process.pid) != self.pgid:
-                        continue
-                    times = process.cpu_times()
-                    self.cpu[(process.pid, process.create_time())] = times.user + times.system
-                    rss += process.memory_info().rss
-                except (psutil.Error, ProcessLookupError):
-                    continue
-            self.peak_rss = max(self.peak_rss, rss)
+            self._sample()
             self._stop.wait(0.1)
+
+    def _sample(self) -> None:
+        rss = 0
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.pid) != self.pgid:
+                    continue
+                times = process.cpu_times()
+                key = (process.pid, process.create_time())
+                self.cpu[key] = times.user + times.system
+                if key not in self.roles:
+                    self.roles[key] = role(process)
+                rss += process.memory_info().rss
+            except (psutil.Error, ProcessLookupError):
+                continue
+        self.peak_rss = max(self.peak_rss, rss)
 
     def total(self) -> float:
         return sum(self.cpu.values())
 
+    def by_role(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for key, seconds in self.cpu.items():
+            totals[self.roles[key]] = totals.get(self.roles[key], 0.0) + seconds
+        return totals
+
     def __enter__(self) -> GroupSampler:
+        self._sample()  # the baseline: what the deployment had spent before the measurement
         self._thread.start()
         return self
 
     def __exit__(self, *_: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+ROLES = (  # a command-line marker, the role it shows (the first that matches)
+    ("offload.runtime.dev_server", "webserver"), ("dagster_webserver", "webserver"),
+    ("dagster-webserver", "webserver"), ("_daemon", "daemon"), ("dagster-daemon", "daemon"),
+    ("api grpc", "code server"), ("code-server", "code server"), ("execute_run", "run worker"),
+    (" dev", "dev command"),
+)  # fmt: skip
+
+
+def role(process: psutil.Process) -> str:
+    """What a process of the deployment is, from its command line (a forked run worker carries its fork
+    server's)."""
+    command = " ".join(process.cmdline())
+    if "offload.runtime.forkserver" in command:
+        parent_process = process.parent()
+        parent = " ".join(parent_process.cmdline()) if parent_process is not None else ""
+        return "run worker" if "offload.runtime.forkserver" in parent else "fork server"
+    for marker, name in ROLES:
+        if marker in command:
+            return name
+    return "other: " + command[:60]
 
 
 def statuses(url: str, marker: str) -> list[str]:
@@ -115,8 +151,11 @@ def measure(url: str, keys: str, side: str, mode: str, runs: int, pgid: int) -> 
     marker = uuid.uuid4().hex[:10]
     payloads = [{"name": f"R{index}"} for index in range(runs)]
     client = Client(url, timeout=600, idempotency_db=keys)  # the batch creator's database
+    # One unmeasured run first: what a deployment does once (offload's fork servers start their preload at
+    # the first trigger, the webserver loads the job's plan) is not a cost per run.
+    client.wait(client.trigger("hello_world", {"name": "warm-up"}).id, timeout=300, poll_interval=0.2)
     with GroupSampler(pgid) as sampler:
-        cpu_before = sampler.total()
+        cpu_before, roles_before = sampler.total(), sampler.by_role()
         start = time.monotonic()
         if mode == "one":
             for payload in payloads:
@@ -146,6 +185,7 @@ def measure(url: str, keys: str, side: str, mode: str, runs: int, pgid: int) -> 
             time.sleep(0.25)
         drained = time.monotonic() - start
         cpu = sampler.total() - cpu_before
+        cpu_by_role = {name: t - roles_before.get(name, 0.0) for name, t in sampler.by_role().items()}
     client.close()
     done = sum(status == "SUCCESS" for status in statuses(url, marker))
     figures = {
@@ -155,6 +195,9 @@ def measure(url: str, keys: str, side: str, mode: str, runs: int, pgid: int) -> 
     if mode == "batch" and side == "offload":
         figures["accepted_s"] = accepted
     print(f"  {side:7} {mode:5}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True)
+    print("           CPU s per run by process " + ", ".join(
+        f"{name} {seconds / runs:.3f}" for name, seconds in sorted(cpu_by_role.items(), key=lambda x: -x[1])
+    ), flush=True)  # fmt: skip
     return figures
 
 

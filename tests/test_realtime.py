@@ -279,3 +279,33 @@ def test_a_family_version_changes_with_its_tags_status_and_new_attempts():
         instance.add_run(retry)
         retried = family_versions(instance, [first.run_id])
         assert retried is not None and len(retried[first.run_id]) == 2
+
+
+def test_the_poll_reads_every_attempt_of_a_changed_family_and_only_changed_ones():
+    """The poll reads records by the attempt ids the family versions name: a new retry shows in the
+    family's snapshot (attempts 2, the retry's status), and an unchanged family is not read again."""
+    import dagster as dg
+
+    from offload.webhooks.realtime import Hub
+
+    with dg.instance_for_test() as instance:
+        first = dg.DagsterRun(job_name="j", status=dg.DagsterRunStatus.STARTED)
+        quiet = dg.DagsterRun(job_name="j", status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(first)
+        instance.add_run(quiet)
+        hub = Hub(lambda: instance, interval=1)
+        assert hub.poll([first.run_id, quiet.run_id], []) == {first.run_id, quiet.run_id}
+        assert json.loads(hub.snapshots[first.run_id])["attempts"] == 1
+        instance.handle_run_event(
+            first.run_id,
+            dg.DagsterEvent(dg.DagsterEventType.RUN_FAILURE.value, job_name="j", message="boom"),
+        )
+        retry = dg.DagsterRun(
+            job_name="j", root_run_id=first.run_id, parent_run_id=first.run_id,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/root_run_id": first.run_id, "dagster/parent_run_id": first.run_id},
+        )  # fmt: skip
+        instance.add_run(retry)
+        assert hub.poll([first.run_id, quiet.run_id], []) == {first.run_id}
+        snapshot = json.loads(hub.snapshots[first.run_id])
+        assert snapshot["attempts"] == 2 and snapshot["status"] == "EXECUTING"

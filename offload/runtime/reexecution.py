@@ -45,7 +45,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.snap.execution_plan_snapshot import ExecutionStepSnap
 from dagster._time import datetime_from_timestamp
 
-from offload.runtime import monitoring, run_status, sqlite_engines, waits
+from offload.runtime import monitoring, run_status, schema_scripts, sqlite_engines, waits
 
 _dagsters_selection = KnownExecutionState.build_resume_retry_reexecution
 _STEP_EVENTS = {
@@ -126,6 +126,7 @@ class OffloadInstance(dg.DagsterInstance):
         monitoring.install()
         waits.install()  # durable waits: the resumer runs in the daemon (offload/runtime/waits.py)
         sqlite_engines.install()  # SQLite storages keep their engines (offload/runtime/sqlite_engines.py)
+        schema_scripts.install()  # schema and column checks done once (offload/runtime/schema_scripts.py)
         super().__init__(*args, **kwargs)
         self._status_storage = run_status.install(self._run_storage)
 
@@ -144,7 +145,7 @@ class OffloadInstance(dg.DagsterInstance):
         (``offload/runtime/run_status.py``) is stored as an engine event saying so instead of the status
         event.
 
-        Dagster then stores the event and repeats the status write (refused once the status is final).
+        Dagster then stores the event; its repeat of the same status write is skipped.
         """
         dagster_event = event.dagster_event
         if (
@@ -164,6 +165,9 @@ class OffloadInstance(dg.DagsterInstance):
                     run_id=event.run_id,
                 )
                 return
+            with run_status.written(dagster_event):  # Dagster's repeat of the write is skipped
+                super().handle_new_event(event, batch_metadata=batch_metadata)
+            return
         super().handle_new_event(event, batch_metadata=batch_metadata)
 
     @classmethod

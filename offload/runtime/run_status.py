@@ -16,8 +16,10 @@ event: a run that has reached a final status takes no other (not FAILURE after S
 after SUCCESS, not a second FAILURE); the refused event is stored as an engine event that says so, never
 as the status event, so run-failure sensors and the retry daemon, which read status events, never see
 it. Between two writers racing to end a run, whichever writes first wins. Dagster's own second write of
-the same event (its ``handle_new_event``) goes through the same check, so a write of an in-progress
-status (CANCELING) can never land after another writer finished the run either.
+the same event (its ``handle_new_event``) is skipped when the instance's write of that event object went
+through (:func:`written`: it would write the same values again, a read and a transaction per status
+event); any other caller's status write goes through the same check, so a write of an in-progress status
+(CANCELING) can never land after another writer finished the run either.
 
 **Why a conditional UPDATE** (``UPDATE runs SET ... WHERE run_id = :id AND status NOT IN (final)``)
 rather than a re-read under a lock: the writers are separate processes, so no lock in Python spans them,
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -56,6 +59,18 @@ from dagster._time import get_current_datetime
 from sqlalchemy.engine import Connection
 
 _FINAL = [status.value for status in FINISHED_STATUSES]
+_written = threading.local()  # .event: the DagsterEvent this thread's instance has just written
+
+
+@contextlib.contextmanager
+def written(event: DagsterEvent) -> Iterator[None]:
+    """While Dagster stores ``event``, whose status the instance has just written: its repeat of the
+    same write (``handle_new_event`` then ``handle_run_event``) is skipped, in this thread only."""
+    _written.event = event
+    try:
+        yield
+    finally:
+        _written.event = None
 
 
 def handle_run_event(
@@ -69,6 +84,8 @@ def handle_run_event(
     write of every status event is this one too: a status write that had read the run as in progress
     can never land after another writer finished it.
     """
+    if getattr(_written, "event", None) is event:
+        return None  # written a moment ago by the instance, in this thread
     status = EVENT_TYPE_TO_PIPELINE_RUN_STATUS.get(event.event_type)
     run = storage._get_run_by_id(run_id) if status is not None else None  # Dagster's own read
     if status is None or run is None:

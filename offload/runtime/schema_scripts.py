@@ -10,6 +10,12 @@ forked worker's start). The scripts are part of the installed Dagster and do not
 runs, so :func:`install` keeps one ``ScriptDirectory`` per script location; :func:`warm` builds Dagster's
 before a fork server forks, so run workers inherit it ready. The check itself (the database's revision
 against the head) still runs every time.
+
+**Column checks.** Dagster's SQL run storage also asks, before every run status write and every run
+records query, whether a migration added some columns or tables
+(``SqlRunStorage.has_run_stats_index_cols`` and its siblings): a connection and a reflection of the
+table each time, eight times in a trivial run's worker. :func:`install` keeps each check's answer once it
+is yes, per database (a migration adds them; none removes them while a process runs); a no is asked again.
 """
 
 from __future__ import annotations
@@ -40,7 +46,49 @@ def install() -> None:
                 return cache[location]
 
         ScriptDirectory.from_config = classmethod(from_config)  # type: ignore[method-assign,assignment]
+        _remember_column_checks()
         _installed = True
+
+
+COLUMN_CHECKS = (
+    "has_run_stats_index_cols",
+    "has_bulk_actions_selector_cols",
+    "has_backfill_id_column",
+    "has_backfill_tags_table",
+)
+
+
+def _remember_column_checks() -> None:
+    """Make each of ``COLUMN_CHECKS`` answer yes from memory once a database has answered yes."""
+    from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+
+    known: set[tuple[str, str]] = set()
+
+    def remembered(name: str) -> Any:
+        check = getattr(SqlRunStorage, name)
+
+        def answer(self: SqlRunStorage) -> bool:
+            key = (name, _database(self))
+            if key in known:
+                return True
+            found = bool(check(self))
+            if found:
+                known.add(key)
+            return found
+
+        return answer
+
+    for name in COLUMN_CHECKS:
+        setattr(SqlRunStorage, name, remembered(name))
+
+
+def _database(storage: Any) -> str:
+    """What identifies a run storage's database: its URL (SQLite's file or Postgres's), else the object."""
+    for attribute in ("_conn_string", "postgres_url", "mysql_url"):
+        value = getattr(storage, attribute, None)
+        if isinstance(value, str):
+            return value
+    return f"object {id(storage)}"
 
 
 def warm() -> None:

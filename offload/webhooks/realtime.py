@@ -15,8 +15,9 @@ stream ends when its token expires. The token is a credential: the access log (`
 and nothing else here logs a request's URL.
 
 Push or poll: Dagster offers no change feed, so one task per gateway process polls the instance's run
-storage every ``OFFLOAD_REALTIME_INTERVAL`` seconds (0.1 by default) with one query for every watched run
-and one for their retries, whatever the number of subscribers; each subscriber only compares the shared
+storage every ``OFFLOAD_REALTIME_INTERVAL`` seconds (0.1 by default), whatever the number of subscribers:
+one query for when each watched run family last changed (offload/runtime/run_changes.py), one per watched
+tag, and one that reads the records of the families that changed; each subscriber only compares the shared
 snapshots with what it last sent. The metadata comes from the run's ``offload/metadata`` tag
 (offload/metadata.py), so the query that reads the status reads it too.
 """
@@ -30,7 +31,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -168,10 +169,8 @@ class Hub:
         changed: set[Hashable] = set()
         tag_runs: dict[tuple[str, str], list[str]] = {}
         for key, value in tags:
-            records = self.instance.get_run_records(
-                dg.RunsFilter(tags={key: value}), limit=TAG_RUNS_LIMIT * 2
-            )
-            roots = [r.dagster_run.root_run_id or r.dagster_run.run_id for r in records]
+            tagged = self.instance.get_run_records(dg.RunsFilter(tags={key: value}), limit=TAG_RUNS_LIMIT * 2)
+            roots = [r.dagster_run.root_run_id or r.dagster_run.run_id for r in tagged]
             tag_runs[(key, value)] = list(dict.fromkeys(roots))[:TAG_RUNS_LIMIT]
         ids = set(runs) | {run_id for found in tag_runs.values() for run_id in found}
         pending = [run_id for run_id in ids if run_id not in self._finals]
@@ -183,13 +182,20 @@ class Hub:
             old = self._versions
             pending = [r for r in pending if r not in self.snapshots or versions.get(r) != old.get(r)]
         self._versions = versions or {}
+        records: Sequence[dg.RunRecord] = []
+        if pending and versions is not None:
+            # The versions name every attempt of each family: one query by run id reads them all.
+            attempts = [attempt for root in pending for attempt, _ in versions.get(root, ())]
+            records = self.instance.get_run_records(dg.RunsFilter(run_ids=attempts)) if attempts else []
+        elif pending:
+            records = [
+                *self.instance.get_run_records(dg.RunsFilter(run_ids=pending)),
+                *self.instance.get_run_records(dg.RunsFilter(tags={ROOT_RUN_TAG: pending})),
+            ]
         groups: dict[str, list[dict[str, Any]]] = {}
-        if pending:
-            firsts = self.instance.get_run_records(dg.RunsFilter(run_ids=pending))
-            retries = self.instance.get_run_records(dg.RunsFilter(tags={ROOT_RUN_TAG: pending}))
-            for record in [*firsts, *retries]:
-                shaped = _record(record)
-                groups.setdefault(shaped["rootRunId"] or shaped["runId"], []).append(shaped)
+        for record in records:
+            shaped = _record(record)
+            groups.setdefault(shaped["rootRunId"] or shaped["runId"], []).append(shaped)
         for run_id in ids:
             if run_id in self._finals:
                 text = self._finals[run_id]
