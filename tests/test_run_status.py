@@ -251,3 +251,31 @@ def test_dagsters_own_status_write_is_conditional_too(monitor, worker):
     monitor.run_storage.handle_run_event(run.run_id, canceling)
     current = monitor.get_run_by_id(run.run_id)
     assert current is not None and current.status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_status_event_is_written_once_and_other_writes_still_check(monitor, worker):
+    """The instance writes a status event's status before storing it; Dagster's repeat of that write is
+    skipped (one UPDATE of the runs table per status event), while a write from anywhere else still goes
+    through the final-status check."""
+    import sqlalchemy as sa
+
+    run = monitor.add_run(dg.DagsterRun(job_name="job"))
+    updates: list[str] = []
+
+    def count(connection, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("UPDATE RUNS "):
+            updates.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        report(worker, run.run_id, DagsterEventType.RUN_START)
+        report(worker, run.run_id, DagsterEventType.RUN_SUCCESS)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    assert len(updates) == 2, updates
+    started_and_succeeded = [DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS]
+    assert status_events(monitor, run.run_id)[-2:] == started_and_succeeded
+    failure = DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name="job")
+    monitor.run_storage.handle_run_event(run.run_id, failure)  # not the instance's write: checked
+    current = monitor.get_run_by_id(run.run_id)
+    assert current is not None and current.status == dg.DagsterRunStatus.SUCCESS

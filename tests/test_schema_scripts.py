@@ -40,3 +40,35 @@ def test_install_twice_keeps_one_cache():
     patched = ScriptDirectory.from_config
     schema_scripts.install()
     assert ScriptDirectory.from_config == patched
+
+
+def test_a_column_check_is_asked_until_it_answers_yes_then_remembered():
+    """SqlRunStorage's column checks (a connection and a table reflection each) are asked again while they
+    answer no (a migration may add the columns), and never again for that database once they answer yes."""
+
+    class Storage:
+        def __init__(self, url: str):
+            self._conn_string = url
+
+    answers = {"sqlite:///a.db": [False, True, False], "sqlite:///b.db": [False]}
+    asked: list[str] = []
+
+    def check(storage: Storage) -> bool:
+        asked.append(storage._conn_string)
+        return answers[storage._conn_string].pop(0)
+
+    remembered = schema_scripts.remember_yes(f"check-{id(answers)}", check)
+    a, b = Storage("sqlite:///a.db"), Storage("sqlite:///b.db")
+    assert [remembered(a) for _ in range(4)] == [False, True, True, True]
+    assert remembered(b) is False  # another database is asked for itself
+    assert asked == ["sqlite:///a.db", "sqlite:///a.db", "sqlite:///b.db"]
+
+
+def test_the_run_storage_column_checks_are_remembered(tmp_path):
+    from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+
+    schema_scripts.install()
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        assert isinstance(instance.run_storage, SqlRunStorage)
+        assert instance.run_storage.has_run_stats_index_cols()
+        assert ("has_run_stats_index_cols", instance.run_storage._conn_string) in schema_scripts._known_yes

@@ -21,6 +21,7 @@ is yes, per database (a migration adds them; none removes them while a process r
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _lock = threading.Lock()
@@ -62,24 +63,26 @@ def _remember_column_checks() -> None:
     """Make each of ``COLUMN_CHECKS`` answer yes from memory once a database has answered yes."""
     from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 
-    known: set[tuple[str, str]] = set()
-
-    def remembered(name: str) -> Any:
-        check = getattr(SqlRunStorage, name)
-
-        def answer(self: SqlRunStorage) -> bool:
-            key = (name, _database(self))
-            if key in known:
-                return True
-            found = bool(check(self))
-            if found:
-                known.add(key)
-            return found
-
-        return answer
-
     for name in COLUMN_CHECKS:
-        setattr(SqlRunStorage, name, remembered(name))
+        setattr(SqlRunStorage, name, remember_yes(name, getattr(SqlRunStorage, name)))
+
+
+_known_yes: set[tuple[str, str]] = set()  # (check, database)
+
+
+def remember_yes(name: str, check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``check`` (a storage method), asked again only until it answers yes for the storage's database."""
+
+    def answer(storage: Any) -> bool:
+        key = (name, _database(storage))
+        if key in _known_yes:
+            return True
+        found = bool(check(storage))
+        if found:
+            _known_yes.add(key)
+        return found
+
+    return answer
 
 
 def _database(storage: Any) -> str:
