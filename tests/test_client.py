@@ -125,6 +125,19 @@ def test_trigger_and_wait_and_list(deployment):
     assert len(client.list(limit=1)) == 1
 
 
+def test_list_by_status_finds_a_run_by_its_latest_attempt(deployment):
+    """welcome_user waits durably for its children: its first attempt ends as a Dagster FAILURE (tagged
+    offload/suspended) and a later one completes. It is COMPLETED, and listed so, not as FAILED."""
+    client = deployment.client
+    payload = {"user_id": "list-attempts", "email": "la@example.com", "name": "La"}
+    run = client.trigger_and_wait("welcome_user", payload, timeout=RUN_TIMEOUT)
+    assert run.status is Status.COMPLETED and run.attempts >= 2, run
+    completed = client.list(job="welcome_user", status="COMPLETED", limit=100)
+    assert run.id in [r.id for r in completed]
+    assert all(r.status is Status.COMPLETED for r in completed)
+    assert run.id not in [r.id for r in client.list(job="welcome_user", status=Status.FAILED, limit=100)]
+
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 

@@ -43,13 +43,13 @@ from offload.client.documents import (
     TERMINATE,
 )
 from offload.client.runs import (
-    DAGSTER_STATUSES,
     MAX_RETRIES_TAG,
     BatchResult,
     Run,
     RunHandle,
     Status,
     error_of,
+    first_attempt_statuses,
     metadata_of,
     result_of,
     status_of,
@@ -520,8 +520,11 @@ class Client:
         tag: tuple[str, str] | Mapping[str, str] | None = None,
         limit: int = 20,
     ) -> list[Run]:
-        """Runs, newest first, optionally of one job, in one status, with a tag (``("key", "value")``).
-        Attempts made by retries are part of their run, not listed apart."""
+        """Runs, newest first, optionally of one job, in one status, with a tag (``("key", "value")``):
+        at most ``limit`` of them, the newest that match (pages are read until ``limit`` match or none are
+        left). Attempts made by retries or to resume a durable wait are part of their run, not listed apart,
+        and ``status`` is the run's as ``retrieve`` reports it: its latest attempt's, so the server is asked
+        for first attempts that may be in it (``first_attempt_statuses``) and each is checked here."""
         wanted = Status(status) if status is not None else None
         filter_: dict[str, Any] = {}
         if job is not None:
@@ -530,20 +533,28 @@ class Client:
             pairs = tag.items() if isinstance(tag, Mapping) else [tag]
             filter_["tags"] = [{"key": k, "value": v} for k, v in pairs]
         if wanted is not None:
-            filter_["statuses"] = DAGSTER_STATUSES[wanted]
+            filter_["statuses"] = first_attempt_statuses(wanted)
         found: builtins.list[Run] = []
         cursor = None
         with ThreadPoolExecutor(max_workers=8) as pool:
             while len(found) < limit:
                 page = self._runs_page(filter_, cursor, max(limit, 20))
                 firsts = [record["runId"] for record in page if not record["rootRunId"]]
-                for run in pool.map(self.retrieve, firsts):
-                    if (wanted is None or run.status == wanted) and len(found) < limit:
+                for run in pool.map(lambda run_id: self._listed(run_id, wanted), firsts):
+                    if run is not None and (wanted is None or run.status is wanted) and len(found) < limit:
                         found.append(run)
                 if len(page) < max(limit, 20):
                     break
                 cursor = page[-1]["runId"]
         return found
+
+    def _listed(self, run_id: str, wanted: Status | None) -> Run | None:
+        """The run as ``retrieve`` reports it, or None if it is not in ``wanted`` (then its events are not
+        read)."""
+        run, attempts = self._records(run_id)
+        if wanted is not None and status_of(_latest(run, attempts)) is not wanted:
+            return None
+        return self._build(run, attempts, with_events=True)
 
     def wait(self, run_id: str, timeout: float = 600.0, poll_interval: float = 1.0) -> Run:
         """Block until the run is final and return it; ``RunTimeoutError`` after ``timeout`` seconds (the

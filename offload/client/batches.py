@@ -40,9 +40,9 @@ _NAMESPACE = uuid.UUID("6f1f4c1e-3b5e-4d35-9a5e-0ff10ad0ba7c")
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One item of ``Client.batch_trigger`` with options of its own (a plain payload has none); the
-    options are ``Client.trigger``'s, and override the call's ``tags`` key by key and its
-    ``max_attempts``."""
+    """One item of ``Client.batch_trigger`` with options of its own (a plain payload has none): these
+    five of ``Client.trigger``'s (no delay, ttl, priority, max_duration or debounce). Its ``tags``
+    override the call's key by key, its ``max_attempts`` the call's."""
 
     payload: Mapping[str, Any]
     idempotency_key: str | None = None

@@ -8,9 +8,9 @@ and ``batchTriggerAndWait``.
         ...
 
 Each child is a run of its own (its own logs, retries and queue), tagged with its parent. It takes its
-slot on the next nesting level (offload/runtime/concurrency.py), so a parent holding a slot while it waits
-never
-starves its children of one, however small the limits. Children not final at once suspend the parent
+slot on the next nesting level (offload/runtime/concurrency.py), so a parent holding a slot (while it
+triggers its children, and after it resumes) never starves its children of one, however small the limits.
+Children not final at once suspend the parent
 (``offload.wait.for_runs``: a durable wait, offload/runtime/waits.py): its worker exits and it holds no
 slot until every child is final; then it resumes, this step starts again, finds its children by their
 keys and returns their outputs. The idempotency key is derived from the parent's

@@ -92,7 +92,8 @@ _PLAIN = {
     "SUCCESS": Status.COMPLETED,
 }
 
-# Dagster statuses a list filter asks the server for; the mapping above then picks the exact ones.
+# The Dagster statuses of the attempt that stands for a run in each status (its latest); the mapping above
+# then picks the exact ones.
 DAGSTER_STATUSES: dict[Status, list[str]] = {
     Status.DELAYED: ["NOT_STARTED"],
     Status.QUEUED: ["QUEUED", "NOT_STARTED", "MANAGED", "FAILURE"],
@@ -105,6 +106,16 @@ DAGSTER_STATUSES: dict[Status, list[str]] = {
     Status.WAITING: ["FAILURE", "NOT_STARTED"],
     Status.EXPIRED: ["CANCELED"],
 }
+
+
+def first_attempt_statuses(wanted: Status) -> list[str]:
+    """The Dagster statuses the first attempt of a run in ``wanted`` can have now. A run's status is its
+    latest attempt's, but a list names runs by their first attempts: a run with a single attempt has one of
+    ``DAGSTER_STATUSES[wanted]``, and one with more ended its first as a FAILURE (Dagster retries a failed
+    run; a durable wait ends its attempt as a FAILURE tagged ``offload/suspended``)."""
+    return sorted({*DAGSTER_STATUSES[wanted], "FAILURE"})
+
+
 SUSPENDED_TAG = "offload/suspended"  # offload/runtime/waits.py
 RESUMES_TAG = "offload/resumes"
 

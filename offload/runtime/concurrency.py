@@ -8,8 +8,9 @@ are generic and the limit is part of the tag key: a run tagged ``offload/limit-2
 other runs tagged ``offload/limit-2: batch`` are in progress (``applyLimitPerUniqueValue``). There is one
 rule per supported limit (``LIMITS``); the value says whose limit it is.
 
-Child runs (a step that triggers a job and waits for its output) would deadlock a limited queue: the
-parent holds its slot while it waits for a child that needs one. So every slot belongs to a nesting level:
+Child runs (a step that triggers a job and waits for its output) could deadlock a limited queue: a parent
+holds its slot while it triggers its children and after it resumes (while it waits it is suspended and holds
+none: offload/client/children.py), and its children need slots too. So every slot belongs to a nesting level:
 ``offload/depth`` is 0 for a run started from outside and parent + 1 for a child, each level has its own
 ``LEVEL_SLOTS`` runs at once, and a child's queue and key tags carry ``@<depth>``. A child then never
 waits for a slot held by an ancestor, and the deepest level always makes progress. The price: a queue
