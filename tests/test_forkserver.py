@@ -19,6 +19,7 @@ from offload.runtime.forkserver import ForkServer, code_fingerprint, shared
 
 # A code location whose job writes its module's VERSION (and waits for a gate file when asked to).
 LOCATION = """
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def report(context):
     gate = Path(context.op_config["gate"])
     while context.op_config["gate"] and not gate.exists():
         time.sleep(0.05)
-    Path(context.op_config["out"]).write_text(str(VERSION))
+    Path(context.op_config["out"]).write_text(str(VERSION) + os.environ.get("FORKSERVER_TEST_SUFFIX", ""))
 
 
 @dg.job(executor_def=dg.in_process_executor)
@@ -66,16 +67,20 @@ def server(location):
 
 
 def start(server: ForkServer, instance: dg.DagsterInstance, location: Path, out: Path, gate: str = "") -> str:
-    """Create a run of ``versioned`` and fork its worker; the run id."""
+    """Create a run of ``versioned`` and fork its worker; the run id (the worker's pid: ``started``)."""
     recon = ReconstructableJob.for_file(str(location / "versioned_location.py"), "versioned")
     run = instance.create_run_for_job(
         recon.get_definition(),
         run_config={"ops": {"report": {"config": {"out": str(out), "gate": gate}}}},
         job_code_origin=recon.get_python_origin(),
     )
-    server.start_worker(ExecuteRunArgs(job_origin=recon.get_python_origin(), run_id=run.run_id,
-                                       instance_ref=instance.get_ref()))  # fmt: skip
+    pid = server.start_worker(ExecuteRunArgs(job_origin=recon.get_python_origin(), run_id=run.run_id,
+                                             instance_ref=instance.get_ref()))  # fmt: skip
+    started.append(pid)
     return run.run_id
+
+
+started: list[int] = []  # the pids start_worker returned, in order
 
 
 def run_to_end(server, instance, location, out: Path) -> str:
@@ -219,3 +224,34 @@ def test_a_forked_workers_step_output_reaches_its_compute_logs_without_echo_proc
             assert str(home / "storage") in str(manager.get_captured_local_path(key, "out"))
     finally:
         server.stop()
+
+
+def idle_children(server: ForkServer) -> list[int]:
+    """The server's children that are not one of the workers it has handed out (its standby)."""
+    assert server._server is not None
+    children = psutil.Process(server._server.pid).children()
+    return [c.pid for c in children if c.pid not in started and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_the_next_worker_waits_ready_and_reads_a_changed_env_file(server, instance, location, tmp_path):
+    """After a request the server forks a standby worker that opens the instance before its run comes; the
+    next request is handed to it (its pid is the one returned), and it runs that run. A ``.env`` edited in
+    between is read, as a worker forked on demand reads it. The standby exits with the server."""
+    assert run_to_end(server, instance, location, tmp_path / "first") == "1"
+    (standby,) = wait_for(lambda: idle_children(server) or None, 30, "a standby worker")
+    assert run_to_end(server, instance, location, tmp_path / "second") == "1"
+    assert started[-1] == standby  # the run went to the worker that was waiting for it
+    (standby,) = wait_for(lambda: idle_children(server) or None, 30, "the next standby worker")
+    (location / ".env").write_text("FORKSERVER_TEST_SUFFIX=-from-env\n")
+    assert run_to_end(server, instance, location, tmp_path / "third") == "1-from-env"
+    assert started[-1] == standby
+    (standby,) = wait_for(lambda: idle_children(server) or None, 30, "the next standby worker")
+    server.stop()
+    wait_for(lambda: gone(standby), 10, "the standby to exit with its server")

@@ -84,6 +84,7 @@ START_METHODS = (FORKSERVER, SPAWN)
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
 # psutil derives a process's start time from the boot time, which Linux reports in whole seconds.
 _START_TIME_SLACK = 1.0
+CHECKED_KEPT = 64  # code fingerprints kept from ready_to_launch for the launch that follows it
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         self.terminate_grace_seconds = terminate_grace_seconds
         self.start_method = start_method
         self.fork_server = forkserver.shared(working_directory or str(paths.PROJECT_ROOT), preload_modules)
+        self._checked: dict[str, str] = {}  # run id -> the code fingerprint ready_to_launch found warm
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -234,7 +236,11 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
         (offload/runtime/coordinator.py)."""
         if not self._forks(run, _local_worker_host(LaunchRunContext(dagster_run=run, workspace=workspace))):
             return True
-        if self.fork_server.is_warm():
+        fingerprint = self.fork_server.fingerprint()
+        if self.fork_server.is_warm(fingerprint):
+            self._checked[run.run_id] = fingerprint  # launch_run's fork uses it: one walk of the code
+            while len(self._checked) > CHECKED_KEPT:  # runs checked here but launched elsewhere
+                del self._checked[next(iter(self._checked))]
             return True
         self.fork_server.warm_in_background()
         return False
@@ -269,7 +275,7 @@ class OffloadRunLauncher(dg.DefaultRunLauncher):
             set_exit_code_on_failure=None,
         )
         try:
-            pid = self.fork_server.start_worker(args)
+            pid = self.fork_server.start_worker(args, fingerprint=self._checked.pop(run.run_id, None))
         except Exception as error:  # the server died while starting: its preload raised (the daemon's log)
             self._instance.report_engine_event(
                 f"Fork server failed ({type(error).__name__}: {error}): "
