@@ -19,6 +19,36 @@ from offload.log import MASK, Progress, StepLog, holds_secret, redact
 
 # --- redact ----------------------------------------------------------------------------------------------
 
+# Long texts that made a pattern backtrack quadratically: a run of scheme letters with no "://" (a 3 MiB
+# payload string took minutes to check), and a long dotted line (40 KB of "a." took 30 s to mask).
+LONG_TEXTS = [
+    '"x" * 3_000_000',
+    '"a." * 1_500_000',
+    '"a." * 1_000_000 + "https://u:hunter22@h"',
+    '"http://" * 400_000',
+]
+
+
+@pytest.mark.parametrize("text", LONG_TEXTS)
+def test_long_texts_are_checked_and_masked_in_one_pass(text):
+    """In a process of its own, killed after 60 s: a quadratic pattern holds the GIL for hours."""
+    import subprocess
+    import sys
+
+    code = f"from offload.redaction import holds_secret, redact; t = {text}; redact(t, {{}})"
+    code += "; holds_secret(t, {})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[1])
+
+
+def test_the_bounded_patterns_still_find_what_they_found():
+    """A scheme preceded by a long run of letters, and a credential parameter after a long dotted name."""
+    assert holds_secret("a" * 40 + "https://user:hunter22@db.example", {})
+    assert redact("a" * 40 + "https://user:hunter22@db.example", {}).endswith(
+        f"https://user:{MASK}@db.example"
+    )
+    dotted = "x." * 50 + "api_key=abcdef123"
+    assert redact(f"see {dotted} now", {}) == f"see {'x.' * 50}api_key={MASK} now"
+
 
 @pytest.mark.parametrize(
     ("name", "value"),
