@@ -8,7 +8,10 @@ Two deployments run side by side on this machine, each ``dagster dev`` with this
 - **offload**: offload's embedded instance (``offload.runtime.instance.embedded_config()``), triggered with
   ``offload.client.Client.trigger``.
 
-Rounds alternate between the two, one run at a time, so both see the same machine load. Latency = the
+Rounds alternate between the two, one run at a time, so both see the same machine load; before each trigger
+the benchmark waits (at most 10 s) until the machine is quiet (all cores together under 20% busy over two
+0.2 s samples), so a run is not measured beside the other side's previous worker still exiting or its
+daemon's post-run work: both sides are measured as an idle deployment receiving a trigger. Latency = the
 first ``STEP_START`` event's timestamp (written by the run worker) minus the wall clock just before the
 trigger call, both on this machine's clock. Prints median, min and max per side, offload / stock, and the
 median of each phase: the trigger call (how long the client waited), from the trigger to the run's
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from dagster_graphql import DagsterGraphQLClient
 
 from benchmarks.support import celery_reference, dagster_deployment
@@ -80,8 +84,17 @@ def milestones(url: str, run_id: str, deadline: float = 120.0) -> dict[str, floa
     return found
 
 
+def settle(limit: float = 10.0) -> None:
+    """Wait until all cores together were under 20% busy over two 0.2 s samples running (at most
+    ``limit`` seconds)."""
+    calm, give_up = 0, time.monotonic() + limit
+    while calm < 2 and time.monotonic() < give_up:
+        calm = calm + 1 if psutil.cpu_percent(interval=0.2) < 20 else 0
+
+
 def measure(url: str, trigger: Callable[[str], str], name: str) -> dict[str, float]:
     """Seconds from just before the trigger call to the first step, and the phases on the way."""
+    settle()
     before = time.time()
     run_id = trigger(name)
     returned = time.time()
@@ -130,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["stock"].append(measure(stock.url, stock_trigger, f"round {n}"))
                 results["offload"].append(measure(offload.url, offload_trigger, f"round {n}"))
                 if queue is not None:
+                    settle()
                     celery.append(celery_reference.send_to_start(queue, f"round {n}"))
                 print(f"round {n + 1}/{args.rounds}: stock {results['stock'][-1]['to_first_step']:.2f} s, "
                       f"offload {results['offload'][-1]['to_first_step']:.2f} s", flush=True)  # fmt: skip
