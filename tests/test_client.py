@@ -34,7 +34,7 @@ from offload.errors import (
     UnknownJobError,
     WebserverUnreachableError,
 )
-from offload.payload import payload_errors
+from offload.payload import MAX_PAYLOAD_BYTES, payload_errors
 from pipelines.video.payload import VideoPayload
 
 LEVEL_SLOTS = 3
@@ -155,6 +155,12 @@ def test_bad_payloads_get_the_clis_lines_and_start_nothing(deployment):
     with pytest.raises(InvalidPayloadError) as missing:
         client.trigger("video_pipeline", {"video_id": "a", "user_id": "b", "user_email": "c@example.com"})
     assert any('Missing required config entry "video_url"' in line for line in missing.value.lines)
+    with pytest.raises(InvalidPayloadError) as huge:  # refused by the client, before it sends anything
+        client.trigger("video_pipeline", {"video_id": "huge", "notes": "x" * MAX_PAYLOAD_BYTES})
+    assert huge.value.lines == [
+        "payload: 3,145,761 bytes is over the 3,145,728-byte limit; put large inputs in storage and pass "
+        "their key"
+    ]
     assert len(client.list(job="video_pipeline", limit=100)) == before
 
 
@@ -173,6 +179,20 @@ def test_secrets_and_env_references_never_reach_run_config(deployment, monkeypat
     with pytest.raises(ValueError, match="holds a secret"):
         deployment.client.trigger("hello_world", {"name": "x"}, tags={"note": "sk_live_abcdef123456"})
     assert deployment.client.list(job="typed_task", tag=("offload/key-limit-1", "records:s")) == []
+
+
+def test_tags_with_a_reserved_prefix_are_refused_and_create_nothing(deployment):
+    client = deployment.client
+    marker = f"reserved-{time.time_ns()}"
+    for prefix in ("dagster/", ".dagster/", "offload/"):
+        with pytest.raises(ValueError) as caught:
+            client.trigger("hello_world", {"name": "Ada"}, tags={"case": marker, f"{prefix}mine": "1"})
+        assert (
+            str(caught.value)
+            == f"tags: '{prefix}mine' uses a reserved prefix (dagster/, .dagster/, offload/)"
+        )
+    assert client.list(tag=("case", marker)) == []
+    assert client.list(job="hello_world", tag=("offload/mine", "1")) == []
 
 
 def test_unknown_job_and_unknown_run(deployment):
@@ -278,6 +298,22 @@ def test_replay_runs_the_same_payload_again(deployment):
     assert replayed.tags["source"] == "replay-test" and replayed.tags["offload/replay_of"] == original.id
     client.cancel(original.id)  # finished: nothing to cancel, no error
     assert client.retrieve(original.id).status is Status.COMPLETED
+
+
+def test_replay_keeps_attempts_and_concurrency_key(deployment):
+    client = deployment.client
+    payload = {"user_id": "replayer", "email": "r@example.com", "data": {"n": 1}}
+    original = client.trigger_and_wait(
+        "typed_task", payload, max_attempts=2, concurrency_key="k", timeout=RUN_TIMEOUT
+    )
+    assert original.status is Status.COMPLETED
+    replayed = client.wait(client.replay(original.id).id, timeout=RUN_TIMEOUT)
+    assert replayed.status is Status.COMPLETED and replayed.id != original.id
+    assert replayed.payload == payload and replayed.tags["offload/replay_of"] == original.id
+    for run in (original, replayed):
+        tags = run.tags
+        assert (tags["dagster/max_retries"], tags["dagster/retry_on_asset_or_op_failure"]) == ("1", "true")
+        assert (tags["offload/concurrency_key"], tags["offload/key-limit-1"]) == ("k", "records:k")
 
 
 def test_batch_trigger_creates_the_good_items_and_reports_each_bad_one(deployment):

@@ -1,11 +1,13 @@
 """Payload validation: every rule of the video payload, reported as one line naming the field, before any
 run starts; and the CLI hook that prints those lines instead of a traceback."""
 
+import json
+
 import dagster as dg
 import pytest
 from pydantic import ValidationError
 
-from offload.payload import payload_errors
+from offload.payload import MAX_PAYLOAD_BYTES, payload_errors, payload_problems
 from pipelines.video.payload import SingleFormatPayload, VideoPayload
 
 GOOD = {
@@ -68,6 +70,23 @@ def test_single_format_payload_checks_its_format():
         SingleFormatPayload(**GOOD, format="mkv")
     assert payload_errors(caught.value) == ["format = 'mkv': must be one of mp4, webm, gif"]
     assert SingleFormatPayload(**GOOD, format="gif").as_video_payload().formats == ["gif"]
+
+
+def payload_of_size(size: int) -> dict[str, str]:
+    """A payload whose JSON is exactly ``size`` bytes."""
+    overhead = len(json.dumps({"blob": ""}).encode())
+    payload = {"blob": "x" * (size - overhead)}
+    assert len(json.dumps(payload).encode()) == size
+    return payload
+
+
+def test_payloads_are_limited_to_three_mib_of_json():
+    assert MAX_PAYLOAD_BYTES == 3 * 1024 * 1024
+    assert payload_problems(payload_of_size(MAX_PAYLOAD_BYTES)) == []
+    assert payload_problems(payload_of_size(MAX_PAYLOAD_BYTES + 1)) == [
+        "payload: 3,145,729 bytes is over the 3,145,728-byte limit; put large inputs in storage and pass "
+        "their key"
+    ]
 
 
 def test_errors_unrelated_to_payloads_are_left_alone():

@@ -52,6 +52,17 @@ def test_it_applies_per_nesting_level_and_per_key():
     assert not blocked(run(VIDEO, {"user_id": "u9"}), same_user, {"offload.queue.video": 3})
 
 
+def test_a_run_time_limit_gives_a_limit_to_a_queue_that_declares_none():
+    free = Queue("free").job_tags()  # no limit declared: only the level slots count
+    two = [run(free), run(free)]
+    assert not blocked(run(free), two, {})
+    assert blocked(run(free), two, {"offload.queue.free": 2})
+    assert not blocked(run(free), [run(free)], {"offload.queue.free": 2})
+    assert not blocked(run(free), two, {"offload.queue.other": 2})  # another queue's limit
+    assert not blocked(run(free, depth=1), two, {"offload.queue.free": 2})  # another level's slots
+    assert blocked(run(free, depth=1), [run(free, depth=1)], {"offload.queue.free": 1})
+
+
 def test_other_rules_still_hold():
     level = [run(BATCH, depth=0)] * concurrency.LEVEL_SLOTS
     free = Queue("free").job_tags()

@@ -14,19 +14,23 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from benchmarks.support import dagster_deployment, postgres
 from benchmarks.support.dagster_deployment import DagsterDeployment
 from benchmarks.support.waiting import wait_for
 from offload.client import Client, Status
 from offload.client.runs import status_of
-from offload.runtime import debounce, delays
+from offload.runtime import concurrency, debounce, delays
+from offload.runtime.coordinator import OffloadRunCoordinator
 from offload.trigger_options import (
     DEBOUNCE_KEY_TAG,
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
     EXPIRES_AT_TAG,
     PARENT_RUN_TAG,
+    PRIORITY_TAG,
     duration_seconds,
     is_expired,
     is_held,
@@ -129,6 +133,83 @@ def test_the_daemon_reads_only_delayed_runs_among_not_started_ones():
         for _ in range(3):
             instance.add_run(dg.DagsterRun(job_name="j", status=not_started, tags={"offload/resumes": "x"}))
         assert [run.run_id for run in delays._delayed_runs(instance)] == [delayed.run_id]
+
+
+def test_equal_priorities_are_dequeued_in_trigger_order_after_higher_ones():
+    """The daemon's own choice of runs to start (Dagster's ``_get_runs_to_dequeue`` with offload's sort
+    installed by its coordinator) on queued runs of a real instance, created in trigger order."""
+    with dg.instance_for_test(
+        overrides={"run_coordinator": concurrency.run_coordinator_config()}
+    ) as instance:
+        assert isinstance(instance.run_coordinator, OffloadRunCoordinator)
+        assert (
+            QueuedRunCoordinatorDaemon._priority_sort is delays._priority_sort
+        )  # offload's, installed by it
+        location = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4000, location_name="loc")
+        origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "repo"), "j")  # never contacted
+        for name, priority in [("a", 0), ("b", 5), ("c", 0), ("d", 0), ("e", 5), ("f", -1), ("g", 0)]:
+            tags = {PRIORITY_TAG: str(priority), "name": name}
+            queued = dg.DagsterRunStatus.QUEUED
+            instance.add_run(dg.DagsterRun(job_name="j", status=queued, tags=tags, remote_job_origin=origin))
+        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        order = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
+        assert [run.tags["name"] for run in order] == ["b", "e", "a", "c", "d", "g", "f"]
+
+
+def debounced_run(due: float, **tags: str) -> dg.DagsterRun:
+    """A debounced trigger's run as the coordinator sees it: NOT_STARTED, due at ``due``."""
+    tags = {DEBOUNCE_KEY_TAG: "k", DELAY_UNTIL_TAG: f"{due:.3f}", **tags}
+    return dg.DagsterRun(job_name="j", status=dg.DagsterRunStatus.NOT_STARTED, tags=tags)
+
+
+def test_a_debounced_run_takes_triggers_until_its_last_second_and_ten_minutes_after_the_first():
+    now = 10_000.0
+    assert (debounce.JOIN_MARGIN, debounce.MAX_WAIT) == (1.0, 600.0)
+
+    def joinable(due: float, first_at: float) -> bool:
+        return debounce._joinable(debounced_run(due), first_at, now)
+
+    assert joinable(now + 1.001, now - 5)
+    assert not joinable(now + 1.0, now - 5)  # the last second before it is due: the trigger starts a new run
+    assert not joinable(now + 0.2, now - 5)
+    assert joinable(now + 30, now - 599.999)
+    assert not joinable(now + 30, now - 600)  # ten minutes after the key's first trigger: a new run
+    canceled = dg.DagsterRun(
+        job_name="j", status=dg.DagsterRunStatus.CANCELED, tags=debounced_run(now + 30).tags
+    )
+    assert not debounce._joinable(canceled, now - 5, now)  # released or canceled: a new run
+
+
+def test_a_debounced_run_is_pushed_back_at_most_ten_minutes_after_the_keys_first_trigger():
+    with dg.instance_for_test() as instance:
+        storage = debounce._storage(instance)
+        first_at = 1_900_000_000.0
+        held = instance.add_run(debounced_run(first_at + 5))
+        assert debounce._rewrite(storage, held, debounced_run(first_at + 700, n="2"), first_at)
+        stored = instance.get_run_by_id(held.run_id)
+        assert stored is not None and stored.tags["n"] == "2"
+        assert stored.tags[DELAY_UNTIL_TAG] == f"{first_at + 600:.3f}"  # capped, not first_at + 700
+        assert debounce._rewrite(storage, stored, debounced_run(first_at + 20, n="3"), first_at)
+        stored = instance.get_run_by_id(held.run_id)
+        assert stored is not None and stored.tags["n"] == "3"
+        assert stored.tags[DELAY_UNTIL_TAG] == f"{first_at + 20:.3f}"  # under the cap: the trigger's own
+
+
+def test_a_trigger_in_the_last_second_before_the_run_is_due_starts_a_new_run():
+    """``collapse`` on a real SQLite instance: the key's first run, due in under a second, takes no more
+    triggers; the next one collects them from then on."""
+    with dg.instance_for_test() as instance:
+        first = instance.add_run(debounced_run(time.time() + 0.5))
+        assert debounce.collapse(instance, first).run_id == first.run_id  # claims the key
+        second = instance.add_run(debounced_run(time.time() + 60, n="2"))
+        assert debounce.collapse(instance, second).run_id == second.run_id  # a new run, not folded in
+        untouched = instance.get_run_by_id(first.run_id)
+        assert untouched is not None and "n" not in untouched.tags
+        third = instance.add_run(debounced_run(time.time() + 60, n="3"))
+        assert debounce.collapse(instance, third).run_id == second.run_id  # the new run collects the key
+        assert instance.get_run_by_id(third.run_id) is None
+        collecting = instance.get_run_by_id(second.run_id)
+        assert collecting is not None and collecting.tags["n"] == "3"
 
 
 # -- on a real deployment -----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import dagster as dg
 import httpx
 import psutil
 import pytest
@@ -34,7 +35,7 @@ from benchmarks.support.waiting import free_port, wait_for
 from offload import paths, wait
 from offload.client import Client, Status
 from offload.client.runs import status_of, waiting_for
-from offload.runtime import waitstore
+from offload.runtime import waits, waitstore
 
 WORKSPACE = Path(__file__).parent / "wait_workspace.yaml"
 RUN_TIMEOUT = 120
@@ -414,6 +415,44 @@ def test_waiting_attempts_read_as_waiting_and_a_later_real_failure_does_not():
     assert (
         status_of(failed) is Status.FAILED and not Status.WAITING.is_final and not Status.WAITING.is_failure
     )
+
+
+def job_that_sleeps(seconds: float) -> dg.JobDefinition:
+    @dg.op
+    def sleeper(context: dg.OpExecutionContext) -> float:
+        started = time.monotonic()
+        wait.sleep(context, seconds)
+        return time.monotonic() - started
+
+    @dg.job(name=f"sleeps_{str(seconds).replace('.', '_')}")
+    def sleeps() -> None:
+        sleeper()
+
+    return sleeps
+
+
+def test_a_wait_of_five_seconds_or_less_sleeps_in_the_worker_and_a_longer_one_suspends_the_run():
+    """In process on a real SQLite instance: a 0.2 s wait sleeps in the step (the run completes, no wait is
+    recorded, the run is not tagged suspended); one just over IN_PROCESS_SECONDS records its wait and ends
+    the step suspended."""
+    assert wait.IN_PROCESS_SECONDS == 5.0
+    with dg.instance_for_test() as instance:
+        store = waitstore.for_instance(instance)
+        every_state = (waitstore.SUSPENDING, waitstore.WAITING, waitstore.RESUMING, waitstore.RESUMED,
+                       waitstore.CANCELED)  # fmt: skip
+        short = job_that_sleeps(0.2).execute_in_process(instance=instance)
+        assert short.success and short.output_for_node("sleeper") >= 0.15
+        assert store.waits_in(*every_state) == []
+        done = instance.get_run_by_id(short.run_id)
+        assert done is not None and waits.SUSPENDED_TAG not in done.tags
+        long = job_that_sleeps(wait.IN_PROCESS_SECONDS + 0.5).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        assert not long.success
+        [row] = store.waits_in(*every_state)
+        assert (row.run_id, row.kind, row.state) == (long.run_id, "sleep", waitstore.SUSPENDING)
+        run = instance.get_run_by_id(long.run_id)
+        assert run is not None and run.tags[waits.SUSPENDED_TAG].startswith("until ")
 
 
 def test_a_token_completes_once_and_keeps_its_first_data(tmp_path):
