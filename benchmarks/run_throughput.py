@@ -87,11 +87,11 @@ class GroupSampler:
             try:
                 if os.getpgid(process.pid) != self.pgid:
                     continue
-                times = process.cpu_times()
                 key = (process.pid, process.create_time())
-                self.cpu[key] = times.user + times.system
                 if key not in self.roles:
                     self.roles[key] = role(process)
+                times = process.cpu_times()
+                self.cpu[key] = times.user + times.system
                 rss += process.memory_info().rss
             except (psutil.Error, ProcessLookupError):
                 continue
@@ -120,6 +120,7 @@ ROLES = (  # a command-line marker, the role it shows (the first that matches)
     ("offload.runtime.dev_server", "webserver"), ("dagster_webserver", "webserver"),
     ("dagster-webserver", "webserver"), ("_daemon", "daemon"), ("dagster-daemon", "daemon"),
     ("api grpc", "code server"), ("code-server", "code server"), ("execute_run", "run worker"),
+    ("multiprocessing.spawn", "run worker"), ("tail -F", "log tailer"),
     (" dev", "dev command"),
 )  # fmt: skip
 

@@ -15,6 +15,7 @@ from dagster._grpc.types import ExecuteRunArgs
 
 from benchmarks.support.dagster_deployment import finished
 from benchmarks.support.waiting import wait_for
+from offload.runtime import forkserver
 from offload.runtime.forkserver import ForkServer, code_fingerprint, shared
 
 # A code location whose job writes its module's VERSION (and waits for a gate file when asked to).
@@ -246,6 +247,7 @@ def test_the_next_worker_waits_ready_and_reads_a_changed_env_file(server, instan
     between is read, as a worker forked on demand reads it. The standby exits with the server."""
     assert run_to_end(server, instance, location, tmp_path / "first") == "1"
     (standby,) = wait_for(lambda: idle_children(server) or None, 30, "a standby worker")
+    assert psutil.Process(standby).name() == forkserver.STANDBY_NAME  # ps tells it from a worker
     assert run_to_end(server, instance, location, tmp_path / "second") == "1"
     assert started[-1] == standby  # the run went to the worker that was waiting for it
     (standby,) = wait_for(lambda: idle_children(server) or None, 30, "the next standby worker")

@@ -35,7 +35,7 @@ from benchmarks.support.waiting import free_port, wait_for
 from offload import paths, wait
 from offload.client import Client, Status
 from offload.client.runs import status_of, waiting_for
-from offload.runtime import waits, waitstore
+from offload.runtime import forkserver, waits, waitstore
 
 WORKSPACE = Path(__file__).parent / "wait_workspace.yaml"
 RUN_TIMEOUT = 120
@@ -335,12 +335,14 @@ MANY = 200
 
 
 def run_workers(services: DagsterDeployment) -> list[psutil.Process]:
-    """This deployment's forked run workers: fork-server children (runtime/forkserver.py) in its tree."""
+    """This deployment's forked run workers: fork-server children (runtime/forkserver.py) in its tree,
+    but not a fork server's standby, which waits for the next run with no run of its own."""
     workers = []
     for process in psutil.Process(services.pid).children(recursive=True):
         try:
             parent = process.parent()
-            if parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline()):
+            is_forked = parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline())
+            if is_forked and process.name() != forkserver.STANDBY_NAME:
                 workers.append(process)
         except psutil.Error:
             continue

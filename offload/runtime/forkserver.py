@@ -17,7 +17,8 @@ back on a pipe of its own; it exits when its stdin closes.
 **Standby.** After each request the server forks the next worker ahead of its run (:class:`Standby`): it
 opens its Dagster instance, then waits on a pipe of its own; the next request is handed to it, so a run's
 worker starts with its instance open (~25 ms sooner). It still runs one run and exits; it exits unused when
-the server does.
+the server does. So each fork server has one idle process beside it, named ``offload-standby`` (``ps``
+shows its role; a worker with a run is ``offload-worker``).
 
 **Stale code.** A preloaded module is what the worker runs: Dagster's loader reuses a module already in
 ``sys.modules`` for the same file. Stock Dagster imports the code from disk for every run, so an edit (with
@@ -57,10 +58,13 @@ from typing import Any
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import deserialize_value, serialize_value
 
+from offload import process_tree
 from offload.runtime import compute_logs, event_log_files, instance_settings, schema_scripts
 
 DEFAULT_PRELOAD = ("dagster", "definitions")
 READY = b"ready"  # the server's first line: its preload is done
+STANDBY_NAME = "offload-standby"  # a forked process waiting for its run (its name in ps and /proc)
+WORKER_NAME = "offload-worker"  # a forked process running its run
 # What every worker imports on its way to the first step, imported once here instead (Dagster's CLI module
 # builds its click commands at import: ~40 ms of each worker's CPU).
 WORKER_MODULES = (
@@ -357,6 +361,7 @@ def _worker(serialized_args: str, reply_to: int) -> None:
     code = 1
     try:
         _become_worker(reply_to)
+        process_tree.name_this_process(WORKER_NAME)
         code = execute_run(serialized_args)
     except BaseException:
         traceback.print_exc()
@@ -377,6 +382,7 @@ def _standby(previous_request: str, reply_to: int, handoff: int) -> None:
     code = 1
     try:
         _become_worker(reply_to)
+        process_tree.name_this_process(STANDBY_NAME)
         ref = deserialize_value(previous_request, ExecuteRunArgs).instance_ref
         with contextlib.ExitStack() as stack:
             env = get_env_var_dict(os.getcwd())
@@ -387,6 +393,7 @@ def _standby(previous_request: str, reply_to: int, handoff: int) -> None:
             if not request:  # the server exited: no run for this one
                 code = 0
                 return
+            process_tree.name_this_process(WORKER_NAME)
             args = deserialize_value(request.decode(), ExecuteRunArgs)
             if instance is None or args.instance_ref != ref or get_env_var_dict(os.getcwd()) != env:
                 stack.close()
