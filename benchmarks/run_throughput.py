@@ -120,7 +120,7 @@ ROLES = (  # a command-line marker, the role it shows (the first that matches)
     ("offload.runtime.dev_server", "webserver"), ("dagster_webserver", "webserver"),
     ("dagster-webserver", "webserver"), ("_daemon", "daemon"), ("dagster-daemon", "daemon"),
     ("api grpc", "code server"), ("code-server", "code server"), ("execute_run", "run worker"),
-    ("multiprocessing.spawn", "run worker"), ("tail -F", "log tailer"),
+    ("multiprocessing.spawn", "run worker"), ("tail -F", "log tailer"), ("offload.webhooks", "gateway"),
     (" dev", "dev command"),
 )  # fmt: skip
 

@@ -66,6 +66,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from benchmarks.run_throughput import GroupSampler
 from benchmarks.support import services
 from benchmarks.support.waiting import free_port, wait_for
 from benchmarks.support.webhooks import (
@@ -398,15 +399,26 @@ def sustained(root: Path, rate: float, seconds: float) -> dict[str, Any]:
             await task
             return latencies
 
-        answer_latencies = asyncio.run(drive())
-        load_ended = time.perf_counter()
-        try:
-            wait_for(lambda: backlog() == (0, 0), 300, "the backlog to drain", interval=1.0)
-            drain_seconds = time.perf_counter() - load_ended
-        except AssertionError:
-            drain_seconds = float("nan")  # not within 300 s
+        busy_before = busy_cpu_seconds()
+        with GroupSampler(gateway.pid) as at_gateway, GroupSampler(daemon.pid) as at_daemon:
+            before = {"gateway": at_gateway.by_role(), "daemon": at_daemon.by_role()}
+            answer_latencies = asyncio.run(drive())
+            load_ended = time.perf_counter()
+            try:
+                wait_for(lambda: backlog() == (0, 0), 300, "the backlog to drain", interval=1.0)
+                drain_seconds = time.perf_counter() - load_ended
+            except AssertionError:
+                drain_seconds = float("nan")  # not within 300 s
+        machine_cpu = busy_cpu_seconds() - busy_before
+        cpu_by_role = {
+            f"{side} {name}": seconds - before[side].get(name, 0.0)
+            for side, sampler in (("gateway", at_gateway), ("daemon", at_daemon))
+            for name, seconds in sampler.by_role().items()
+        }
         created: list[float] = []
         started: list[float] = []
+        durations: list[float] = []  # a run's start to its end: with the cap on runs at once, the pace
+        spans: list[tuple[float, float]] = []
         rows = {row.run_id: row for row in inbox.in_status("launched", limit=100_000) if row.run_id}
         rows |= {row.run_id: row for row in inbox.in_status("succeeded", limit=100_000) if row.run_id}
         for record in instance.get_run_records(dg.RunsFilter(tags={PROVIDER_TAG: "github"})):
@@ -416,15 +428,37 @@ def sustained(root: Path, rate: float, seconds: float) -> dict[str, Any]:
             received = row.received_at.timestamp()
             created.append(record.create_timestamp.timestamp() - received)
             started.append(record.start_time - received)
+            if record.end_time is not None:
+                durations.append(record.end_time - record.start_time)
+                spans.append((record.start_time, record.end_time))
         return {
             "sent": total, "answer_p99_ms": percentile(answer_latencies, 99) * 1000, "samples": samples,
             "created": created, "started": started, "drain_seconds": drain_seconds,
+            "durations": durations, "peak_running": peak_overlap(spans),
+            "machine_cpu": machine_cpu, "cpu_by_role": cpu_by_role,
         }  # fmt: skip
     finally:
         inbox.dispose()
         gateway.stop()
         daemon.stop()
         instance.dispose()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``: all but idle and iowait):
+    every process counted, the short-lived ones a sampler misses included."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most of ``spans`` (start, end) open at one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 # -- 3. launch path --------------------------------------------------------------------------------------
@@ -548,6 +582,16 @@ def main() -> None:
             p50, p90 = statistics.median(values), percentile(values, 90)
             print(f"received -> run {name:8}: p50 {p50:.2f} s, p90 {p90:.2f} s, max {max(values):.2f} s "
                   f"(n={len(values)})")  # fmt: skip
+        durations = found["durations"]
+        print(f"run start -> end         : p50 {statistics.median(durations):.2f} s, "
+              f"p90 {percentile(durations, 90):.2f} s; "
+              f"at most {found['peak_running']} runs at once")  # fmt: skip
+        runs = len(found["started"])
+        print(f"CPU per run              : {found['machine_cpu'] / runs:.3f} s, the whole machine from the "
+              "first send to the drain")  # fmt: skip
+        print("  by process, sampled every 0.1 s (short-lived processes undercounted):")
+        for name, seconds in sorted(found["cpu_by_role"].items(), key=lambda item: -item[1]):
+            print(f"  {name:22}: {seconds / runs:.3f} s")
         print(f"load average after: {load_average()}")
         return
     seconds, rounds, events = min(args.seconds, 30.0), min(args.rounds, 5), min(args.events, 50)

@@ -26,10 +26,18 @@ from offload import paths
 
 def write_instance(home: Path, run_queue: Mapping[str, Any] | None = None) -> Path:
     """The DAGSTER_HOME ``offload`` makes (``dagster_deployment.instance_yaml()``: its run coordinator and
-    launcher), with ``run_queue`` settings laid over the run coordinator's."""
+    launcher), with ``run_queue`` settings laid over the run coordinator's, and its storage created.
+
+    Created here, once: a daemon and a gateway started together on a new home each create the SQLite
+    schedule storage and stamp its schema version, and the loser finds two versions and fails to start
+    (Dagster's own ``dagster dev``, and so ``offload dev``, opens the instance before its processes)."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
     home.mkdir(parents=True, exist_ok=True)
     config = dagster_deployment.instance_yaml(run_coordinator={"config": dict(run_queue or {})})
     (home / "dagster.yaml").write_text(config)
+    dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()
     return home
 
 

@@ -132,6 +132,8 @@ def run_coordinator_config(level_slots: int = LEVEL_SLOTS) -> dict[str, Any]:
             "start_at_once": True,
             "max_concurrent_runs": -1,
             "dequeue_interval_seconds": 1,
+            "dequeue_use_threads": True,
+            "dequeue_num_workers": 4,
             "tag_concurrency_limits": tag_concurrency_limits(level_slots),
         },
     }

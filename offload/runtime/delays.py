@@ -19,8 +19,9 @@ read: no extra query).
 
 Dagster has no hook for either, so :func:`install` (called by offload's run coordinator, which every
 process with the instance builds, the daemon first of all) wraps two methods of
-``QueuedRunCoordinatorDaemon``: ``run_iteration`` (release first) and ``_priority_sort`` (drop expired
-runs, then Dagster's sort). tests/test_trigger_options.py checks both on a real daemon.
+``QueuedRunCoordinatorDaemon``: ``run_iteration`` (release first; after it, slots freed during the
+interval are refilled: offload/runtime/queue_refill.py) and ``_priority_sort`` (drop expired runs, then
+Dagster's sort). tests/test_trigger_options.py checks both on a real daemon.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 from dagster._core.storage.sqlalchemy_compat import db_select
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-from offload.runtime import queues, run_status
+from offload.runtime import queue_refill, queues, run_status
 from offload.trigger_options import (
     DELAY_UNTIL_TAG,
     EXPIRED_TAG,
@@ -131,6 +132,7 @@ def _run_iteration(
     workspace_process_context: Any,
     fixed_iteration_time: float | None = None,
 ) -> Iterator[Any]:
+    began = time.monotonic()
     instance = workspace_process_context.instance
     self._offload_instance = instance  # type: ignore[attr-defined]  # for _priority_sort
     queues.refresh(instance)  # the queue limits set at run time, for this iteration's counts
@@ -141,6 +143,10 @@ def _run_iteration(
     except Exception:  # the queue must go on even if this pass fails; it is retried next iteration
         log.exception("releasing delayed runs failed")
     yield from _dagsters_run_iteration(self, workspace_process_context, fixed_iteration_time)
+    if fixed_iteration_time is None:  # a test's frozen clock drives single iterations
+        yield from queue_refill.refill(
+            instance, lambda: _dagsters_run_iteration(self, workspace_process_context, None), began
+        )
 
 
 def _priority_sort(self: QueuedRunCoordinatorDaemon, runs: Iterable[dg.DagsterRun]) -> list[dg.DagsterRun]:
