@@ -193,6 +193,8 @@ def test_a_source_over_its_rate_gets_429_with_retry_after_and_others_go_on(gatew
         ("OFFLOAD_WEBHOOK_READ_TIMEOUT", "0", r"must be at least 0.1, got '0'$"),
         ("OFFLOAD_WEBHOOK_MAX_HEADER_BYTES", "100", r"must be at least 1024, got '100'$"),
         ("OFFLOAD_WEBHOOK_MAX_CONNECTIONS", "many", r"must be a number, got 'many'$"),
+        ("OFFLOAD_REALTIME_INTERVAL", "0", r"must be at least 0.05, got '0'$"),
+        ("OFFLOAD_REALTIME_INTERVAL", "soon", r"must be a number, got 'soon'$"),
     ],
 )
 def test_limit_settings_errors_are_one_line(name: str, value: str, message: str) -> None:
@@ -203,6 +205,7 @@ def test_limit_settings_errors_are_one_line(name: str, value: str, message: str)
 def test_limit_defaults_and_off() -> None:
     settings = GatewaySettings.from_env({})
     assert (settings.read_timeout, settings.max_header_bytes, settings.max_connections) == (15.0, 16384, 256)
+    assert settings.realtime_interval == 0.1
     assert settings.rate_limit is not None and str(settings.rate_limit) == "100 per 1 second"
     assert GatewaySettings.from_env({"OFFLOAD_WEBHOOK_RATE_LIMIT": "off"}).rate_limit is None
     options = settings.uvicorn_options()

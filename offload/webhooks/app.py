@@ -172,8 +172,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state["gateway"] = Gateway(settings or GatewaySettings.from_env(), instance)
-        state["realtime"] = realtime.Realtime(lambda: instance or dg.DagsterInstance.get())
+        checked = settings or GatewaySettings.from_env()
+        state["gateway"] = Gateway(checked, instance)
+        state["realtime"] = realtime.Realtime(
+            lambda: instance or dg.DagsterInstance.get(), interval=checked.realtime_interval
+        )
         state["realtime"].hub.start()
         realtime.mask_access_log()
         # Everything loaded so far (Dagster's modules among it: 170,000 objects) lives as long as the

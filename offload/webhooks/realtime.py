@@ -15,7 +15,8 @@ stream ends when its token expires. The token is a credential: the access log (`
 and nothing else here logs a request's URL.
 
 Push or poll: Dagster offers no change feed, so one task per gateway process polls the instance's run
-storage every ``OFFLOAD_REALTIME_INTERVAL`` seconds (0.1 by default), whatever the number of subscribers:
+storage every ``OFFLOAD_REALTIME_INTERVAL`` seconds (0.1 by default, at least 0.05: the gateway's settings,
+offload/webhooks/settings.py), whatever the number of subscribers:
 one query for when each watched run family last changed (offload/runtime/run_changes.py), one per watched
 tag, and one that reads the records of the families that changed; each subscriber only compares the shared
 snapshots with what it last sent. The metadata comes from the run's ``offload/metadata`` tag
@@ -28,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -45,11 +45,11 @@ from offload.client.tokens import Grant, InvalidTokenError, signing_secret, veri
 from offload.errors import CONFIGURATION_ERROR_TAG, ConfigurationError
 from offload.redaction import redact
 from offload.runtime import run_changes
+from offload.webhooks.settings import DEFAULT_REALTIME_INTERVAL
 
 log = logging.getLogger("offload.webhooks.realtime")
 
 ROOT_RUN_TAG = "dagster/root_run_id"
-DEFAULT_INTERVAL = 0.1
 FULL_EVERY = 10  # polls: every tenth reads every watched run's record (offload/runtime/run_changes.py)
 KEEPALIVE = 15.0  # seconds between comments on a quiet stream (proxies close idle connections)
 TAG_RUNS_LIMIT = 50  # newest runs per tag a tag stream shows
@@ -78,10 +78,12 @@ class Hub:
     all streams (500 streams, 10 polls with a change a second: 5,000 wake-ups a second, which took a
     quarter of the gateway's webhook throughput; ``benchmarks/realtime.py`` phase c)."""
 
-    def __init__(self, instance: Callable[[], dg.DagsterInstance], interval: float | None = None):
+    def __init__(
+        self, instance: Callable[[], dg.DagsterInstance], interval: float = DEFAULT_REALTIME_INTERVAL
+    ):
         self._instance_of = instance
         self._instance: dg.DagsterInstance | None = None
-        self.interval = interval or float(os.environ.get("OFFLOAD_REALTIME_INTERVAL") or DEFAULT_INTERVAL)
+        self.interval = interval
         self.runs: Counter[str] = Counter()
         self.tags: Counter[tuple[str, str]] = Counter()
         self.snapshots: dict[str, str] = {}  # run id -> JSON snapshot
@@ -289,8 +291,13 @@ def _token(request: Request) -> str | None:
 class Realtime:
     """The realtime routes' state: the hub and the signing secret (``OFFLOAD_REALTIME_SECRET``)."""
 
-    def __init__(self, instance: Callable[[], dg.DagsterInstance], environ: Mapping[str, str] | None = None):
-        self.hub = Hub(instance)
+    def __init__(
+        self,
+        instance: Callable[[], dg.DagsterInstance],
+        environ: Mapping[str, str] | None = None,
+        interval: float = DEFAULT_REALTIME_INTERVAL,
+    ):
+        self.hub = Hub(instance, interval)
         try:
             self.secret: str | None = signing_secret(environ)
         except ConfigurationError as error:

@@ -24,6 +24,8 @@ DEFAULT_READ_TIMEOUT = 15.0  # seconds for a whole request to arrive: 1 MiB need
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # h11's own default; providers send under 2 KiB
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_KEEP_ALIVE = 5.0  # uvicorn's default
+DEFAULT_REALTIME_INTERVAL = 0.1  # seconds between the realtime streams' reads of the run storage
+MIN_REALTIME_INTERVAL = 0.05  # below it the poll would be most of the gateway's work
 LAUNCH_MODES = ("immediate", "sensor")
 
 
@@ -52,6 +54,7 @@ class GatewaySettings:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keep_alive: float = DEFAULT_KEEP_ALIVE
+    realtime_interval: float = DEFAULT_REALTIME_INTERVAL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -83,6 +86,9 @@ class GatewaySettings:
             ),
             max_connections=int(_number(env, "OFFLOAD_WEBHOOK_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1)),
             keep_alive=_number(env, "OFFLOAD_WEBHOOK_KEEP_ALIVE", DEFAULT_KEEP_ALIVE, 0.1),
+            realtime_interval=_number(
+                env, "OFFLOAD_REALTIME_INTERVAL", DEFAULT_REALTIME_INTERVAL, MIN_REALTIME_INTERVAL
+            ),
         )
 
     def uvicorn_options(self) -> dict[str, Any]:
