@@ -19,7 +19,9 @@ import time.
    benchmark's closed loop, ``--connections``) while the runs go on setting metadata at ``--rate``, with
    the ``--subscribers`` connected and then with none, alternated ``--ingest-rounds`` times. The load
    generator runs in a process of its own; the subscribers (here) compete with the gateway for the cores
-   in the "with" rounds, as a browser on the same machine would.
+   in the "with" rounds, as a browser on the same machine would. With ``--pin`` the gateway has core 0 to
+   itself and everything else (this process: subscribers and writer; the load generator) shares core 1:
+   the ratio is then the gateway's own cost of serving the streams, without the clients' CPU in it.
 
 Everything is on 127.0.0.1 and bounded. Run:
 ``.venv/bin/python -m benchmarks.realtime [--subscribers 500] [--runs 50] [--rate 20] [--seconds 20]``.
@@ -48,6 +50,7 @@ from benchmarks.support.webhooks import SECRETS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-realtime-secret-0123456789abcdef"
+GATEWAY_CORE, CLIENTS_CORE = 0, 1  # with --pin
 
 
 CONSTRUCT = "import offload.client; offload.client.Client()"  # the first Client loads httpx
@@ -127,7 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=128, help="webhook connections in phase c")
     parser.add_argument("--ingest-seconds", type=float, default=4.0, help="each ingest round of phase c")
     parser.add_argument("--ingest-rounds", type=int, default=2, help="with/without alternations in c")
+    parser.add_argument("--pin", action="store_true", help="the gateway alone on core 0, the rest on 1")
     args = parser.parse_args(argv)
+    if args.pin:
+        if (os.cpu_count() or 1) < 2:
+            sys.exit("--pin: needs at least 2 cores")
+        os.sched_setaffinity(0, {CLIENTS_CORE})  # before any thread: they and every child inherit it
     if not 1 <= args.subscribers <= 2000 or not 1 <= args.runs <= 500 or not 0 < args.seconds <= 120:
         sys.exit("bounds: 1-2000 subscribers, 1-500 runs, at most 120 s")
 
@@ -179,6 +187,7 @@ async def _realtime(root: Path, args: argparse.Namespace) -> None:
     gateway = subprocess.Popen(
         [sys.executable, "-m", "offload.webhooks", "serve", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {GATEWAY_CORE})) if args.pin else None,
     )  # fmt: skip
     try:
         give_up = time.monotonic() + 120
