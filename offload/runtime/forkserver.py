@@ -52,8 +52,8 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import deserialize_value, serialize_value
@@ -358,11 +358,23 @@ def _become_worker(reply_to: int) -> None:
 
 def _worker(serialized_args: str, reply_to: int) -> None:
     """In the forked child: a run worker with the server's imports and none of its plumbing."""
-    code = 1
-    try:
+
+    def body() -> int:
         _become_worker(reply_to)
         process_tree.name_this_process(WORKER_NAME)
-        code = execute_run(serialized_args)
+        return execute_run(serialized_args)
+
+    _exit_with(body)
+
+
+def _exit_with(body: Callable[[], int], quiet: tuple[type[BaseException], ...] = ()) -> NoReturn:
+    """In a forked child: run ``body``, then exit with its code (1 if it raised; the traceback printed
+    unless the exception is one of ``quiet``), never returning into the server's loop."""
+    code = 1
+    try:
+        code = body()
+    except quiet:
+        pass
     except BaseException:
         traceback.print_exc()
     finally:
@@ -379,8 +391,7 @@ def _standby(previous_request: str, reply_to: int, handoff: int) -> None:
     from dagster._core.secrets.env_file import get_env_var_dict
     from dagster._utils.interrupts import capture_interrupts
 
-    code = 1
-    try:
+    def body() -> int:
         _become_worker(reply_to)
         process_tree.name_this_process(STANDBY_NAME)
         ref = deserialize_value(previous_request, ExecuteRunArgs).instance_ref
@@ -391,24 +402,17 @@ def _standby(previous_request: str, reply_to: int, handoff: int) -> None:
                 instance = stack.enter_context(get_instance_for_cli(instance_ref=ref))
             request = _read_line(handoff, size=65536)
             if not request:  # the server exited: no run for this one
-                code = 0
-                return
+                return 0
             process_tree.name_this_process(WORKER_NAME)
             args = deserialize_value(request.decode(), ExecuteRunArgs)
             if instance is None or args.instance_ref != ref or get_env_var_dict(os.getcwd()) != env:
                 stack.close()
-                code = execute_run(request.decode())
-                return
+                return execute_run(request.decode())
             with capture_interrupts():
-                code = _run(args, instance)
-    except KeyboardInterrupt:
-        pass  # a Ctrl-C of the group while it waited (one during a run is the run's, as in any worker)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+                return _run(args, instance)
+
+    # A Ctrl-C of the group while it waited exits quietly (one during a run is the run's, as in any worker).
+    _exit_with(body, quiet=(KeyboardInterrupt,))
 
 
 if __name__ == "__main__":
