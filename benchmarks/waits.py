@@ -30,6 +30,7 @@ import psutil
 import sqlalchemy as sa
 
 from benchmarks.support import dagster_deployment
+from benchmarks.support.dagster_deployment import run_workers
 from benchmarks.support.waiting import wait_for
 from offload.client import Client
 from offload.runtime import waitstore
@@ -53,18 +54,6 @@ def memory(processes: list[psutil.Process]) -> tuple[float, float]:
             continue
         rss, uss = rss + info.rss / MIB, uss + info.uss / MIB
     return rss, uss
-
-
-def workers(pid: int) -> list[psutil.Process]:
-    found = []
-    for process in tree(pid)[1:]:
-        try:
-            parent = process.parent()
-            if parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline()):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
 
 
 def trigger(client: Client, job: str, payload: dict, count: int) -> list[str]:
@@ -108,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
             rows = wait_for(waiting, 3600, "every run to wait", interval=1.0)
             to_wait = time.time() - started
-            wait_for(lambda: not workers(services.pid), 60, "the last workers to exit")
+            wait_for(lambda: not run_workers(services.pid), 60, "the last workers to exit")
             rss1, uss1 = memory(tree(services.pid))
             procs1 = len(tree(services.pid))
 
@@ -139,11 +128,16 @@ def main(argv: list[str] | None = None) -> None:
             wait_for(
                 lambda: store.counts().get(waitstore.WAITING, 0) == 0, 600, "no waits left", interval=1.0
             )
-            wait_for(lambda: not workers(services.pid), 1800, "resumed runs to finish", interval=1.0)
+            wait_for(
+                lambda: not run_workers(services.pid),
+                1800,
+                "resumed runs to finish",
+                interval=1.0,
+            )
 
             trigger(client, "sleepy", {"seconds": args.seconds}, args.stock)
             sleeping = wait_for(
-                lambda: (found := workers(services.pid)) and len(found) >= args.stock and found,
+                lambda: (found := run_workers(services.pid)) and len(found) >= args.stock and found,
                 600,
                 "every baseline run to sleep",
             )

@@ -35,7 +35,7 @@ from benchmarks.support.waiting import free_port, wait_for
 from offload import paths, wait
 from offload.client import Client, Status
 from offload.client.runs import status_of, waiting_for
-from offload.runtime import forkserver, waits, waitstore
+from offload.runtime import waits, waitstore
 
 WORKSPACE = Path(__file__).parent / "wait_workspace.yaml"
 RUN_TIMEOUT = 120
@@ -334,21 +334,6 @@ def test_batch_processor_waits_between_batches(deployment):
 MANY = 200
 
 
-def run_workers(services: DagsterDeployment) -> list[psutil.Process]:
-    """This deployment's forked run workers: fork-server children (runtime/forkserver.py) in its tree,
-    but not a fork server's standby, which waits for the next run with no run of its own."""
-    workers = []
-    for process in psutil.Process(services.pid).children(recursive=True):
-        try:
-            parent = process.parent()
-            is_forked = parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline())
-            if is_forked and process.name() != forkserver.STANDBY_NAME:
-                workers.append(process)
-        except psutil.Error:
-            continue
-    return workers
-
-
 def test_two_hundred_runs_wait_at_once_with_no_worker_and_all_resume_on_time(deployment):
     client = deployment.client
     later = time.time() + 3600
@@ -372,7 +357,7 @@ def test_two_hundred_runs_wait_at_once_with_no_worker_and_all_resume_on_time(dep
 
     rows = wait_for(waiting_rows, 600, f"{MANY} runs to wait at once")
     # Not one worker process for 200 waiting runs (the last ones' workers may be exiting still).
-    wait_for(lambda: not run_workers(deployment.services), 30, "no run worker alive")
+    wait_for(lambda: not dagster_deployment.run_workers(deployment.services.pid), 30, "no run worker alive")
     listed = client.list(job="nap", status=Status.WAITING, limit=20)
     assert len(listed) == 20 and {run.id for run in listed} <= {handle.id for handle in handles}
     assert all(client.retrieve(handle.id).status is Status.WAITING for handle in handles)

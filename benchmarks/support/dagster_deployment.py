@@ -31,12 +31,13 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import httpx
+import psutil
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from benchmarks.support.waiting import free_port, wait_for
 from offload import paths
-from offload.runtime import instance
+from offload.runtime import forkserver, instance
 
 BIN = Path(sys.executable).parent
 CRASH_WORKSPACE = paths.PROJECT_ROOT / "tests" / "crash_workspace.yaml"  # tests/crash_location.py
@@ -285,3 +286,18 @@ def finished(instance_: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None
     run = instance_.get_run_by_id(run_id)
     assert run is not None, run_id
     return run if run.is_finished else None
+
+
+def run_workers(pid: int) -> list[psutil.Process]:
+    """The forked run workers under process ``pid`` (a deployment's): fork-server children, but not a fork
+    server's standby, which waits for the next run with no run of its own (offload/runtime/forkserver.py)."""
+    workers = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            parent = process.parent()
+            is_forked = parent is not None and "offload.runtime.forkserver" in " ".join(parent.cmdline())
+            if is_forked and process.name() != forkserver.STANDBY_NAME:
+                workers.append(process)
+        except psutil.Error:
+            continue
+    return workers
