@@ -59,7 +59,13 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import deserialize_value, serialize_value
 
 from offload import process_tree
-from offload.runtime import compute_logs, event_log_files, instance_settings, schema_scripts
+from offload.runtime import (
+    compute_logs,
+    event_log_files,
+    instance_settings,
+    schema_scripts,
+    sqlite_engines,
+)
 
 DEFAULT_PRELOAD = ("dagster", "definitions")
 READY = b"ready"  # the server's first line: its preload is done
@@ -354,6 +360,7 @@ def _become_worker(reply_to: int) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     compute_logs.stop_mirroring()  # steps' output to their log files only (runtime/compute_logs.py)
+    sqlite_engines.hold_connections()  # a connection per file for the worker's life, not per event
 
 
 def _worker(serialized_args: str, reply_to: int) -> None:
@@ -378,6 +385,8 @@ def _exit_with(body: Callable[[], int], quiet: tuple[type[BaseException], ...] =
     except BaseException:
         traceback.print_exc()
     finally:
+        with contextlib.suppress(BaseException):
+            sqlite_engines.close_all()  # the held connections' last close checkpoints their files
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
