@@ -1,5 +1,5 @@
-"""offload/runtime/sqlite_engines.py: a run worker keeps one connection per SQLite file, its events still reach
-the file the Dagster UI watches one by one, and nothing committed is lost when the worker is killed.
+"""offload/runtime/sqlite_engines.py: a run worker keeps one connection per SQLite file, its events still
+reach the file the Dagster UI watches one by one, and nothing committed is lost when the worker is killed.
 
 Each case runs in a process of its own: holding connections is a property of the process that asks for it.
 """
