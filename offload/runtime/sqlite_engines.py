@@ -73,8 +73,8 @@ def engine_for(url: str, **connect_args: Any) -> sa.Engine:
             if holds_connections():
                 # Pooled connections move between threads (one at a time): sqlite3 must allow it.
                 arguments = {**connect_args, "check_same_thread": False}
-                engine = sa.create_engine(
-                    url, pool_size=HELD_PER_FILE, max_overflow=8, connect_args=arguments
+                engine = sa.create_engine(  # more threads at once get extra connections, never a wait
+                    url, pool_size=HELD_PER_FILE, max_overflow=-1, connect_args=arguments
                 )
             else:
                 engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
