@@ -20,8 +20,9 @@ import time.
    the ``--subscribers`` connected and then with none, alternated ``--ingest-rounds`` times. The load
    generator runs in a process of its own; the subscribers (here) compete with the gateway for the cores
    in the "with" rounds, as a browser on the same machine would. With ``--pin`` the gateway has core 0 to
-   itself and everything else (this process: subscribers and writer; the load generator) shares core 1:
-   the ratio is then the gateway's own cost of serving the streams, without the clients' CPU in it.
+   itself and everything else (this process: subscribers and writer; the load generator) shares core 1,
+   so each round's line shows how much of its own core the gateway used: whether it was the limit. The
+   subscribers still share a core with the load generator, so the ratio still includes their CPU.
 
 Everything is on 127.0.0.1 and bounded. Run:
 ``.venv/bin/python -m benchmarks.realtime [--subscribers 500] [--runs 50] [--rate 20] [--seconds 20]``.
